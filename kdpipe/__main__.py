@@ -1,0 +1,3 @@
+from kdpipe.cli import run
+
+run()

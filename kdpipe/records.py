@@ -1,0 +1,356 @@
+"""The record schema, and reading and writing it as JSONL.
+
+One record is one question on its way from seed to eval. Every stage reads
+records and writes records (or, for `format`, training examples built from
+them), so the fields below are the whole contract between stages:
+
+    id          stable id given by `seed`, carried unchanged to eval
+    question    the question text the teacher and the student see
+    task        "numeric" | "choice" | "text"
+    choices     the options of a multiple-choice question, else None
+    gold        the gold answer in canonical form (see answers.py), or None
+    samples     teacher outputs, one per sampled completion (see Sample)
+    provenance  where the record came from: source file and line for seeds,
+                the seeds that inspired an expanded question, the teacher call
+                (model, prompt template digest, sampling parameters)
+    reason      why a stage rejected the record (filter --rejected), else None
+    vote_share  self-consistency agreement of the kept samples, else None
+    meta        source fields kdpipe does not interpret, kept for the user
+
+Writing goes through `atomic_output`: a temporary file beside the target,
+renamed into place only when the stage finished, with `<out>.meta.json`
+beside it (stage, parameters, input digests, counts, version, time).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import hashlib
+import json
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from kdpipe import __version__
+from kdpipe.errors import InputError, KdpipeError
+
+TASKS = ("numeric", "choice", "text")
+
+# Reason codes for a teacher sample that gave no usable answer. `generate`
+# sets them, `filter` drops on them, reports count them.
+SAMPLE_ERRORS = ("unparseable", "empty", "truncated", "refusal", "transport")
+
+
+@dataclass
+class Sample:
+    """One teacher completion for one question."""
+
+    index: int = 0
+    text: str | None = None  # the raw completion
+    rationale: str | None = None
+    answer: str | None = None  # canonical answer parsed from text
+    finish_reason: str | None = None
+    error: str | None = None  # one of SAMPLE_ERRORS, or None when usable
+    detail: str | None = None  # human-readable detail for `error`
+    usage: dict[str, int] = field(default_factory=dict)
+    cached: bool = False
+    reason: str | None = None  # why `filter` dropped this sample
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.answer is not None
+
+
+@dataclass
+class Record:
+    id: str
+    question: str
+    task: str = "text"
+    choices: list[str] | None = None
+    gold: str | None = None
+    samples: list[Sample] = field(default_factory=list)
+    provenance: dict[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+    vote_share: float | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        # Omit empty optional fields so files stay readable by eye.
+        for key in ("choices", "gold", "reason", "vote_share"):
+            if d[key] is None:
+                del d[key]
+        for key in ("samples", "provenance", "meta"):
+            if not d[key]:
+                del d[key]
+        return d
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> "Record":
+        """Build a record from a parsed JSON object; raise ValueError on a bad one."""
+        unknown = set(obj) - _RECORD_FIELDS
+        if unknown:
+            raise ValueError(f"unknown field(s) {', '.join(sorted(unknown))}")
+        for name in ("id", "question"):
+            if name not in obj:
+                raise ValueError(f"missing field '{name}'")
+        _expect(obj, "id", str)
+        _expect(obj, "question", str)
+        if not obj["id"]:
+            raise ValueError("field 'id' is empty")
+        if not obj["question"].strip():
+            raise ValueError("field 'question' is empty")
+        task = obj.get("task", "text")
+        if task not in TASKS:
+            raise ValueError(f"field 'task' must be one of {', '.join(TASKS)}, got {task!r}")
+        choices = obj.get("choices")
+        if choices is not None and (
+            not isinstance(choices, list) or not all(isinstance(c, str) for c in choices)
+        ):
+            raise ValueError("field 'choices' must be a list of strings")
+        if task == "choice" and not choices:
+            raise ValueError("a 'choice' record needs a non-empty 'choices' list")
+        _expect(obj, "gold", (str, type(None)))
+        _expect(obj, "reason", (str, type(None)))
+        _expect(obj, "vote_share", (int, float, type(None)))
+        _expect(obj, "provenance", dict)
+        _expect(obj, "meta", dict)
+        _expect(obj, "samples", list)
+        samples = []
+        for i, s in enumerate(obj.get("samples") or []):
+            if not isinstance(s, dict):
+                raise ValueError(f"samples[{i}] is not an object")
+            unknown = set(s) - _SAMPLE_FIELDS
+            if unknown:
+                raise ValueError(f"samples[{i}]: unknown field(s) {', '.join(sorted(unknown))}")
+            samples.append(Sample(**s))
+        return cls(
+            id=obj["id"],
+            question=obj["question"],
+            task=task,
+            choices=choices,
+            gold=obj.get("gold"),
+            samples=samples,
+            provenance=obj.get("provenance") or {},
+            reason=obj.get("reason"),
+            vote_share=obj.get("vote_share"),
+            meta=obj.get("meta") or {},
+        )
+
+
+_RECORD_FIELDS = {f for f in Record.__dataclass_fields__}
+_SAMPLE_FIELDS = {f for f in Sample.__dataclass_fields__}
+
+
+def _expect(obj: dict, name: str, types) -> None:
+    if name in obj and not isinstance(obj[name], types):
+        names = types.__name__ if isinstance(types, type) else " or ".join(
+            "null" if t is type(None) else t.__name__ for t in types
+        )
+        raise ValueError(f"field '{name}' must be {names}, got {type(obj[name]).__name__}")
+
+
+# ---------------------------------------------------------------- reading
+
+
+def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line of a JSONL file.
+
+    Raises InputError naming the file and line for anything that is not a JSON
+    object on one UTF-8 line, and for a file with no objects at all.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, "no such file")
+    if path.is_dir():
+        raise InputError(path, "is a directory, expected a JSONL file")
+    seen = 0
+    with open(path, "rb") as fp:
+        for lineno, raw in enumerate(fp, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InputError(path, f"not valid UTF-8 (byte {e.start + 1} of the line)", lineno) from None
+            if lineno == 1 and line.startswith("\ufeff"):
+                line = line[1:]
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", lineno) from None
+            if not isinstance(obj, dict):
+                raise InputError(path, f"expected a JSON object, got {_json_type(obj)}", lineno)
+            seen += 1
+            yield lineno, obj
+    if not seen:
+        raise InputError(path, "empty file: no records")
+
+
+def read_records(path: str | os.PathLike) -> Iterator[Record]:
+    """Yield the records of a JSONL file, failing on the first bad line."""
+    for lineno, obj in iter_json_objects(path):
+        try:
+            yield Record.from_dict(obj)
+        except (ValueError, TypeError) as e:
+            raise InputError(path, str(e), lineno) from None
+
+
+def load_records(path: str | os.PathLike) -> list[Record]:
+    """Read a whole records file, also rejecting duplicate ids."""
+    records, lines = [], {}
+    for lineno, obj in iter_json_objects(path):
+        try:
+            rec = Record.from_dict(obj)
+        except (ValueError, TypeError) as e:
+            raise InputError(path, str(e), lineno) from None
+        if rec.id in lines:
+            raise InputError(path, f"duplicate id {rec.id!r} (first on line {lines[rec.id]})", lineno)
+        lines[rec.id] = lineno
+        records.append(rec)
+    return records
+
+
+def _json_type(obj: Any) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number",
+            bool: "a boolean", type(None): "null"}.get(type(obj), type(obj).__name__)
+
+
+# ---------------------------------------------------------------- writing
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+class JsonlWriter:
+    """Writes one JSON object per line to an open text file."""
+
+    def __init__(self, fp):
+        self._fp = fp
+        self.count = 0
+
+    def write(self, obj: Record | dict[str, Any]) -> None:
+        if isinstance(obj, Record):
+            obj = obj.to_dict()
+        self._fp.write(dumps(obj) + "\n")
+        self.count += 1
+
+    def write_all(self, objs: Iterable[Record | dict[str, Any]]) -> None:
+        for obj in objs:
+            self.write(obj)
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w"):
+    """Open a temporary file beside `path`; rename it onto `path` on success.
+
+    On any exception (Ctrl-C included) the temporary file is removed and an
+    existing `path` is left untouched, so Make never sees a half-written output.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise KdpipeError(f"{path}: is a directory, expected an output file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fp:
+            yield fp
+            fp.flush()
+            os.fsync(fp.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def meta_path(path: str | os.PathLike) -> Path:
+    """Where the metadata of an output lives: `<out>.meta.json` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fp:
+        for chunk in iter(lambda: fp.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def text_digest(text: str) -> str:
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+# Parameter names whose values must never be written anywhere.
+_SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.I)
+_SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
+
+
+def scrub(obj: Any) -> Any:
+    """Drop secret-looking keys and mask secret-looking values, recursively."""
+    if isinstance(obj, dict):
+        return {k: scrub(v) for k, v in obj.items() if not _SECRET_NAME.search(str(k))}
+    if isinstance(obj, (list, tuple)):
+        return [scrub(v) for v in obj]
+    if isinstance(obj, str):
+        return _SECRET_VALUE.sub("***", obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_meta(
+    out: str | os.PathLike,
+    *,
+    stage: str,
+    params: dict[str, Any],
+    inputs: Iterable[str | os.PathLike] = (),
+    counts: dict[str, Any] | None = None,
+    started: float | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `<out>.meta.json`: what produced `out`, from what, and how many."""
+    now = time.time()
+    meta = {
+        "stage": stage,
+        "kdpipe_version": __version__,
+        "output": Path(out).name,
+        "output_digest": file_digest(out) if Path(out).is_file() else None,
+        "created": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": round(now - started, 3) if started is not None else None,
+        "params": scrub(params),
+        "inputs": {str(p): file_digest(p) for p in inputs if Path(p).is_file()},
+        "counts": counts or {},
+    }
+    if extra:
+        meta.update(scrub(extra))
+    target = meta_path(out)
+    with atomic_file(target) as fp:
+        json.dump(meta, fp, indent=2, ensure_ascii=False, default=str)
+        fp.write("\n")
+    return target
+
+
+def write_records(
+    out: str | os.PathLike, records: Iterable[Record | dict[str, Any]]
+) -> int:
+    """Write records (or plain objects) to `out` atomically; return the count."""
+    with atomic_file(out) as fp:
+        writer = JsonlWriter(fp)
+        writer.write_all(records)
+    return writer.count
+
+
+def check_outputs_differ(inputs: Iterable[str | os.PathLike], outputs: Iterable[str | os.PathLike]) -> None:
+    """Refuse to overwrite an input with an output of the same stage."""
+    resolved = {Path(p).resolve() for p in inputs}
+    for out in outputs:
+        if out is not None and Path(out).resolve() in resolved:
+            raise KdpipeError(f"{out}: output would overwrite an input file")
