@@ -130,6 +130,22 @@ def seed(
                + (f", choices: {r.fields['choices']}" if r.fields["choices"] else "") + ")")
 
 
+# ------------------------------------------------------------------ generate
+# (the generate command)
+
+
+# ------------------------------------------------------------------ filter and format
+# (the filter and format commands)
+
+
+# ------------------------------------------------------------------ train and eval
+# (the train and eval commands)
+
+
+# ------------------------------------------------------------------ loopback teacher
+# (the teacher command group: the loopback server)
+
+
 def run() -> None:
     """Console-script entry point."""
     app(prog_name="kdpipe")
