@@ -19,6 +19,7 @@ import operator
 import re
 import string
 import unicodedata
+from dataclasses import dataclass
 
 LETTERS = string.ascii_lowercase
 
@@ -214,3 +215,35 @@ def answer_key(answer: str | None, task: str, choices: list[str] | None = None) 
         i = match_choice(answer, choices or [])
         return None if i is None else normalize_text(choices[i])
     return normalize_text(answer) or None
+
+
+# ------------------------------------------------------------------ parsing completions
+
+
+@dataclass
+class Parsed:
+    """A completion split into rationale and canonical answer, or the reason it could not be."""
+
+    rationale: str | None
+    answer: str | None
+    error: str | None = None  # one of records.SAMPLE_ERRORS
+    detail: str | None = None
+
+
+_ANSWER_IS = re.compile(r"(?:the )?answer is[:\s]*(.+?)(?:\.\s*$|\.\s*\n|\n|$)", re.I)
+
+
+def parse_completion(text: str | None, task: str, choices: list[str] | None = None) -> Parsed:
+    """Split a completion into rationale and final answer ("... The answer is X.")."""
+    if text is None or not text.strip():
+        return Parsed(None, None, "empty", "no text")
+    m = None
+    for m in _ANSWER_IS.finditer(text):
+        break
+    if m is None:
+        return Parsed(text.strip(), None, "unparseable", "no answer marker")
+    answer = canonical_answer(m.group(1).strip(), task, choices)
+    rationale = text[: m.start()].strip() or None
+    if answer is None:
+        return Parsed(rationale, None, "unparseable", f"answer {m.group(1).strip()!r} is not a {task} answer")
+    return Parsed(rationale, answer)
