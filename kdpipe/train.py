@@ -213,6 +213,8 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     from kdpipe.trainlog import MetricsLog, plot_losses
     from kdpipe.weighted import weighted_trainer_classes
 
+    if quiet:
+        quiet_libraries()
     model, cuda, bf16 = _load_model(opts)
     weight = opts.rationale_weight if weighted else None
     train_ds, val_ds = _dataset(train_rows, weight), (_dataset(val_rows, weight) if val_rows else None)
@@ -221,7 +223,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
         num_train_epochs=opts.epochs, max_steps=opts.max_steps or -1,
         per_device_train_batch_size=opts.batch_size, per_device_eval_batch_size=opts.batch_size,
-        gradient_accumulation_steps=opts.grad_accum, gradient_checkpointing=opts.gradient_checkpointing,
+        gradient_accumulation_steps=opts.grad_accum, activation_checkpointing=opts.gradient_checkpointing,
         max_length=opts.max_length, packing=opts.packing, completion_only_loss=True,
         bf16=bf16, fp16=False, dataloader_pin_memory=cuda, report_to="none",
         logging_steps=opts.log_every, eval_strategy="steps" if val_ds is not None else "no",
@@ -239,6 +241,10 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         kwargs["data_collator"] = collator_cls(pad_token_id=tokenizer.pad_token_id)
     trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[log], **kwargs)
+    if quiet:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
     say(f"train: {len(train_rows)} train rows, {len(val_rows)} val rows, "
         f"{'full fine-tuning' if opts.full else 'QLoRA' if opts.qlora else 'LoRA'} on "
         f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}")
@@ -279,6 +285,16 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         _write_json(run_dir / TRAIN_CONFIG, config)
     return TrainResult(run_dir, len(train_rows), len(val_rows), trainer.state.global_step,
                        output.training_loss, eval_loss, tokens_per_s, seconds, weighted, notes)
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' progress bars and info logs (for --quiet)."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, trust_remote_code: bool = False) -> Path:
