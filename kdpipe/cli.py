@@ -257,6 +257,10 @@ def tiny_student(
     """
     from kdpipe.tiny import TinyOptions, build_tiny_student, corpus_texts
 
+    if quiet:
+        from kdpipe.train import quiet_libraries
+
+        quiet_libraries()
     path = build_tiny_student(out, corpus_texts(corpus), TinyOptions(vocab_size=vocab_size, seed=seed_))
     say(quiet, f"tiny-student: wrote a random tiny Llama and its tokenizer to {path}")
 

@@ -289,12 +289,16 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
 
 def quiet_libraries() -> None:
     """Silence the libraries' progress bars and info logs (for --quiet)."""
+    import warnings
+
     import datasets
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     datasets.disable_progress_bars()
+    # Deprecations raised inside transformers/TRL, about calls the user cannot change.
+    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
 
 
 def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, trust_remote_code: bool = False) -> Path:
