@@ -282,6 +282,11 @@ def parse_completion(text: str | None, task: str, choices: list[str] | None = No
     return Parsed(rationale, answer)
 
 
+def runs_on(text: str) -> bool:
+    """Whether a completion carries on past its answer into an invented next example."""
+    return _drop_invented_examples(text) != text
+
+
 def _drop_invented_examples(text: str) -> str:
     # Keep everything up to the first invented example, unless that would leave no answer
     # (a completion that starts with "Q:" restating the question).
