@@ -13,7 +13,6 @@ It knows nothing about stages: give it messages, get back texts with usage.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import random
 import time
@@ -21,16 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
-from kdpipe.errors import KdpipeError
 from kdpipe.teacher.cache import ResponseCache, request_key
+from kdpipe.teacher.transport import TeacherFatalError, _Rejected, _Retryable, make_transport
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 TRANSPORTS = ("openai", "aiohttp")
-
-
-class TeacherFatalError(KdpipeError):
-    """The endpoint refused the run as a whole (bad key, no access, unknown model)."""
 
 
 @dataclass
@@ -138,16 +133,6 @@ class Stats:
         return time.monotonic() - self.started
 
 
-class _Retryable(Exception):
-    def __init__(self, detail: str, retry_after: float | None = None):
-        super().__init__(detail)
-        self.retry_after = retry_after
-
-
-class _Rejected(Exception):
-    """The server refused this one request (400, 422): retrying will not help."""
-
-
 def complete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
              stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
              ) -> list[list[Completion]]:
@@ -188,7 +173,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
 
 
 async def _send_all(config, requests, todo, results, cache, stats, on_progress) -> None:
-    transport = _make_transport(config)
+    transport = make_transport(config)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
 
@@ -286,113 +271,6 @@ async def _with_retries(config, transport, body, stats: Stats) -> dict:
             delay = max(delay, min(error.retry_after, 60.0))
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def _classify(status: int, detail: str, retry_after: str | None, model: str, url: str):
-    """Raise what an HTTP error status means for the run."""
-    if status in (401, 403):
-        raise TeacherFatalError(f"{url}: the API key was refused (HTTP {status}): {detail}")
-    if status == 404:
-        raise TeacherFatalError(f"{url}: model {model!r} or endpoint not found (HTTP 404): {detail}")
-    if status in (408, 409, 429) or status >= 500:
-        raise _Retryable(f"HTTP {status}: {detail}", _seconds(retry_after))
-    raise _Rejected(f"HTTP {status}: {detail}")
-
-
-def _seconds(value: str | None) -> float | None:
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date: fall back to our own backoff
-
-
-def _make_transport(config: TeacherConfig):
-    return _OpenAITransport(config) if config.transport == "openai" else _AiohttpTransport(config)
-
-
-class _OpenAITransport:
-    """The official client, with its own retries off: ours also cover malformed bodies."""
-
-    def __init__(self, config: TeacherConfig):
-        import openai
-
-        self._openai = openai
-        self._url = config.resolved_base_url()
-        self._model = config.model
-        self._client = openai.AsyncOpenAI(
-            base_url=self._url, api_key=config.api_key(), max_retries=0, timeout=config.timeout,
-            http_client=openai.DefaultAioHttpClient(
-                timeout=config.timeout,
-                limits=_httpx_limits(config.concurrency)),
-        )
-
-    async def send(self, body: dict) -> dict:
-        openai = self._openai
-        try:
-            response = await self._client.chat.completions.create(**body)
-        except openai.APIStatusError as e:
-            _classify(e.status_code, _short(e.message), e.response.headers.get("retry-after"),
-                      self._model, self._url)
-        except openai.APITimeoutError:
-            raise _Retryable(f"no response within the timeout") from None
-        except openai.APIConnectionError as e:
-            raise _Retryable(f"connection error: {_short(str(e.__cause__ or e))}") from None
-        except (json.JSONDecodeError, openai.APIResponseValidationError) as e:
-            raise _Retryable(f"malformed response body: {_short(str(e))}") from None
-        return response.model_dump()
-
-    async def close(self) -> None:
-        await self._client.close()
-
-
-def _httpx_limits(concurrency: int):
-    import httpx2
-
-    return httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-
-
-class _AiohttpTransport:
-    """POST /chat/completions with aiohttp directly: the same protocol, a fraction of the CPU."""
-
-    def __init__(self, config: TeacherConfig):
-        import aiohttp
-
-        self._aiohttp = aiohttp
-        self._url = config.resolved_base_url()
-        self._endpoint = self._url + "/chat/completions"
-        self._model = config.model
-        self._headers = {"Authorization": f"Bearer {config.api_key()}", "Content-Type": "application/json"}
-        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=config.concurrency), timeout=self._timeout)
-
-    async def send(self, body: dict) -> dict:
-        aiohttp = self._aiohttp
-        try:
-            async with self._session.post(self._endpoint, data=json.dumps(body), headers=self._headers) as resp:
-                raw = await resp.read()
-                if resp.status >= 400:
-                    _classify(resp.status, _short(raw.decode("utf-8", "replace")),
-                              resp.headers.get("Retry-After"), self._model, self._url)
-        except asyncio.TimeoutError:
-            raise _Retryable("no response within the timeout") from None
-        except aiohttp.ClientError as e:
-            raise _Retryable(f"connection error: {_short(str(e))}") from None
-        try:
-            obj = json.loads(raw)
-        except ValueError as e:
-            raise _Retryable(f"malformed response body: {e}") from None
-        if not isinstance(obj, dict):
-            raise _Retryable("malformed response body: not a JSON object")
-        return obj
-
-    async def close(self) -> None:
-        await self._session.close()
-
-
-def _short(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def requests_for(messages: Iterable[list[dict[str, str]]], n: int = 1) -> list[ChatRequest]:

@@ -99,6 +99,9 @@ class LoopbackTeacher:
     faults: dict[str, float] = field(default_factory=dict)
     retry_after: float = 0.1
     seed: int = 0
+    max_n: int | None = None  # answer at most this many choices per request (a server without `n`)
+    api_key: str | None = None  # when set, any other bearer token gets a 401
+    models: list[str] | None = None  # when set, any other model gets a 404
     stats: Counter = field(default_factory=Counter)
 
     def __post_init__(self):
@@ -170,10 +173,25 @@ def make_app(teacher: LoopbackTeacher):
 
     async def chat(request):
         teacher.stats["requests"] += 1
+        teacher.stats["in_flight"] += 1
+        teacher.stats["max_in_flight"] = max(teacher.stats["max_in_flight"], teacher.stats["in_flight"])
+        try:
+            return await answer(request)
+        finally:
+            teacher.stats["in_flight"] -= 1
+
+    async def answer(request):
+        if teacher.api_key is not None and request.headers.get("Authorization") != f"Bearer {teacher.api_key}":
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
         try:
             body = await request.json()
         except ValueError:
             return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
+        if teacher.models is not None and body.get("model") not in teacher.models:
+            return web.json_response({"error": {"message": f"model {body.get('model')!r} does not exist"}},
+                                     status=404)
+        if teacher.max_n is not None:
+            body["n"] = min(int(body.get("n") or 1), teacher.max_n)
         if teacher.latency:
             await asyncio.sleep(teacher.latency)
         fault = teacher.draw_fault()
@@ -267,11 +285,13 @@ class RunningServer:
 @contextlib.contextmanager
 def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, latency: float = 0.0,
             faults: dict[str, float] | None = None, retry_after: float = 0.05, seed: int = 0,
-            host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer]:
-    """Start a loopback server in a thread on a free port; yields it (`.base_url`, `.stats`)."""
+            host: str = "127.0.0.1", port: int = 0, **behaviour) -> Iterator[RunningServer]:
+    """Start a loopback server in a thread on a free port; yields it (`.base_url`, `.stats`).
+
+    `behaviour` sets the other LoopbackTeacher fields (max_n, api_key, models)."""
     if script is not None and not isinstance(script, list):
         script = load_script(script)
-    teacher = LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed)
+    teacher = LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)
     loop = asyncio.new_event_loop()
     started: dict = {}
     ready = threading.Event()
