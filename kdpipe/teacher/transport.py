@@ -61,6 +61,7 @@ class _OpenAITransport:
         self._openai = openai
         self._url = config.resolved_base_url()
         self._model = config.model
+        self._timeout_s = config.timeout
         self._client = openai.AsyncOpenAI(
             base_url=self._url, api_key=config.api_key(), max_retries=0, timeout=config.timeout,
             http_client=openai.DefaultAioHttpClient(
@@ -76,7 +77,7 @@ class _OpenAITransport:
             _classify(e.status_code, _short(e.message), e.response.headers.get("retry-after"),
                       self._model, self._url)
         except openai.APITimeoutError:
-            raise _Retryable(f"no response within the timeout") from None
+            raise _Retryable(f"no response within {self._timeout_s:g} s") from None
         except openai.APIConnectionError as e:
             raise _Retryable(f"connection error: {_short(str(e.__cause__ or e))}") from None
         except (json.JSONDecodeError, openai.APIResponseValidationError) as e:
@@ -103,6 +104,7 @@ class _AiohttpTransport:
         self._url = config.resolved_base_url()
         self._endpoint = self._url + "/chat/completions"
         self._model = config.model
+        self._timeout_s = config.timeout
         self._headers = {"Authorization": f"Bearer {config.api_key()}", "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._session = aiohttp.ClientSession(
@@ -114,10 +116,10 @@ class _AiohttpTransport:
             async with self._session.post(self._endpoint, data=json.dumps(body), headers=self._headers) as resp:
                 raw = await resp.read()
                 if resp.status >= 400:
-                    _classify(resp.status, _short(raw.decode("utf-8", "replace")),
+                    _classify(resp.status, _error_message(raw),
                               resp.headers.get("Retry-After"), self._model, self._url)
         except asyncio.TimeoutError:
-            raise _Retryable("no response within the timeout") from None
+            raise _Retryable(f"no response within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as e:
             raise _Retryable(f"connection error: {_short(str(e))}") from None
         try:
@@ -130,6 +132,15 @@ class _AiohttpTransport:
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _error_message(raw: bytes) -> str:
+    """The message of an OpenAI-style error body, else the body itself, shortened."""
+    try:
+        obj = json.loads(raw)
+        return _short(str(obj["error"]["message"]))
+    except (ValueError, KeyError, TypeError):
+        return _short(raw.decode("utf-8", "replace"))
 
 
 def _short(text: str, limit: int = 200) -> str:
