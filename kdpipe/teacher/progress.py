@@ -31,7 +31,9 @@ class ProgressLine:
         self.label, self.price, self.quiet = label, price, quiet
         self.stream = stream or sys.stderr
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last = 0.0
+        # On a terminal draw at once; in a log, write the first line after 15 s, so short runs
+        # leave only their summary.
+        self._last = 0.0 if self.tty else time.monotonic()
         self._drawn = False
 
     def __call__(self, stats: Stats) -> None:
