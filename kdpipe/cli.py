@@ -131,7 +131,79 @@ def seed(
 
 
 # ------------------------------------------------------------------ generate
-# (the generate command)
+
+from kdpipe.generate import GenerateOptions as _Gen  # noqa: E402  (light: openai is imported when sending)
+
+
+@app.command()
+@reports_errors
+def generate(
+    seeds: Path = typer.Argument(..., help="Seed records (JSONL) from `kdpipe seed`.", show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="Records to write (JSONL).", show_default=False),
+    mode: str = typer.Option(_Gen.mode, "--mode", help="label: answer with rationales; "
+                             "expand: write new questions like the seeds."),
+    model: str = typer.Option(..., "--model", help="Teacher model id at the endpoint.", show_default=False),
+    base_url: Optional[str] = typer.Option(_Gen.base_url, "--base-url",
+                                           help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, "
+                                                "else https://api.openai.com/v1)."),
+    api_key_env: str = typer.Option(_Gen.api_key_env, "--api-key-env",
+                                    help="Environment variable holding the API key."),
+    concurrency: int = typer.Option(_Gen.concurrency, "--concurrency", help="Requests in flight."),
+    samples: int = typer.Option(_Gen.samples, "--samples", help="Completions per question (label mode)."),
+    temperature: Optional[float] = typer.Option(_Gen.temperature, "--temperature",
+                                                help="Sampling temperature (default: 0 for one sample, "
+                                                     "0.7 for several or for expand)."),
+    max_tokens: int = typer.Option(_Gen.max_tokens, "--max-tokens", help="Most tokens per completion."),
+    stop: Optional[list[str]] = typer.Option(_Gen.stop, "--stop", help="Stop sequence (repeatable)."),
+    seed_: Optional[int] = typer.Option(_Gen.seed, "--seed", help="Sampling seed sent to the endpoint; "
+                                        "also picks the seed examples of expand mode."),
+    cache: Optional[Path] = typer.Option(_Gen.cache, "--cache",
+                                         help="Response cache (SQLite) (default: $KDPIPE_CACHE, "
+                                              "else ~/.cache/kdpipe/teacher.sqlite)."),
+    prompt: Optional[Path] = typer.Option(_Gen.prompt, "--prompt",
+                                          help="Prompt template (default: prompts/<task>.txt, "
+                                               "prompts/expand.txt)."),
+    num_new: int = typer.Option(_Gen.num_new, "--num-new", help="New questions to write (expand mode)."),
+    seeds_per_prompt: int = typer.Option(_Gen.seeds_per_prompt, "--seeds-per-prompt",
+                                         help="Seed questions shown per expansion request."),
+    price_in: Optional[float] = typer.Option(_Gen.price_in, "--price-in",
+                                             help="USD per million input tokens (default: built-in table)."),
+    price_out: Optional[float] = typer.Option(_Gen.price_out, "--price-out",
+                                              help="USD per million output tokens (default: built-in table)."),
+    timeout: float = typer.Option(_Gen.timeout, "--timeout", help="Seconds before a request is retried."),
+    retries: int = typer.Option(_Gen.retries, "--retries", help="Retries per request (429, 5xx, timeouts)."),
+    transport: str = typer.Option(_Gen.transport, "--transport",
+                                  help="openai: the official client; aiohttp: the same protocol with "
+                                       "less CPU per request (for --concurrency in the hundreds)."),
+    quiet: bool = QUIET,
+) -> None:
+    """Ask the teacher: label questions with rationales, or expand the seed set."""
+    from kdpipe.generate import GenerateOptions, run_generate
+    from kdpipe.teacher.pricing import price_for
+    from kdpipe.teacher.progress import ProgressLine, describe
+
+    opts = GenerateOptions(mode=mode, model=model, base_url=base_url, api_key_env=api_key_env,
+                           concurrency=concurrency, samples=samples, temperature=temperature,
+                           max_tokens=max_tokens, stop=stop or None, seed=seed_, cache=cache, prompt=prompt,
+                           num_new=num_new, seeds_per_prompt=seeds_per_prompt, price_in=price_in,
+                           price_out=price_out, timeout=timeout, retries=retries, transport=transport)
+    progress = ProgressLine(f"generate {mode}", price_for(model, price_in, price_out), quiet)
+    try:
+        r = run_generate(seeds, out, opts, on_progress=progress)
+    finally:
+        progress.close()
+    c = r.counts
+    if mode == "label":
+        errors = ", ".join(f"{k} {c[k]}" for k in ("unparseable", "empty", "truncated", "refusal", "transport")
+                           if c.get(k))
+        say(quiet, f"generate: {c['records']} records, {c['samples']} samples: {c['ok']} answered"
+                   + (f", {errors}" if errors else "") + f"; written to {out}")
+    else:
+        say(quiet, f"generate: {c['written']} new questions from {c.get('requests', 0)} requests "
+                   f"({c.get('duplicates', 0)} duplicates dropped"
+                   + (f", {c['short_of_target']} short of --num-new" if c["short_of_target"] else "")
+                   + f"); written to {out}")
+    say(quiet, f"teacher: {describe(r.stats, r.price)}")
 
 
 # ------------------------------------------------------------------ filter and format
@@ -266,7 +338,49 @@ def tiny_student(
 
 
 # ------------------------------------------------------------------ loopback teacher
-# (the teacher command group: the loopback server)
+
+teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server.", no_args_is_help=True)
+app.add_typer(teacher_app, name="teacher")
+
+
+@teacher_app.command("serve")
+@reports_errors
+def teacher_serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8765, "--port", help="Port (0: any free port)."),
+    script: Optional[list[Path]] = typer.Option(None, "--script",
+                                                help="Scripted answers, JSONL {question, completions, "
+                                                     "expand} (repeatable)."),
+    latency: float = typer.Option(0.0, "--latency", help="Seconds before each answer."),
+    fault_rate: Optional[list[str]] = typer.Option(
+        None, "--fault-rate", help="KIND=RATE, repeatable; kinds: rate_limit, server_error, malformed, "
+                                   "hang, truncated, empty."),
+    retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with a 429."),
+    fault_seed: int = typer.Option(0, "--fault-seed", help="Seed of the fault draws."),
+    ready_file: Optional[Path] = typer.Option(None, "--ready-file",
+                                              help="Write the base URL here once listening."),
+) -> None:
+    """Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C."""
+    from kdpipe.errors import UsageError
+    from kdpipe.teacher.loopback import LoopbackTeacher, load_script, parse_fault_rates, serve
+
+    problems = []
+    if not 0 <= port <= 65535:
+        problems.append("--port must be between 0 and 65535")
+    if latency < 0 or retry_after < 0:
+        problems.append("--latency and --retry-after must not be negative")
+    try:
+        faults = parse_fault_rates(fault_rate or [])
+    except UsageError as e:
+        problems.append(str(e))
+    if problems:
+        raise UsageError("; ".join(problems))
+    lines = [line for path in script or [] for line in load_script(path)]
+    teacher = LoopbackTeacher(lines, latency, faults, retry_after, fault_seed)
+    try:
+        serve(teacher, host, port, ready_file, announce=lambda url: typer.echo(url))
+    except OSError as e:
+        raise KdpipeError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
 def run() -> None:
