@@ -299,13 +299,35 @@ def eval_(
     predictions: Optional[Path] = typer.Option(_Eval.predictions, "--predictions",
                                                help="Per-question predictions JSONL [default: "
                                                     "<out>.predictions.jsonl]."),
+    teacher: Optional[str] = typer.Option(_Eval.teacher, "--teacher",
+                                          help="Also score this teacher model through the API (generate's "
+                                               "label prompt, greedy, cached like generate)."),
+    base_url: Optional[str] = typer.Option(_Eval.teacher_base_url, "--base-url",
+                                           help="Teacher endpoint [default: $OPENAI_BASE_URL, else OpenAI]."),
+    api_key_env: str = typer.Option(_Eval.api_key_env, "--api-key-env",
+                                    help="Environment variable holding the teacher's API key."),
+    cache: Optional[Path] = typer.Option(_Eval.teacher_cache, "--cache",
+                                         help="Teacher response cache [default: generate's cache]."),
+    teacher_prompt: Optional[Path] = typer.Option(_Eval.teacher_prompt, "--teacher-prompt",
+                                                  help="Teacher prompt template [default: prompts/<task>.txt]."),
+    teacher_max_tokens: int = typer.Option(_Eval.teacher_max_tokens, "--teacher-max-tokens",
+                                           help="Token limit of a teacher answer."),
+    concurrency: int = typer.Option(_Eval.teacher_concurrency, "--concurrency",
+                                    help="Teacher requests in flight."),
+    price_in: Optional[float] = typer.Option(_Eval.price_in, "--price-in",
+                                             help="Teacher USD per million prompt tokens (else the price table)."),
+    price_out: Optional[float] = typer.Option(_Eval.price_out, "--price-out",
+                                              help="Teacher USD per million completion tokens."),
     quiet: bool = QUIET,
 ) -> None:
     """Score the student greedily against gold answers; print a Markdown scorecard."""
     from kdpipe.evaluate import EvalOptions, markdown, run_eval
 
     opts = EvalOptions(model=model, baseline=baseline, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                       limit=limit, predictions=predictions)
+                       limit=limit, predictions=predictions, teacher=teacher, teacher_base_url=base_url,
+                       api_key_env=api_key_env, teacher_cache=cache, teacher_prompt=teacher_prompt,
+                       teacher_max_tokens=teacher_max_tokens, teacher_concurrency=concurrency,
+                       price_in=price_in, price_out=price_out)
     report = run_eval(eval_file, opts, out, progress=lambda m: say(quiet, m), quiet=quiet)
     typer.echo(markdown(report))
     if out is not None:

@@ -36,7 +36,14 @@ class EvalOptions:
     limit: int | None = None
     predictions: Path | None = None  # default: <out>.predictions.jsonl
     teacher: str | None = None  # teacher model name; scored through the API when set
-    teacher_options: dict[str, Any] = field(default_factory=dict)
+    teacher_base_url: str | None = None  # else $OPENAI_BASE_URL, else OpenAI
+    api_key_env: str = "OPENAI_API_KEY"
+    teacher_cache: Path | None = None  # None: generate's default cache
+    teacher_prompt: Path | None = None  # None: prompts/<task>.txt, generate's label prompt
+    teacher_max_tokens: int = 512
+    teacher_concurrency: int = 32
+    price_in: float | None = None
+    price_out: float | None = None
 
     def validate(self) -> None:
         problems = []
@@ -175,14 +182,14 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     from kdpipe.student import resolve_source, student_task
 
     records, skipped = load_eval_records(eval_path, opts.limit)
-    student_src = resolve_source(opts.model)  # fails fast on a bad path, before any model loads
-    if opts.baseline:
-        resolve_source(opts.baseline)
     teacher_client = None
     if opts.teacher:
         from kdpipe.teacher_eval import prepare_teacher
 
         teacher_client = prepare_teacher(opts)
+    student_src = resolve_source(opts.model)  # fails fast on a bad path, before any model loads
+    if opts.baseline:
+        resolve_source(opts.baseline)
     started = time.time()
     scores, preds = [], []
     runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
@@ -199,7 +206,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
 
         say(f"eval: asking the teacher ({opts.teacher}) {len(records)} questions")
         texts, seconds, cost, tokens = ask_teacher(teacher_client, records, opts)
-        s, p = score("teacher", opts.teacher, records, texts, "cot", "teacher", seconds)
+        s, p = score("teacher", opts.teacher, records, texts, "cot", "generate label prompt", seconds)
         s.cost_usd, s.tokens = cost, tokens
         scores.append(s)
         preds.extend(p)
@@ -225,7 +232,7 @@ def write_report(report: EvalReport, out: Path, opts: EvalOptions, started: floa
     with atomic_file(out) as fp:
         json.dump(report.to_dict(), fp, indent=2, ensure_ascii=False)
         fp.write("\n")
-    params = {k: v for k, v in asdict(opts).items() if k != "teacher_options"}
+    params = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
     write_meta(out, stage="eval", params=params, inputs=[report.eval_path], started=started,
                counts={"questions": report.n, "skipped_no_gold": report.skipped_no_gold,
                        "models": len(report.models)})
@@ -242,4 +249,12 @@ def markdown(report: EvalReport) -> str:
         lines.append(f"| {m.role} | `{m.model}` | {m.asked_task} | {100 * m.accuracy:.1f}% | "
                      f"{100 * m.ci95[0]:.1f}–{100 * m.ci95[1]:.1f}% | {m.correct} / {m.n} | {m.unparsed} | "
                      f"{m.examples_per_s:.1f} | {cost} |")
+    for m in report.models:
+        if m.tokens is not None:
+            t = m.tokens
+            lines += ["", f"Teacher `{m.model}`: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion "
+                          f"tokens for {m.n} answers ({t['cached_answers']} from the cache, "
+                          f"{t['transport_errors']} failed); cost "
+                          + ("unknown (no price: pass --price-in/--price-out)" if m.cost_usd is None
+                             else f"${m.cost_usd:.4f} at list price") + "."]
     return "\n".join(lines)

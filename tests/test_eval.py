@@ -146,3 +146,47 @@ def test_dss_and_cot_pipelines(style, tmp_path):
     assert config["prompt_format"]["style"] == style
     assert scores["student"]["asked_task"] == ("cot" if style == "cot" else "label")
     assert scores["student"]["accuracy"] > scores["baseline"]["accuracy"]
+
+
+# ------------------------------------------------------------------ --teacher, against the loopback server
+
+
+def test_teacher_scored_side_by_side_with_cost_and_cache(label_pipeline, cli, tmp_path):
+    from kdpipe.teacher.loopback import ScriptLine, running
+
+    d = label_pipeline
+    # The teacher gets every question right but the last, which it answers with another option.
+    script = [ScriptLine(q, [f"It is the usual colour. So the answer is ({chr(97 + st.CHOICES.index(a))}) {a}."])
+              for q, a in st.FACTS[:-1]]
+    script.append(ScriptLine(st.FACTS[-1][0], ["Bananas are purple. So the answer is (a) blue."]))
+    cache = tmp_path / "teacher.sqlite"
+    with running(script) as server:
+        args = ("eval", d / "eval.jsonl", "--model", d / "run", "--baseline", d / "student",
+                "--teacher", "loopback-teacher", "--base-url", server.base_url, "--cache", cache,
+                "--price-in", "1.0", "--price-out", "2.0", "-o", tmp_path / "eval.json", "-q")
+        code, out, err = cli(*args)
+        assert code == 0, err
+        sent = server.stats["answered"]
+        code, _, err = cli(*args)  # a rerun is served from the cache
+        assert code == 0, err
+        assert server.stats["answered"] == sent == len(st.FACTS)
+    assert "| teacher |" in out and "| student |" in out and "| baseline |" in out
+    report = json.loads((tmp_path / "eval.json").read_text())
+    teacher = next(m for m in report["models"] if m["role"] == "teacher")
+    assert teacher["correct"] == len(st.FACTS) - 1 and teacher["asked_task"] == "cot"
+    tokens = teacher["tokens"]
+    assert tokens["cached_answers"] == len(st.FACTS) and tokens["spent_prompt_tokens"] == 0
+    expected = (tokens["prompt_tokens"] * 1.0 + tokens["completion_tokens"] * 2.0) / 1e6
+    assert teacher["cost_usd"] == pytest.approx(expected) and teacher["cost_usd"] > 0
+    preds = [json.loads(x) for x in (tmp_path / "eval.predictions.jsonl").read_text().splitlines()]
+    wrong = [p for p in preds if p["model"] == "teacher" and not p["correct"]]
+    assert [p["id"] for p in wrong] == [f"q{len(st.FACTS) - 1}"] and wrong[0]["answer"] == "blue"
+
+
+def test_teacher_options_checked_before_any_model_loads(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ev = st.write_eval(tmp_path / "eval.jsonl")
+    code, _, err = cli("eval", ev, "--model", tmp_path, "--teacher", "gpt-4o-mini", "--base-url",
+                       "https://api.example.com/v1", "--price-in", "-1")
+    assert code == 2
+    assert "no API key: set OPENAI_API_KEY" in err and "--price-in must not be negative" in err
