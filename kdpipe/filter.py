@@ -25,7 +25,7 @@ removes a record's last sample, or the record itself, is its reason:
 
 Records are the unit of 6 and 7: the samples of one question are never
 duplicates of each other. Records with no samples (gold-only seeds) meet only
-rules 4-7. Rules 1-5 run record by record while reading; 6 and 7 need the
+rules 4-7. Numpy is imported when the stage runs, not with the CLI. Rules 1-5 run record by record while reading; 6 and 7 need the
 whole set and work on compact hashes (see dedup.py), so memory per record is
 ~130 bytes whatever its size, and the time is linear in the input.
 """
@@ -42,9 +42,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
-
-from kdpipe import answers, dedup
+from kdpipe import answers
 from kdpipe.errors import InputError, UsageError
 from kdpipe.records import (
     Record, atomic_file, check_outputs_differ, dumps, iter_json_objects, read_records, write_meta,
@@ -271,7 +269,9 @@ def _kept_obj(obj: dict, rec: Record, sample_reasons: list[str | None]) -> dict:
 # ------------------------------------------------------------------ the stage
 
 
-def load_eval_index(paths: list[Path], opts: FilterOptions) -> dedup.EvalIndex | None:
+def load_eval_index(paths: list[Path], opts: FilterOptions):
+    from kdpipe import dedup
+
     if not paths:
         return None
     ids, words = [], []
@@ -285,6 +285,10 @@ def load_eval_index(paths: list[Path], opts: FilterOptions) -> dedup.EvalIndex |
 def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = None, *,
                rejected: str | Path | None = None, report: str | Path | None = None) -> FilterReport:
     """Filter the records of `inp` into `out` (and the dropped ones into `rejected`)."""
+    import numpy as np
+
+    from kdpipe import dedup
+
     opts = opts or FilterOptions()
     opts.validate()
     inp, out = Path(inp), Path(out)
@@ -356,8 +360,13 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
 
 
 def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, survivors_path: Path,
-                rejects_path: Path) -> dedup.Features:
-    """Rules 1-5 record by record; the survivors go to a temporary file, their hashes are returned."""
+                rejects_path: Path):
+    """Rules 1-5 record by record; the survivors go to a temporary file, their hashes (dedup.Features)
+    are returned."""
+    import numpy as np
+
+    from kdpipe import dedup
+
     parts: list[dedup.Features] = []
     batch: list[tuple[dict, list[str], list[str] | None, int]] = []
     with open(survivors_path, "w", encoding="utf-8") as surv, open(rejects_path, "w", encoding="utf-8") as rej:
