@@ -178,6 +178,8 @@ def filter_(
     ngram: int = typer.Option(_Filter.ngram, "--ngram",
                               help="Length in words of a span shared with an eval question that "
                                    "counts as contamination."),
+    workers: int = typer.Option(_Filter.workers, "--workers",
+                                help="Processes for the record rules (0: one per CPU on a large input)."),
     quiet: bool = QUIET,
 ) -> None:
     """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule."""
@@ -188,7 +190,7 @@ def filter_(
                          max_question_words=max_question_words, min_rationale_words=min_rationale_words,
                          max_rationale_words=max_rationale_words, restated=restated, dedup=dedup,
                          near_dup=near_dup, near_threshold=near_threshold, shingle=shingle,
-                         against=list(against), ngram=ngram)
+                         against=list(against), ngram=ngram, workers=workers)
     rep = run_filter(inp, out, opts, rejected=rejected, report=report)
     say(quiet, rep.table())
     say(quiet, f"filter: {rep.kept} of {rep.input} records kept ({rep.samples_kept} samples) in "

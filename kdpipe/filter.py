@@ -32,31 +32,27 @@ whole set and work on compact hashes (see dedup.py), so memory per record is
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import functools
+import itertools
 import json
-import string
+import os
 import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Iterator
 
-from kdpipe import answers
-from kdpipe.errors import InputError, UsageError
+from kdpipe.errors import InputError, KdpipeError, UsageError
+from kdpipe.filter_rules import RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of  # noqa: F401
 from kdpipe.records import (
-    Record, atomic_file, check_outputs_differ, dumps, iter_json_objects, read_records, write_meta,
+    Record, atomic_file, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
+    write_meta,
 )
 
-RULES = ("teacher_error", "gold_mismatch", "no_consensus", "minority_answer", "question_length",
-         "rationale_length", "rationale_restates_answer", "contaminated", "duplicate", "near_duplicate")
-
-# Words that may surround an answer without making a rationale of it ("So the answer is 42.").
-_FILLER = frozenset("so thus therefore hence answer is it final correct we get that this which "
-                    "means option choice result equals".split())
-_ARTICLES = frozenset(("a", "an", "the"))
-_PUNCT = string.punctuation + "“”‘’"
-_BATCH = 4096
+_CHUNK = 2048  # lines per unit of work (and per batch of MinHash arithmetic)
+_PARALLEL_FROM = 16 << 20  # bytes of input from which `workers=0` (auto) uses several processes
 
 
 @dataclass
@@ -78,6 +74,7 @@ class FilterOptions:
     shingle: int = 2
     against: list[Path] = field(default_factory=list)
     ngram: int = 13
+    workers: int = 0  # processes for rules 1-5; 0: one per CPU for a large input, else 1
 
     def validate(self) -> None:
         problems = []
@@ -96,6 +93,8 @@ class FilterOptions:
             problems.append(f"--near-threshold must be in (0, 1], got {self.near_threshold}")
         if not (1 <= self.shingle <= 20):
             problems.append(f"--shingle must be between 1 and 20 words, got {self.shingle}")
+        if self.workers < 0:
+            problems.append(f"--workers must not be negative, got {self.workers}")
         if not (1 <= self.ngram <= 100):
             problems.append(f"--ngram must be between 1 and 100 words, got {self.ngram}")
         for p in self.against:
@@ -117,6 +116,13 @@ class FilterReport:
     voted: int = 0
     seconds: float = 0.0
 
+    def merge(self, other: "FilterReport") -> None:
+        for name in ("input", "kept", "samples_input", "samples_kept", "voted"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.records_dropped.update(other.records_dropped)
+        self.samples_dropped.update(other.samples_dropped)
+        self.teacher_errors.update(other.teacher_errors)
+
     def to_dict(self) -> dict:
         return {
             "input": self.input, "kept": self.kept, "dropped": self.input - self.kept,
@@ -135,135 +141,6 @@ class FilterReport:
                 lines.append(f"  - {r:<23} {self.records_dropped[r]:>9} {self.samples_dropped[r]:>9}")
         lines.append(f"{'kept':<27} {self.kept:>9} {self.samples_kept:>9}")
         return "\n".join(lines)
-
-
-# ------------------------------------------------------------------ record rules
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _agree(pred, gold, task, choices, rel_tol):
-    return answers.answers_agree(pred, gold, task, list(choices) if choices else None, rel_tol)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _key(answer, task, choices):
-    return answers.answer_key(answer, task, list(choices) if choices else None)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _answer_words(answer: str) -> frozenset[str]:
-    return frozenset(answers.normalize_text(answer).split())
-
-
-def restates_answer(rationale: str, answer: str) -> bool:
-    """Whether a rationale says nothing but the answer: fewer than two words of its own.
-
-    Words of the answer, filler words ("so", "the answer is") and single
-    letters (option labels) are not the rationale's own.
-    """
-    answer_words = _answer_words(answer)
-    own = 0
-    for w in rationale.split():
-        # Fast path on raw words: most rationales show two words of their own at once.
-        w = w.strip(_PUNCT).casefold()
-        if len(w) > 1 and w.isalpha() and w not in answer_words and w not in _FILLER and w not in _ARTICLES:
-            own += 1
-            if own >= 2:
-                return False
-    own_words = [w for w in answers.normalize_text(rationale).split()
-                 if w not in answer_words and w not in _FILLER and not (len(w) == 1 and w.isalpha())]
-    return len(own_words) < 2
-
-
-def judge(rec: Record, opts: FilterOptions) -> tuple[str | None, list[str | None]]:
-    """Apply rules 1-4 to one record: (the record's reason or None, each sample's reason or None)."""
-    reasons: list[str | None] = [None] * len(rec.samples)
-    choices = tuple(rec.choices) if rec.choices else None
-
-    def alive():
-        return [i for i, r in enumerate(reasons) if r is None] if reasons else reasons
-
-    def drop(i, rule, detail=""):
-        reasons[i] = rule + (f": {detail}" if detail else "")
-
-    def record_reason(rule):
-        # The record goes when the rule took its last sample.
-        return rule if reasons and None not in reasons else None
-
-    rec.vote_share = None
-    if opts.drop_errors:
-        for i, s in enumerate(rec.samples):
-            if s.error is not None or s.answer is None:
-                drop(i, "teacher_error", s.error or "no answer")
-        if (why := record_reason("teacher_error")):
-            return why, reasons
-    if opts.gold and rec.gold is not None:
-        for i in alive():
-            a = rec.samples[i].answer
-            if not _agree(a, rec.gold, rec.task, choices, opts.rel_tol):
-                drop(i, "gold_mismatch", f"answer {a!r}, gold {rec.gold!r}")
-        if (why := record_reason("gold_mismatch")):
-            return why, reasons
-    if opts.vote and rec.gold is None and len(alive()) > 1:
-        live = alive()
-        keys = {i: _key(rec.samples[i].answer, rec.task, choices) for i in live}
-        counts = Counter(k for k in keys.values() if k is not None)
-        top = counts.most_common(2)
-        share = top[0][1] / len(live) if top else 0.0
-        tied = len(top) > 1 and top[0][1] == top[1][1]
-        if not top or tied or share < opts.min_agreement:
-            for i in live:
-                drop(i, "no_consensus", f"top answer share {share:.2f}" + (" (tie)" if tied else ""))
-            return "no_consensus", reasons
-        for i in live:
-            if keys[i] != top[0][0]:
-                drop(i, "minority_answer", f"majority {top[0][0]!r} with share {share:.2f}")
-        rec.vote_share = round(share, 4)
-    if opts.length:
-        n = len(rec.question.split())
-        if not (opts.min_question_words <= n <= opts.max_question_words):
-            return (f"question_length: {n} words, bounds {opts.min_question_words}-"
-                    f"{opts.max_question_words}"), reasons
-        for i in alive():
-            s = rec.samples[i]
-            n = len(s.rationale.split()) if s.rationale else 0
-            if not (opts.min_rationale_words <= n <= opts.max_rationale_words):
-                drop(i, "rationale_length", f"{n} words, bounds {opts.min_rationale_words}-"
-                                            f"{opts.max_rationale_words}")
-        if (why := record_reason("rationale_length")):
-            return why, reasons
-    if opts.restated:
-        for i in alive():
-            s = rec.samples[i]
-            if s.rationale and restates_answer(s.rationale, s.answer):
-                drop(i, "rationale_restates_answer")
-        if (why := record_reason("rationale_restates_answer")):
-            return why, reasons
-    return None, reasons
-
-
-def _rule_of(reason: str) -> str:
-    return reason.split(":", 1)[0]
-
-
-def _rejected_obj(obj: dict, reason: str, sample_reasons: list[str | None]) -> dict:
-    out = dict(obj)
-    out["reason"] = reason
-    if sample_reasons:
-        out["samples"] = [dict(s, reason=r) if r else s for s, r in zip(obj["samples"], sample_reasons)]
-    return out
-
-
-def _kept_obj(obj: dict, rec: Record, sample_reasons: list[str | None]) -> dict:
-    out = dict(obj)
-    out.pop("reason", None)
-    if sample_reasons:
-        out["samples"] = [s for s, r in zip(obj["samples"], sample_reasons) if r is None]
-    if rec.vote_share is not None:
-        out["vote_share"] = rec.vote_share
-    else:
-        out.pop("vote_share", None)
-    return out
 
 
 # ------------------------------------------------------------------ the stage
@@ -291,10 +168,10 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
 
     opts = opts or FilterOptions()
     opts.validate()
-    inp, out = Path(inp), Path(out)
-    outputs = [p for p in (out, rejected, report) if p is not None]
+    inp, out = check_input_file(inp), Path(out)
+    outputs = [Path(p) for p in (out, rejected, report) if p is not None]
     check_outputs_differ([inp, *opts.against], outputs)
-    if len({Path(p).resolve() for p in outputs}) < len(outputs):
+    if len({p.resolve() for p in outputs}) < len(outputs):
         raise UsageError("-o, --rejected and --report must be different files")
     started = time.time()
     rep = FilterReport()
@@ -359,41 +236,46 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
     return rep
 
 
-def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, survivors_path: Path,
-                rejects_path: Path):
-    """Rules 1-5 record by record; the survivors go to a temporary file, their hashes (dedup.Features)
-    are returned."""
-    import numpy as np
+@dataclass
+class _Chunk:
+    """What one chunk of input lines came to: survivor and rejected lines, counts, survivor hashes."""
 
+    kept: list[str]
+    rejected: list[str]
+    report: FilterReport
+    feats: object  # dedup.Features of the kept lines
+    error: str | None = None
+    exit_code: int = 1
+
+
+_STATE: dict = {}  # per process: the input path, options and eval index the chunks are judged with
+
+
+def _init_state(inp: Path, opts: FilterOptions, evals) -> None:
+    _STATE.update(inp=inp, opts=opts, evals=evals)
+
+
+def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
+    """Rules 1-5 over a chunk of raw lines (in a worker process, or inline)."""
     from kdpipe import dedup
 
-    parts: list[dedup.Features] = []
-    batch: list[tuple[dict, list[str], list[str] | None, int]] = []
-    with open(survivors_path, "w", encoding="utf-8") as surv, open(rejects_path, "w", encoding="utf-8") as rej:
+    inp, opts, evals = _STATE["inp"], _STATE["opts"], _STATE["evals"]
+    rep = FilterReport()
+    kept: list[tuple[dict, list[str], list[str] | None, int]] = []
+    rejected: list[str] = []
 
-        def reject(obj, reason, sample_reasons, n_samples):
-            name = _rule_of(reason)
-            rep.records_dropped[name] += 1
-            # Samples that still stood go with the record and count under its rule.
-            rep.samples_dropped[name] += sum(1 for r in sample_reasons if r is None) if sample_reasons else 0
-            rej.write(dumps(_rejected_obj(obj, reason, sample_reasons)) + "\n")
+    def reject(obj, reason, sample_reasons):
+        name = rule_of(reason)
+        rep.records_dropped[name] += 1
+        # Samples that still stood go with the record and count under its rule.
+        rep.samples_dropped[name] += sum(1 for r in sample_reasons if r is None)
+        rejected.append(dumps(rejected_obj(obj, reason, sample_reasons)))
 
-        def flush():
-            word_lists = [b[1] for b in batch]
-            words = dedup.Words.of(word_lists)
-            f = dedup.features(word_lists, [b[2] for b in batch], opts.shingle, words)
-            why = evals.contaminated(words, f) if evals is not None else [None] * len(batch)
-            keep = np.array([w is None for w in why], dtype=bool)
-            for (obj, _, _, n_samples), w in zip(batch, why):
-                if w is None:
-                    surv.write(dumps(obj) + "\n")
-                else:
-                    rep.samples_kept -= n_samples
-                    reject(obj, f"contaminated: {w}", [None] * n_samples, n_samples)
-            parts.append(dedup.Features(f.exact[keep], f.bands[keep], f.sketch[keep]))
-            batch.clear()
-
-        for lineno, obj in iter_json_objects(inp):
+    try:
+        for lineno, raw in enumerate(lines, start=first_lineno):
+            obj = parse_json_line(inp, lineno, raw)
+            if obj is None:
+                continue
             try:
                 rec = Record.from_dict(obj)
             except (ValueError, TypeError) as e:
@@ -403,23 +285,95 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
             reason, sample_reasons = judge(rec, opts)
             for r in sample_reasons:
                 if r is not None:
-                    rep.samples_dropped[_rule_of(r)] += 1
+                    rep.samples_dropped[rule_of(r)] += 1
                     if r.startswith("teacher_error"):
                         rep.teacher_errors[r.split(": ", 1)[1]] += 1
             if reason is not None:
-                reject(obj, reason, sample_reasons, len(rec.samples))
+                reject(obj, reason, sample_reasons)
                 continue
-            kept = _kept_obj(obj, rec, sample_reasons)
-            n_kept = len(kept.get("samples") or [])
-            rep.samples_kept += n_kept
+            obj = kept_obj(obj, rec, sample_reasons)
+            n_kept = len(obj.get("samples") or [])
             rep.voted += rec.vote_share is not None
-            batch.append((kept, dedup.words_of(rec.question), rec.choices, n_kept))
-            if len(batch) >= _BATCH:
-                flush()
-        if batch:
-            flush()
-    if not parts:
-        return dedup.Features(np.zeros(0, np.uint64), np.zeros((0, dedup.BANDS), np.uint32),
-                              np.zeros((0, dedup.PERMS), np.uint8))
+            kept.append((obj, dedup.words_of(rec.question), rec.choices, n_kept))
+    except KdpipeError as e:  # InputError does not survive pickling: send the message back
+        return _Chunk([], [], rep, None, str(e), e.exit_code)
+
+    word_lists = [k[1] for k in kept]
+    words = dedup.Words.of(word_lists)
+    feats = dedup.features(word_lists, [k[2] for k in kept], opts.shingle, words)
+    why = evals.contaminated(words, feats) if evals is not None else [None] * len(kept)
+    survivors = []
+    for (obj, _, _, n_kept), w in zip(kept, why):
+        if w is None:
+            survivors.append(dumps(obj))
+            rep.samples_kept += n_kept
+        else:
+            reject(obj, f"contaminated: {w}", [None] * n_kept)
+    keep = [w is None for w in why]
+    return _Chunk(survivors, rejected, rep, dedup.Features(feats.exact[keep], feats.bands[keep],
+                                                           feats.sketch[keep]))
+
+
+def _read_chunks(inp: Path) -> Iterator[tuple[int, list[bytes]]]:
+    with open(inp, "rb") as fp:
+        lineno = 1
+        while True:
+            lines = list(itertools.islice(fp, _CHUNK))
+            if not lines:
+                return
+            yield lineno, lines
+            lineno += len(lines)
+
+
+def _workers(opts: FilterOptions, inp: Path) -> int:
+    if opts.workers:
+        return opts.workers
+    if inp.stat().st_size < _PARALLEL_FROM:
+        return 1  # starting processes costs more than it saves on a small file
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()))
+
+
+def _chunk_results(inp: Path, opts: FilterOptions, evals) -> Iterator[_Chunk]:
+    workers = _workers(opts, inp)
+    if workers == 1:
+        _init_state(inp, opts, evals)
+        for first, lines in _read_chunks(inp):
+            yield _judge_chunk(first, lines)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, initializer=_init_state, initargs=(inp, opts, evals)) as pool:
+        pending: collections.deque = collections.deque()
+        for first, lines in _read_chunks(inp):
+            pending.append(pool.submit(_judge_chunk, first, lines))
+            if len(pending) >= 2 * workers:  # a bounded window: memory stays flat however big the file
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, survivors_path: Path,
+                rejects_path: Path):
+    """Rules 1-5 chunk by chunk, in input order; survivors go to a temporary file, and their
+    hashes (dedup.Features) are returned for rules 6 and 7."""
+    import numpy as np
+
+    from kdpipe import dedup
+
+    parts = []
+    with open(survivors_path, "w", encoding="utf-8") as surv, open(rejects_path, "w", encoding="utf-8") as rej:
+        for chunk in _chunk_results(inp, opts, evals):
+            if chunk.error is not None:
+                err = KdpipeError(chunk.error)
+                err.exit_code = chunk.exit_code
+                raise err
+            for line in chunk.kept:
+                surv.write(line + "\n")
+            for line in chunk.rejected:
+                rej.write(line + "\n")
+            rep.merge(chunk.report)
+            parts.append(chunk.feats)
+    if not rep.input:
+        raise InputError(inp, "empty file: no records")
     return dedup.Features(np.concatenate([p.exact for p in parts]), np.concatenate([p.bands for p in parts]),
                           np.concatenate([p.sketch for p in parts]))

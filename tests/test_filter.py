@@ -3,6 +3,7 @@ import random
 
 import pytest
 
+import kdpipe.filter as filter_mod
 from kdpipe.filter import RULES, FilterOptions, judge, run_filter
 from kdpipe.records import Record, Sample, load_records, meta_path
 
@@ -159,7 +160,7 @@ def test_gold_only_seeds_pass_question_rules(tmp_path, cli):
     assert sorted(r["completion"][0]["content"] for r in read_jsonl(tmp_path / "sft.jsonl")) == ["3", "4"]
 
 
-def test_report_adds_up_on_mixed_input_and_output_is_deterministic(tmp_path):
+def test_report_adds_up_on_mixed_input_and_output_is_deterministic(tmp_path, monkeypatch):
     records = []
     for i in range(300):
         k = i % 6
@@ -171,8 +172,11 @@ def test_report_adds_up_on_mixed_input_and_output_is_deterministic(tmp_path):
         records.append(r)
     inp = write(tmp_path / "in.jsonl", records)
     rep1 = run_filter(inp, tmp_path / "a.jsonl", rejected=tmp_path / "ra.jsonl", report=tmp_path / "r.json")
-    rep2 = run_filter(inp, tmp_path / "b.jsonl", rejected=tmp_path / "rb.jsonl")
+    # Several worker processes (small chunks, so each gets work) write the very same files.
+    monkeypatch.setattr(filter_mod, "_CHUNK", 16)
+    rep2 = run_filter(inp, tmp_path / "b.jsonl", FilterOptions(workers=2), rejected=tmp_path / "rb.jsonl")
     assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()
+    assert (tmp_path / "ra.jsonl").read_bytes() == (tmp_path / "rb.jsonl").read_bytes()
     report = json.loads((tmp_path / "r.json").read_text())
     assert_adds_up(report)
     assert [r["rule"] for r in report["rules"]] == list(RULES)
@@ -191,6 +195,9 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, cli):
     assert code == 1
     assert err.strip() == f"kdpipe: error: {inp}:2: missing field 'question'"
     assert not (tmp_path / "out.jsonl").exists()
+    assert list(tmp_path.iterdir()) == [inp]
+    code, _, err = cli("filter", inp, "-o", tmp_path / "out.jsonl", "--workers", "2")
+    assert code == 1 and err.strip() == f"kdpipe: error: {inp}:2: missing field 'question'"
     assert list(tmp_path.iterdir()) == [inp]
 
 
