@@ -207,7 +207,96 @@ def generate(
 
 
 # ------------------------------------------------------------------ filter and format
-# (the filter and format commands)
+
+from kdpipe.filter import FilterOptions as _Filter  # noqa: E402  (light: numpy only)
+from kdpipe.format import FormatOptions as _Format  # noqa: E402
+
+
+@app.command("filter")
+@reports_errors
+def filter_(
+    inp: Path = typer.Argument(..., help="Teacher records (JSONL) from `generate`, or seed records.",
+                               show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="Kept records (JSONL) to write.", show_default=False),
+    rejected: Optional[Path] = typer.Option(None, "--rejected",
+                                            help="Write every dropped record here, with its reason."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the counts per rule here (JSON)."),
+    against: list[Path] = typer.Option([], "--against", help="Eval records to decontaminate against "
+                                       "(repeatable)."),
+    drop_errors: bool = typer.Option(_Filter.drop_errors, "--drop-errors/--keep-errors",
+                                     help="Rule 1: drop samples `generate` marked as errors."),
+    gold: bool = typer.Option(_Filter.gold, "--gold/--no-gold",
+                              help="Rule 2: drop samples whose answer disagrees with the gold answer."),
+    rel_tol: float = typer.Option(_Filter.rel_tol, "--rel-tol", help="Relative tolerance of numeric answers."),
+    vote: bool = typer.Option(_Filter.vote, "--vote/--no-vote",
+                              help="Rule 3: majority vote over the samples of records without gold."),
+    min_agreement: float = typer.Option(_Filter.min_agreement, "--min-agreement",
+                                        help="Share of samples the majority answer needs."),
+    length: bool = typer.Option(_Filter.length, "--length/--no-length",
+                                help="Rule 4: word bounds on question and rationale."),
+    min_question_words: int = typer.Option(_Filter.min_question_words, "--min-question-words"),
+    max_question_words: int = typer.Option(_Filter.max_question_words, "--max-question-words"),
+    min_rationale_words: int = typer.Option(_Filter.min_rationale_words, "--min-rationale-words"),
+    max_rationale_words: int = typer.Option(_Filter.max_rationale_words, "--max-rationale-words"),
+    restated: bool = typer.Option(_Filter.restated, "--restated/--no-restated",
+                                  help="Rule 4: drop a rationale that only restates the answer."),
+    dedup: bool = typer.Option(_Filter.dedup, "--dedup/--no-dedup",
+                               help="Rule 6: drop exact duplicate questions (normalized)."),
+    near_dup: bool = typer.Option(_Filter.near_dup, "--near-dup/--no-near-dup",
+                                  help="Rule 7: drop near-duplicate questions (MinHash-LSH)."),
+    near_threshold: float = typer.Option(_Filter.near_threshold, "--near-threshold",
+                                         help="Jaccard similarity of word shingles that makes a near-duplicate."),
+    shingle: int = typer.Option(_Filter.shingle, "--shingle", help="Words per shingle."),
+    ngram: int = typer.Option(_Filter.ngram, "--ngram",
+                              help="Length in words of a span shared with an eval question that "
+                                   "counts as contamination."),
+    workers: int = typer.Option(_Filter.workers, "--workers",
+                                help="Processes for the record rules (0: one per CPU on a large input)."),
+    quiet: bool = QUIET,
+) -> None:
+    """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule."""
+    from kdpipe.filter import FilterOptions, run_filter
+
+    opts = FilterOptions(drop_errors=drop_errors, gold=gold, rel_tol=rel_tol, vote=vote,
+                         min_agreement=min_agreement, length=length, min_question_words=min_question_words,
+                         max_question_words=max_question_words, min_rationale_words=min_rationale_words,
+                         max_rationale_words=max_rationale_words, restated=restated, dedup=dedup,
+                         near_dup=near_dup, near_threshold=near_threshold, shingle=shingle,
+                         against=list(against), ngram=ngram, workers=workers)
+    rep = run_filter(inp, out, opts, rejected=rejected, report=report)
+    say(quiet, rep.table())
+    say(quiet, f"filter: {rep.kept} of {rep.input} records kept ({rep.samples_kept} samples) in "
+               f"{rep.seconds:.1f} s -> {out}" + (f"; rejected -> {rejected}" if rejected else ""))
+
+
+@app.command("format")
+@reports_errors
+def format_(
+    inp: Path = typer.Argument(..., help="Filtered records (JSONL).", show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="SFT rows (JSONL) to write.", show_default=False),
+    style: str = typer.Option(_Format.style, "--style", help="dss | cot | label | gold."),
+    chat: bool = typer.Option(_Format.chat, "--chat/--no-chat",
+                              help="Chat messages (for a chat template) or plain strings."),
+    val_frac: float = typer.Option(_Format.val_frac, "--val-frac",
+                                   help="Share of records whose rows go to the validation split."),
+    seed_: int = typer.Option(_Format.seed, "--seed", help="Seed of the split and the shuffle."),
+    label_prefix: str = typer.Option(_Format.label_prefix, "--label-prefix", help="dss label task prefix."),
+    rationale_prefix: str = typer.Option(_Format.rationale_prefix, "--rationale-prefix",
+                                         help="dss rationale task prefix."),
+    answer_sentence: str = typer.Option(_Format.answer_sentence, "--answer-sentence",
+                                        help="How a cot completion ends; must contain {answer}."),
+    quiet: bool = QUIET,
+) -> None:
+    """Turn records into prompt/completion rows for SFT (Distilling step-by-step, CoT, label, gold)."""
+    from kdpipe.format import FormatOptions, run_format
+
+    opts = FormatOptions(style=style, chat=chat, val_frac=val_frac, seed=seed_, label_prefix=label_prefix,
+                         rationale_prefix=rationale_prefix, answer_sentence=answer_sentence)
+    r = run_format(inp, out, opts)
+    skipped = "".join(f"; skipped {v} ({k})" for k, v in r.skipped.items())
+    say(quiet, f"format: {r.records} records -> {r.rows} rows ({r.train} train, {r.val} val), "
+               f"style {style} -> {out}{skipped}")
+
 
 
 # ------------------------------------------------------------------ train and eval
