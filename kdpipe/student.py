@@ -21,27 +21,23 @@ PROMPT_FORMAT = "prompt_format.json"
 MERGED = "merged"
 
 
-def render_prompt(fmt: dict[str, Any], question: str, choices: list[str] | None, task: str) -> str:
-    """The user message a student of format `fmt` was trained on, for `task` ("label" or "cot")."""
-    try:  # The format stage owns the rendering; this module only asks it.
-        from kdpipe.format import PromptFormat
-        from kdpipe.format import render_prompt as format_render_prompt
-    except ImportError:  # pragma: no cover - only before the format stage is present
-        return _fallback_render(fmt, question, choices, task)
-    return format_render_prompt(PromptFormat.from_dict(fmt), question, choices, task)
-
-
-def _fallback_render(fmt: dict[str, Any], question: str, choices: list[str] | None, task: str) -> str:
-    text = question.strip()
-    if choices:
-        text += "\nAnswer Choices:" + "".join(f"\n({chr(97 + i)}) {c}" for i, c in enumerate(choices))
-    prefix = fmt.get("label_prefix") or "" if task == "label" else ""
-    return f"{prefix}{text}"
-
-
 def student_task(fmt: dict[str, Any]) -> str:
-    """The task a student answers at inference: the label alone except for CoT students."""
-    return "cot" if fmt.get("style") == "cot" else "label"
+    """The prompt task a student answers at inference, as `format` wrote its training rows:
+    the label task alone for dss students (no rationale at inference), "cot" for CoT students,
+    "answer" (no prefix) for label and gold students."""
+    return {"dss": "label", "cot": "cot"}.get(fmt.get("style", ""), "answer")
+
+
+def render_prompt(fmt: dict[str, Any], question: str, choices: list[str] | None, task: str) -> str:
+    """The user message a student of stored format `fmt` was trained on; `format` owns the rule."""
+    from kdpipe.format import PromptFormat
+    from kdpipe.format import render_prompt as format_render_prompt
+
+    try:
+        prompt_format = PromptFormat.from_dict(fmt)
+    except (ValueError, TypeError) as e:
+        raise KdpipeError(f"the stored prompt format is not valid: {e}") from None
+    return format_render_prompt(prompt_format, question, choices, task)
 
 
 # A model asked without a run directory (a baseline, an untrained student) is

@@ -1,17 +1,19 @@
-"""Fixtures for train/eval tests: a learnable toy task, SFT rows in `format`'s shape, a tiny student.
+"""Fixtures for train/eval tests: a learnable toy task, SFT rows written by `kdpipe format`, a tiny student.
 
-The toy task is memorisation: a few questions, each seen many times, whose
-answers a random 2-layer model can learn in a few dozen LoRA steps. Eval
-asks the same questions, so a trained student beats its untrained self.
+The toy task is memorisation: six colour questions, each seen many times, whose
+answers a random 2-layer model learns in a few dozen LoRA steps. Each question
+is held by two records (ids `qNa`, `qNb`) carrying teacher samples with a
+rationale, so `format` holds one record out for validation while its twin
+trains. Eval asks the six questions, so a trained student beats its untrained
+self.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from kdpipe.records import Record, write_records
-from kdpipe.student import render_prompt
+from kdpipe.format import FormatOptions, PromptFormat, render_completion, render_prompt, run_format
+from kdpipe.records import Record, Sample, write_records
 
 FACTS = [
     ("What colour is the sky?", "blue"),
@@ -35,48 +37,38 @@ def write_eval(path: Path) -> Path:
     return path
 
 
-def _row(i: int, rep: int, task: str, prompt: str, completion: str, chat: bool, split: str) -> dict:
-    return {"id": f"q{i}", "sample": rep, "task": task, "split": split,
-            "prompt": [{"role": "user", "content": prompt}] if chat else prompt,
-            "completion": [{"role": "assistant", "content": completion}] if chat else completion}
+def teacher_records(samples: int) -> list[Record]:
+    """Records as `filter` leaves them: gold, and `samples` correct teacher samples with rationales."""
+    out = []
+    for i, (q, a) in enumerate(FACTS):
+        for twin in "ab":
+            out.append(Record(id=f"q{i}{twin}", question=q, task="choice", choices=CHOICES, gold=a, samples=[
+                Sample(index=k, text=f"{RATIONALE.format(a=a)} The answer is {a}.", rationale=RATIONALE.format(a=a),
+                       answer=a) for k in range(samples)]))
+    return out
 
 
 def prompt_format(style: str, chat: bool = True) -> dict:
-    fmt = {"style": style, "chat": chat}
-    if style == "dss":
-        fmt.update(label_prefix="[label] ", rationale_prefix="[rationale] ")
-    return fmt
+    return PromptFormat(style=style, chat=chat).to_dict()
 
 
-def write_sft(path: Path, style: str = "label", chat: bool = True, repeats: int = 8) -> Path:
-    """SFT rows in the `format` contract, plus `<sft>.meta.json` with the prompt format."""
-    fmt = prompt_format(style, chat)
-    rows = []
-    for rep in range(repeats):
-        split = "val" if rep == repeats - 1 else "train"
-        for i, (q, a) in enumerate(FACTS):
-            if style == "cot":
-                rows.append(_row(i, rep, "cot", render_prompt(fmt, q, CHOICES, "cot"),
-                                 f"{RATIONALE.format(a=a)} The answer is {a}.", chat, split))
-                continue
-            rows.append(_row(i, rep, "label", render_prompt(fmt, q, CHOICES, "label"), a, chat, split))
-            if style == "dss":
-                rationale_prompt = fmt["rationale_prefix"] + q + "\nAnswer Choices:" + "".join(
-                    f"\n({chr(97 + k)}) {c}" for k, c in enumerate(CHOICES))
-                rows.append(_row(i, rep, "rationale", rationale_prompt, RATIONALE.format(a=a), chat, split))
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    Path(str(path) + ".meta.json").write_text(json.dumps({"stage": "format", "prompt_format": fmt}),
-                                              encoding="utf-8")
+def write_sft(path: Path, style: str = "label", chat: bool = True, repeats: int = 4) -> Path:
+    """SFT rows and `<sft>.meta.json` written by the real `format` stage."""
+    records = path.with_name(path.stem + ".records.jsonl")
+    write_records(records, teacher_records(repeats))
+    run_format(records, path, FormatOptions(style=style, chat=chat, val_frac=1 / 6, seed=0))
     return path
 
 
 def corpus_texts() -> list[str]:
+    """Tokenizer training text: every prompt and completion the tests use."""
     texts = []
     for q, a in FACTS:
         for style in ("label", "dss", "cot"):
-            fmt = prompt_format(style)
-            texts.append(render_prompt(fmt, q, CHOICES, "label"))
-        texts.append(f"{RATIONALE.format(a=a)} The answer is {a}.")
+            fmt = PromptFormat(style=style)
+            for task in ("label", "rationale", "cot", "answer"):
+                texts.append(render_prompt(fmt, q, CHOICES, task))
+            texts.append(render_completion(fmt, "cot", a, CHOICES, RATIONALE.format(a=a)))
     return texts * 4
 
 

@@ -39,21 +39,22 @@ def test_answers_read_with_the_filter_rules():
 
 def test_eval_prompt_is_the_training_prompt(tmp_path):
     """The student is asked with exactly the token ids its completions followed in training."""
-    from kdpipe.student import encode_prompt, load_tokenizer, render_prompt
+    from kdpipe.student import encode_prompt, load_tokenizer, render_prompt, student_task
     from kdpipe.tiny import build_tiny_student
 
     student = build_tiny_student(tmp_path / "s", st.corpus_texts())
     tokenizer = load_tokenizer(str(student))
-    for style, chat in (("dss", True), ("label", False)):
-        sft = st.write_sft(tmp_path / f"{style}.jsonl", style, chat=chat, repeats=2)
-        row = json.loads(sft.read_text().splitlines()[0])
-        q, _ = st.FACTS[0]
-        fmt = st.prompt_format(style, chat)
-        asked = encode_prompt(tokenizer, render_prompt(fmt, q, st.CHOICES, "label"), chat)
-        trained = (tokenizer.apply_chat_template(row["prompt"], add_generation_prompt=True, tokenize=True,
-                                                 return_dict=True)["input_ids"] if chat
-                   else tokenizer(text=row["prompt"])["input_ids"])
-        assert row["task"] == "label" and asked == trained
+    for style, chat in (("dss", True), ("label", False), ("cot", True), ("gold", True)):
+        sft = st.write_sft(tmp_path / f"{style}.jsonl", style, chat=chat, repeats=1)
+        fmt = json.loads((tmp_path / f"{style}.jsonl.meta.json").read_text())["prompt_format"]
+        task = student_task(fmt)
+        rows = [json.loads(x) for x in sft.read_text().splitlines()]
+        trained = {tuple(tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
+                                                       return_dict=True)["input_ids"] if chat
+                         else tokenizer(text=r["prompt"])["input_ids"]) for r in rows if r["task"] == task}
+        asked = {tuple(encode_prompt(tokenizer, render_prompt(fmt, q, st.CHOICES, task), chat))
+                 for q, _ in st.FACTS}
+        assert asked == trained, style
 
 
 def test_eval_errors_are_one_line(cli, tmp_path):
@@ -106,7 +107,7 @@ def test_label_pipeline_scorecard(label_pipeline):
     scores = _scores(d)
     assert set(scores) == {"student", "baseline"}
     assert scores["student"]["accuracy"] > scores["baseline"]["accuracy"]
-    assert scores["student"]["asked_task"] == "label" and scores["baseline"]["asked_task"] == "label"
+    assert scores["student"]["asked_task"] == "answer" and scores["baseline"]["asked_task"] == "answer"
     s = scores["student"]
     assert s["n"] == len(st.FACTS) and s["ci95"][0] <= s["accuracy"] <= s["ci95"][1]
     assert s["examples_per_s"] > 0
@@ -144,7 +145,7 @@ def test_dss_and_cot_pipelines(style, tmp_path):
     config = json.loads((d / "run" / "train_config.json").read_text())
     assert config["resolved"]["weighted_loss"] is (style == "dss")
     assert config["prompt_format"]["style"] == style
-    assert scores["student"]["asked_task"] == ("cot" if style == "cot" else "label")
+    assert scores["student"]["asked_task"] == {"cot": "cot", "dss": "label"}[style]
     assert scores["student"]["accuracy"] > scores["baseline"]["accuracy"]
 
 
