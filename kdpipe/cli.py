@@ -337,7 +337,8 @@ def train(
     max_length: int = typer.Option(_Train.max_length, "--max-length",
                                    help="Tokens per example (prompt + completion); longer ones are cut."),
     packing: bool = typer.Option(_Train.packing, "--packing",
-                                 help="Pack examples into full sequences (not with --rationale-weight)."),
+                                 help="Pack examples into full sequences, padding-free (for GPUs; slow on a "
+                                      "CPU; not with --rationale-weight)."),
     log_every: int = typer.Option(_Train.log_every, "--log-every", help="Log metrics every N steps."),
     eval_every: int = typer.Option(_Train.eval_every, "--eval-every", help="Validation loss every N steps."),
     save_every: int = typer.Option(_Train.save_every, "--save-every", help="Checkpoint every N steps."),

@@ -132,6 +132,10 @@ def _check_qlora() -> None:
 
 
 def _prepare_run_dir(run_dir: Path, opts: TrainOptions) -> None:
+    # Under `accelerate launch` every process runs this; only the main one checks and
+    # clears RUN_DIR (the others would otherwise see its first files and refuse).
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
     if run_dir.exists() and not run_dir.is_dir():
         raise KdpipeError(f"{run_dir}: exists and is not a directory")
     has_content = run_dir.is_dir() and any(run_dir.iterdir())
