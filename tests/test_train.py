@@ -96,6 +96,16 @@ def test_non_empty_run_dir_needs_resume_or_overwrite(label_run, student, tmp_pat
 
 def _loss_on_one_batch(student: Path, sft: Path, weight: float, weighted: bool) -> float:
     import torch
+
+    trainer = _trainer(student, sft, weight, weighted)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        return float(trainer.compute_loss(trainer.model, dict(batch)))
+
+
+def _trainer(student: Path, sft: Path, weight: float, weighted: bool):
+    import torch
     from datasets import Dataset  # noqa: F401
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
@@ -118,12 +128,25 @@ def _loss_on_one_batch(student: Path, sft: Path, weight: float, weighted: bool) 
     if weighted:
         collator, cls = weighted_trainer_classes()
         kwargs["data_collator"] = collator(pad_token_id=tokenizer.pad_token_id)
-    trainer = cls(model=model, args=args, train_dataset=_dataset(data.train, weight if weighted else None),
-                  processing_class=tokenizer, **kwargs)
-    batch = next(iter(trainer.get_train_dataloader()))
-    model.eval()
-    with torch.no_grad():
-        return float(trainer.compute_loss(model, dict(batch)))
+    return cls(model=model, args=args, train_dataset=_dataset(data.train, weight if weighted else None),
+               processing_class=tokenizer, **kwargs)
+
+
+def test_loss_falls_on_the_completion_only(student, tmp_path):
+    """Every prompt token is masked out of the labels; every completion token is in them."""
+    from kdpipe.sftdata import prompt_lengths, read_sft
+    from kdpipe.student import load_tokenizer
+
+    sft = st.write_sft(tmp_path / "sft.jsonl", "cot", repeats=1)
+    data = read_sft(sft)
+    trainer = _trainer(student, sft, 1.0, weighted=False)
+    lengths = prompt_lengths(data.train, load_tokenizer(str(student)), chat=True)
+    labels = [list(x) for x in trainer.train_dataset["labels"]]
+    assert len(labels) == len(lengths)
+    by_length = sorted((len(lab), lab) for lab in labels)
+    for (p, pc), (n, lab) in zip(sorted(lengths, key=lambda x: x[1]), by_length):
+        assert n == pc
+        assert all(t == -100 for t in lab[:p]) and all(t != -100 for t in lab[p:])
 
 
 def test_rationale_weight_changes_the_loss_and_one_equals_trl(student, tmp_path):
