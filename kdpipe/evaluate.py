@@ -31,7 +31,7 @@ class EvalOptions:
     model: str = ""
     baseline: str | None = None
     batch_size: int = 16
-    # None: 256 new tokens for CoT students (the rationale comes first), 32 for label students.
+    # None: 256 new tokens for CoT students (the rationale comes first), 32 for answer-only students.
     max_new_tokens: int | None = None
     limit: int | None = None
     predictions: Path | None = None  # default: <out>.predictions.jsonl
