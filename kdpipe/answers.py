@@ -14,6 +14,7 @@ Canonical forms:
 from __future__ import annotations
 
 import ast
+import json
 import math
 import operator
 import re
@@ -230,20 +231,161 @@ class Parsed:
     detail: str | None = None
 
 
-_ANSWER_IS = re.compile(r"(?:the )?answer is[:\s]*(.+?)(?:\.\s*$|\.\s*\n|\n|$)", re.I)
+# An invented next few-shot example: the completion ran on past its answer.
+_NEXT_EXAMPLE = re.compile(
+    r"\n\s*(?:Q|Question|Premise|Problem|Input|Example|Answer Choices)\s*\d*\s*:", re.I)
+# "So the", "Therefore, my": words that belong to the answer sentence, not the rationale.
+_LEAD_IN = r"(?:\b(?:so|therefore|thus|hence)\s*,?\s+)?(?:\b(?:the|my|our)\s+)?"
+# Answer markers, strongest first; the span after the marker is the answer.
+_MARKERS = (
+    ("boxed", re.compile(r"\\boxed\{")),
+    ("final", re.compile(_LEAD_IN + r"\**final answer\**\s*(?:is)?\s*[:\-]?\s*\**\s*", re.I)),
+    ("answer_is", re.compile(_LEAD_IN + r"\banswer\s+(?:is|would be|will be|should be)\s*:?\s*\**\s*", re.I)),
+    ("answer_colon", re.compile(r"(?:^|\n)\s*[#*_]*\s*answer\s*[#*_]*\s*:\s*[*_]*\s*", re.I)),
+)
+_REFUSAL = re.compile(
+    r"\b(?:I\s+(?:can(?:no|')t|am\s+(?:not\s+able|unable)|won't|don't\s+know|do\s+not\s+know|"
+    r"'m\s+(?:not\s+able|unable|sorry))|as\s+an\s+AI\b|I\s+am\s+sorry|I\s+apologi[sz]e)", re.I)
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
+_ARITH_PREFIX = re.compile(r"[\d\s.,+\-*/()×÷^]*\d[\d\s.,+\-*/()×÷^]*")
+_JSON_ANSWER_KEYS = ("final_answer", "answer", "label", "prediction")
+_JSON_RATIONALE_KEYS = ("rationale", "reasoning", "explanation", "thought", "steps")
 
 
 def parse_completion(text: str | None, task: str, choices: list[str] | None = None) -> Parsed:
-    """Split a completion into rationale and final answer ("... The answer is X.")."""
+    """Split a completion into rationale and canonical final answer.
+
+    Understands "The answer is X", "So the answer is (c) text", "Answer: X",
+    "**Final answer:** X", "\\boxed{X}", a JSON object with an "answer" field,
+    and arithmetic answers for numeric tasks ("(84 / 2)", evaluated without
+    `eval`). Text after the answer that starts an invented next example
+    ("\\n\\nQ: ...") is ignored, so its answer is never taken. A completion
+    with no answer is "refusal" when it declines, else "unparseable".
+    """
     if text is None or not text.strip():
         return Parsed(None, None, "empty", "no text")
-    m = None
-    for m in _ANSWER_IS.finditer(text):
-        break
-    if m is None:
-        return Parsed(text.strip(), None, "unparseable", "no answer marker")
-    answer = canonical_answer(m.group(1).strip(), task, choices)
-    rationale = text[: m.start()].strip() or None
+    parsed = _parse_json(text, task, choices)
+    if parsed is not None:
+        return parsed
+    body = _drop_invented_examples(text)
+    found = _find_marker(body)
+    if found is None:
+        rationale = body.strip() or None
+        if _REFUSAL.search(body):
+            return Parsed(rationale, None, "refusal", "the teacher declined to answer")
+        return Parsed(rationale, None, "unparseable", "no answer marker")
+    start, span = found
+    rationale = body[:start].strip() or None
+    answer = _canonical_span(span, task, choices)
     if answer is None:
-        return Parsed(rationale, None, "unparseable", f"answer {m.group(1).strip()!r} is not a {task} answer")
+        return Parsed(rationale, None, "unparseable", f"answer {span[:80]!r} is not a {task} answer")
     return Parsed(rationale, answer)
+
+
+def runs_on(text: str) -> bool:
+    """Whether a completion carries on past its answer into an invented next example."""
+    return _drop_invented_examples(text) != text
+
+
+def _drop_invented_examples(text: str) -> str:
+    # Keep everything up to the first invented example, unless that would leave no answer
+    # (a completion that starts with "Q:" restating the question).
+    for m in _NEXT_EXAMPLE.finditer(text):
+        head = text[: m.start()]
+        if head.strip():
+            return head
+    return text
+
+
+def _find_marker(body: str) -> tuple[int, str] | None:
+    """(start of the marker, answer span) of the strongest, last answer marker."""
+    for kind, pattern in _MARKERS:
+        matches = list(pattern.finditer(body))
+        if not matches:
+            continue
+        m = matches[-1]
+        if kind == "boxed":
+            span = _braced(body, m.end())
+        else:
+            span = _first_sentence(body[m.end():])
+        if span and span.strip(" *_.:"):
+            return m.start(), span
+    return None
+
+
+def _braced(text: str, i: int) -> str:
+    depth, j = 1, i
+    while j < len(text) and depth:
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        j += 1
+    return text[i: j - 1] if depth == 0 else text[i:]
+
+
+def _first_sentence(rest: str) -> str:
+    m = _SENTENCE_END.search(rest)
+    span = rest[: m.start()] if m else rest
+    return span.strip().strip("*_`\"' ").rstrip(".").strip()
+
+
+def _canonical_span(span: str, task: str, choices: list[str] | None) -> str | None:
+    span = re.sub(r"\\boxed\{(.*)\}", r"\1", span).replace("\\$", "$").strip()
+    if task == "numeric":
+        for candidate in _numeric_candidates(span):
+            answer = canonical_answer(candidate, task)
+            if answer is not None:
+                return answer
+        return None
+    if task == "choice" and choices:
+        answer = canonical_answer(span, task, choices)
+        if answer is not None:
+            return answer
+        # "(c) garden center, because ..." or "c) garden center": the letter leads.
+        m = re.match(r"^\(?([a-zA-Z])\)", span)
+        if m and LETTERS.index(m.group(1).lower()) < len(choices):
+            return choices[LETTERS.index(m.group(1).lower())]
+        # The option's text inside a longer answer, when exactly one option is named.
+        norm = f" {normalize_text(span)} "
+        hits = {normalize_text(c) for c in choices if f" {normalize_text(c)} " in norm}
+        if len(hits) == 1:
+            return canonical_answer(hits.pop(), task, choices)
+        return None
+    return canonical_answer(span, "text")
+
+
+def _numeric_candidates(span: str):
+    yield span
+    if "=" in span:  # "84 / 2 = 42"
+        yield span.rsplit("=", 1)[1]
+    m = _ARITH_PREFIX.match(span.replace("$", ""))
+    if m:  # "(16 * 17) * 4 pieces of mail"
+        yield m.group(0)
+    numbers = _NUMBER.findall(span)
+    if numbers:  # "42 apples and 3 pears" names 42 first
+        yield numbers[0]
+
+
+def _parse_json(text: str, task: str, choices: list[str] | None) -> Parsed | None:
+    s = text.strip()
+    fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", s, re.S)
+    if fenced:
+        s = fenced.group(1)
+    if not (s.startswith("{") and s.endswith("}")):
+        return None
+    try:
+        obj = json.loads(s)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    key = next((k for k in _JSON_ANSWER_KEYS if k in obj), None)
+    if key is None:
+        return None
+    rationale = next((obj[k] for k in _JSON_RATIONALE_KEYS if k in obj), None)
+    if isinstance(rationale, list):
+        rationale = "\n".join(map(str, rationale))
+    rationale = str(rationale).strip() if rationale is not None else None
+    raw = obj[key]
+    answer = None if raw is None else _canonical_span(str(raw), task, choices)
+    if answer is None:
+        return Parsed(rationale or None, None, "unparseable", f"JSON answer {raw!r} is not a {task} answer")
+    return Parsed(rationale or None, answer)

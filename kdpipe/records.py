@@ -164,32 +164,48 @@ def iter_json_objects(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, 
     Raises InputError naming the file and line for anything that is not a JSON
     object on one UTF-8 line, and for a file with no objects at all.
     """
+    path = check_input_file(path)
+    seen = 0
+    with open(path, "rb") as fp:
+        for lineno, raw in enumerate(fp, start=1):
+            obj = parse_json_line(path, lineno, raw)
+            if obj is not None:
+                seen += 1
+                yield lineno, obj
+    if not seen:
+        raise InputError(path, "empty file: no records")
+
+
+def check_input_file(path: str | os.PathLike) -> Path:
+    """The path of an input file that exists and is not a folder, else InputError."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file")
     if path.is_dir():
         raise InputError(path, "is a directory, expected a JSONL file")
-    seen = 0
-    with open(path, "rb") as fp:
-        for lineno, raw in enumerate(fp, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, f"not valid UTF-8 (byte {e.start + 1} of the line)", lineno) from None
-            if lineno == 1 and line.startswith("\ufeff"):
-                line = line[1:]
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", lineno) from None
-            if not isinstance(obj, dict):
-                raise InputError(path, f"expected a JSON object, got {_json_type(obj)}", lineno)
-            seen += 1
-            yield lineno, obj
-    if not seen:
-        raise InputError(path, "empty file: no records")
+    return path
+
+
+def parse_json_line(path: Path, lineno: int, raw: bytes) -> dict[str, Any] | None:
+    """The object on one raw JSONL line, None for a blank line; InputError naming file:line otherwise.
+
+    Split out of iter_json_objects so that a stage can parse lines in worker processes.
+    """
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(path, f"not valid UTF-8 (byte {e.start + 1} of the line)", lineno) from None
+    if lineno == 1 and line.startswith("\ufeff"):
+        line = line[1:]
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", lineno) from None
+    if not isinstance(obj, dict):
+        raise InputError(path, f"expected a JSON object, got {_json_type(obj)}", lineno)
+    return obj
 
 
 def read_records(path: str | os.PathLike) -> Iterator[Record]:

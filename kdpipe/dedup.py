@@ -1,0 +1,269 @@
+"""Near-duplicate and contamination detection that scales: MinHash-LSH in numpy.
+
+Self-Instruct dropped a generated instruction whose ROUGE-L against any
+instruction in the pool exceeded 0.7; that is pairwise and quadratic. Here a
+question becomes a set of word shingles (k consecutive normalized words), a
+MinHash signature estimates the Jaccard similarity of two such sets, and
+locality-sensitive hashing (bands of signature rows) proposes only the pairs
+likely to be similar. Each proposed pair is then checked against the
+threshold with a compact 8-bit sketch of the signature, so the banding can be
+generous (high recall) without letting chance band collisions through.
+
+What is held per question is small and fixed: one 64-bit exact key, BANDS
+32-bit band keys and PERMS one-byte sketch values (~130 bytes), never the
+text. Hashing is deterministic (CRC32 of words, fixed seeds), so a rerun
+drops exactly the same records.
+
+All the arithmetic is vectorised over batches of questions; Python touches
+each question once, to split it into words.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from kdpipe.answers import normalize_text
+
+PERMS = 64  # MinHash permutations
+BANDS = 16  # LSH bands of PERMS // BANDS rows: candidates from Jaccard ~0.5 up
+ROWS = PERMS // BANDS
+SKETCH_BITS = 8  # b-bit minwise hashing (Li & König): one byte per permutation kept for checks
+
+_rng = np.random.default_rng(20230502)  # fixed: signatures must not change between runs
+_PERM_A = _rng.integers(1, 2**63, size=PERMS, dtype=np.uint64) | np.uint64(1)
+_PERM_B = _rng.integers(0, 2**63, size=PERMS, dtype=np.uint64)
+_ROW_MUL = _rng.integers(1, 2**63, size=ROWS, dtype=np.uint64) | np.uint64(1)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def words_of(text: str) -> list[str]:
+    """The words a question is compared on: normalized as answers are (case, punctuation, articles)."""
+    return normalize_text(text).split()
+
+
+def exact_key(words: list[str], choices: list[str] | None = None) -> int:
+    """A 64-bit key equal for questions that are the same after normalization."""
+    text = " ".join(words)
+    if choices:
+        text += "\0" + "\0".join(normalize_text(c) for c in choices)
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: spreads nearby inputs over all 64 bits."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+class _WordHashes(dict):
+    """word -> CRC32, filled on first sight; cleared when full so memory stays bounded."""
+
+    LIMIT = 1 << 20
+
+    def __missing__(self, word: str) -> int:
+        h = self[word] = zlib.crc32(word.encode("utf-8"))
+        return h
+
+
+_WORD_HASHES = _WordHashes()
+
+
+@dataclass
+class Words:
+    """The words of a batch of questions, as hashes: flat array and per-question lengths."""
+
+    flat: np.ndarray  # uint64
+    lengths: np.ndarray  # int64
+
+    @classmethod
+    def of(cls, word_lists: list[list[str]]) -> "Words":
+        if len(_WORD_HASHES) > _WordHashes.LIMIT:
+            _WORD_HASHES.clear()
+        lengths = np.fromiter(map(len, word_lists), dtype=np.int64, count=len(word_lists))
+        flat = np.fromiter(map(_WORD_HASHES.__getitem__, itertools.chain.from_iterable(word_lists)),
+                           dtype=np.uint64, count=int(lengths.sum()))
+        return cls(flat, lengths)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+
+def shingles(words: Words, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hashes of the k-word shingles of each question, and the index of the question each belongs to.
+
+    A question shorter than k words gives one shingle of all its words (an
+    empty one a shingle of nothing), so every question has at least one.
+    """
+    lengths, flat = words.lengths, words.flat
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    n_sh = np.maximum(lengths - k + 1, 1)
+    owner = np.repeat(np.arange(len(lengths)), n_sh)
+    sh_starts = np.cumsum(n_sh) - n_sh
+    pos = starts[owner] + (np.arange(len(owner)) - sh_starts[owner])
+    padded = np.concatenate([flat, np.zeros(k, dtype=np.uint64)])
+    end = ends[owner]
+    h = np.full(len(owner), np.uint64(k), dtype=np.uint64)
+    for t in range(k):
+        w = np.where(pos + t < end, padded[pos + t] + np.uint64(1), np.uint64(0))
+        h = _mix64(h * _MIX + w)
+    return h, owner
+
+
+def minhash(words: Words, k: int) -> np.ndarray:
+    """MinHash signatures (n, PERMS) of uint32 over the k-word shingles of each question."""
+    h, owner = shingles(words, k)
+    first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    out = np.empty((len(words), PERMS), dtype=np.uint32)
+    # Slices of ~32k shingles keep the (shingles x PERMS) temporary in cache.
+    step = 512
+    for lo in range(0, len(first), step):
+        a, b = first[lo], first[lo + step] if lo + step < len(first) else len(h)
+        # Multiply-shift hashing: one cheap universal hash per permutation.
+        vals = np.multiply(h[a:b, None], _PERM_A[None, :])
+        np.add(vals, _PERM_B[None, :], out=vals)
+        np.right_shift(vals, np.uint64(32), out=vals)
+        out[lo:lo + step] = np.minimum.reduceat(vals, first[lo:lo + step] - a, axis=0)
+    return out
+
+
+def band_keys(sig: np.ndarray) -> np.ndarray:
+    """(n, BANDS) uint32 keys: two questions share a key when a whole band of rows agrees."""
+    rows = sig.reshape(len(sig), BANDS, ROWS).astype(np.uint64)
+    acc = (rows * _ROW_MUL[None, None, :]).sum(axis=2, dtype=np.uint64)
+    return (_mix64(acc) >> np.uint64(32)).astype(np.uint32)
+
+
+def sketch(sig: np.ndarray) -> np.ndarray:
+    """(n, PERMS) uint8: the low byte of each signature value, enough to estimate Jaccard."""
+    return (sig & 0xFF).astype(np.uint8)
+
+
+def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Jaccard estimates from pairs of sketches (rows of a and b), corrected for byte collisions."""
+    match = (a == b).mean(axis=1)
+    chance = 1.0 / (1 << SKETCH_BITS)
+    return np.clip((match - chance) / (1.0 - chance), 0.0, 1.0)
+
+
+@dataclass
+class Features:
+    """What the filter keeps of each question for the set-wide rules."""
+
+    exact: np.ndarray  # (n,) uint64
+    bands: np.ndarray  # (n, BANDS) uint32
+    sketch: np.ndarray  # (n, PERMS) uint8
+
+
+def features(word_lists: list[list[str]], choices: list[list[str] | None], k: int,
+             words: Words | None = None) -> Features:
+    sig = minhash(words if words is not None else Words.of(word_lists), k)
+    exact = np.fromiter((exact_key(w, c) for w, c in zip(word_lists, choices)), dtype=np.uint64,
+                        count=len(word_lists))
+    return Features(exact, band_keys(sig), sketch(sig))
+
+
+def first_of_exact(exact: np.ndarray) -> np.ndarray:
+    """For each key, the index of its first occurrence (itself when it is the first)."""
+    _, first, inverse = np.unique(exact, return_index=True, return_inverse=True)
+    return first[inverse.reshape(-1)]
+
+
+def near_duplicate_of(bands: np.ndarray, sk: np.ndarray, threshold: float) -> np.ndarray:
+    """For each question, an earlier question it nearly duplicates (estimated Jaccard >= threshold), else -1.
+
+    Candidates are the questions sharing a band key; within a band's group each
+    member is checked against the group's first member and its predecessor in
+    the group, which keeps the work linear however large a group grows. A
+    question linked to any earlier one is dropped, so the first question of
+    each cluster of near-copies is the one kept.
+    """
+    n = len(bands)
+    dup_of = np.full(n, -1, dtype=np.int64)
+    if n < 2:
+        return dup_of
+    pairs = []
+    for b in range(bands.shape[1]):
+        order = np.argsort(bands[:, b], kind="stable")
+        keys = bands[order, b]
+        new_group = np.r_[True, keys[1:] != keys[:-1]]
+        later = np.flatnonzero(~new_group)
+        if not len(later):
+            continue
+        group_start = np.flatnonzero(new_group)[np.cumsum(new_group) - 1]
+        member = order[later]
+        pairs.append(np.stack([order[group_start[later]], member], axis=1))
+        pairs.append(np.stack([order[later - 1], member], axis=1))
+    if not pairs:
+        return dup_of
+    pairs = np.unique(np.concatenate(pairs), axis=0)
+    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    for lo in range(0, len(pairs), 1 << 18):
+        chunk = pairs[lo:lo + (1 << 18)]
+        similar = estimated_jaccard(sk[chunk[:, 0]], sk[chunk[:, 1]]) >= threshold
+        chunk = chunk[similar]
+        earlier, later_ = np.minimum(chunk[:, 0], chunk[:, 1]), np.maximum(chunk[:, 0], chunk[:, 1])
+        best = np.full(n, n, dtype=np.int64)
+        np.minimum.at(best, later_, earlier)
+        hit = best < n
+        dup_of[hit] = np.where(dup_of[hit] >= 0, np.minimum(dup_of[hit], best[hit]), best[hit])
+    return dup_of
+
+
+class EvalIndex:
+    """The questions of eval sets, for decontaminating training data against them.
+
+    A training question is contaminated when it shares one long n-gram (GPT-3
+    used 13 words) with an eval question, or when it is a near-duplicate of one
+    (the same MinHash-LSH test as for training questions).
+    """
+
+    def __init__(self, ids: list[str], word_lists: list[list[str]], ngram: int, shingle: int,
+                 threshold: float):
+        self.ids, self.ngram, self.shingle, self.threshold = ids, ngram, shingle, threshold
+        words = Words.of(word_lists)
+        grams, owner = shingles(words, ngram)
+        order = np.argsort(grams, kind="stable")
+        self._grams, self._gram_owner = grams[order], owner[order]
+        sig = minhash(words, shingle)
+        self._sketch = sketch(sig)
+        bands = band_keys(sig)
+        self._bands = []
+        for b in range(bands.shape[1]):
+            order = np.argsort(bands[:, b], kind="stable")
+            self._bands.append((bands[order, b], order))
+
+    def _lookup(self, sorted_keys: np.ndarray, owners: np.ndarray, queries: np.ndarray):
+        at = np.searchsorted(sorted_keys, queries)
+        at_c = np.minimum(at, len(sorted_keys) - 1)
+        found = (at < len(sorted_keys)) & (sorted_keys[at_c] == queries)
+        return found, owners[at_c]
+
+    def contaminated(self, words: Words, feats: Features) -> list[str | None]:
+        """For each training question, why it is contaminated ("...eval id"), or None."""
+        n = len(words)
+        why: list[str | None] = [None] * n
+        if not n or not self.ids:
+            return why
+        grams, owner = shingles(words, self.ngram)
+        found, ev = self._lookup(self._grams, self._gram_owner, grams)
+        for i, e in zip(owner[found][::-1], ev[found][::-1]):  # reversed: the first hit wins
+            why[i] = f"shares a {self.ngram}-word span with eval question {self.ids[e]}"
+        for b, (keys, owners) in enumerate(self._bands):
+            found, ev = self._lookup(keys, owners, feats.bands[:, b])
+            cand = np.flatnonzero(found)
+            if not len(cand):
+                continue
+            sim = estimated_jaccard(feats.sketch[cand], self._sketch[ev[cand]])
+            for i, e, s in zip(cand, ev[cand], sim):
+                if s >= self.threshold and why[i] is None:
+                    why[i] = f"near-duplicate of eval question {self.ids[e]} (Jaccard ~{s:.2f})"
+        return why

@@ -1,0 +1,260 @@
+"""`kdpipe eval`: score the student (and a baseline, and the teacher) on held-out questions.
+
+Each model is asked exactly the way the student was trained (the run's
+stored prompt format; `dss` students get the label task alone), greedily,
+in batches. Answers are read and compared by kdpipe/answers.py, the same
+rules `filter` kept the training data with. Accuracy comes with a Wilson
+95% interval: on a few hundred questions the interval is wide, and a
+scorecard without it invites reading noise as progress.
+
+Outputs: `eval.json` (one entry per scored model), `<eval>.predictions.jsonl`
+(one line per model and question) and `<eval>.md` (the Markdown scorecard).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kdpipe.answers import answers_agree, canonical_answer, parse_completion
+from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
+
+
+@dataclass
+class EvalOptions:
+    model: str = ""
+    baseline: str | None = None
+    batch_size: int = 16
+    # None: 256 new tokens for CoT students (the rationale comes first), 32 for answer-only students.
+    max_new_tokens: int | None = None
+    limit: int | None = None
+    predictions: Path | None = None  # default: <out>.predictions.jsonl
+    teacher: str | None = None  # teacher model name; scored through the API when set
+    teacher_base_url: str | None = None  # else $OPENAI_BASE_URL, else OpenAI
+    api_key_env: str = "OPENAI_API_KEY"
+    teacher_cache: Path | None = None  # None: generate's default cache
+    teacher_prompt: Path | None = None  # None: prompts/<task>.txt, generate's label prompt
+    teacher_max_tokens: int = 512
+    teacher_concurrency: int = 32
+    price_in: float | None = None
+    price_out: float | None = None
+
+    def validate(self) -> None:
+        problems = []
+        if not self.model:
+            problems.append("--model is required")
+        if self.batch_size <= 0:
+            problems.append("--batch-size must be positive")
+        if self.max_new_tokens is not None and self.max_new_tokens <= 0:
+            problems.append("--max-new-tokens must be positive")
+        if self.limit is not None and self.limit <= 0:
+            problems.append("--limit must be positive")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+@dataclass
+class Prediction:
+    id: str
+    model: str  # role: student | baseline | teacher
+    text: str
+    answer: str | None
+    gold: str | None
+    correct: bool
+    error: str | None = None
+
+
+@dataclass
+class ModelScore:
+    role: str
+    model: str
+    prompt_style: str
+    asked_task: str
+    n: int
+    correct: int
+    accuracy: float
+    ci95: tuple[float, float]
+    unparsed: int
+    seconds: float
+    examples_per_s: float
+    cost_usd: float | None = None
+    tokens: dict[str, int] | None = None
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (sound at 0, 1 and small n)."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    # At 0 and n correct the bound is exactly 0 or 1; say so rather than 0.9999999999999999.
+    lo = 0.0 if correct == 0 else max(0.0, centre - half)
+    hi = 1.0 if correct == n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def read_answer(text: str, asked_task: str, record: Record) -> tuple[str | None, str | None]:
+    """(canonical answer, error) of a completion: CoT completions end "The answer is X."."""
+    if asked_task == "cot":
+        parsed = parse_completion(text, record.task, record.choices)
+        return parsed.answer, parsed.error
+    if not text.strip():
+        return None, "empty"
+    answer = canonical_answer(text.strip(), record.task, record.choices)
+    return answer, None if answer is not None else "unparseable"
+
+
+def score(role: str, model: str, records: list[Record], texts: list[str], asked_task: str,
+          prompt_style: str, seconds: float) -> tuple[ModelScore, list[Prediction]]:
+    preds = []
+    for rec, text in zip(records, texts):
+        answer, error = read_answer(text, asked_task, rec)
+        preds.append(Prediction(rec.id, role, text, answer, rec.gold,
+                                answers_agree(answer, rec.gold, rec.task, rec.choices), error))
+    n, correct = len(preds), sum(p.correct for p in preds)
+    return ModelScore(role=role, model=model, prompt_style=prompt_style, asked_task=asked_task, n=n,
+                      correct=correct, accuracy=correct / n if n else 0.0,
+                      ci95=wilson_interval(correct, n), unparsed=sum(p.answer is None for p in preds),
+                      seconds=round(seconds, 3), examples_per_s=round(n / seconds, 2) if seconds > 0 else 0.0,
+                      ), preds
+
+
+def ask_local_model(spec: str, records: list[Record], opts: EvalOptions, fmt_override: dict[str, Any] | None = None,
+                    quiet: bool = False) -> tuple[list[str], dict[str, Any], float]:
+    """Greedy answers of a run directory or model; returns (texts, prompt format, seconds)."""
+    from kdpipe.student import encode_prompt, generate, load_student, render_prompt, resolve_source, student_task
+
+    if quiet:
+        from kdpipe.train import quiet_libraries
+
+        quiet_libraries()
+
+    src = resolve_source(spec)
+    fmt = src.prompt_format if src.run_dir or fmt_override is None else fmt_override
+    model, tokenizer = load_student(src)
+    chat = bool(fmt.get("chat", True))
+    if chat and not tokenizer.chat_template:
+        raise KdpipeError(f"{spec}: the tokenizer has no chat template, but the prompt format is chat")
+    task = student_task(fmt)
+    prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), chat) for r in records]
+    max_new = opts.max_new_tokens or (256 if task == "cot" else 32)
+    started = time.perf_counter()
+    texts = generate(model, tokenizer, prompts, max_new, opts.batch_size)
+    return texts, fmt, time.perf_counter() - started
+
+
+def load_eval_records(path: str | os.PathLike, limit: int | None) -> tuple[list[Record], int]:
+    records = load_records(path)
+    scored = [r for r in records if r.gold is not None]
+    if not scored:
+        raise KdpipeError(f"{path}: no record has a gold answer to score against")
+    if limit:
+        scored = scored[:limit]
+    return scored, len(records) - len([r for r in records if r.gold is not None])
+
+
+@dataclass
+class EvalReport:
+    eval_path: str
+    n: int
+    skipped_no_gold: int
+    models: list[ModelScore]
+    predictions: list[Prediction] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"eval": self.eval_path, "eval_digest": file_digest(self.eval_path), "n": self.n,
+                "skipped_no_gold": self.skipped_no_gold, "models": [asdict(m) for m in self.models]}
+
+
+def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.PathLike | None = None,
+             progress: Callable[[str], None] | None = None, quiet: bool = False) -> EvalReport:
+    """Score the student (and baseline, teacher) on `eval_path`; write outputs when `out` is set."""
+    say = progress or (lambda _m: None)
+    opts.validate()
+    from kdpipe.student import resolve_source, student_task
+
+    records, skipped = load_eval_records(eval_path, opts.limit)
+    teacher_client = None
+    if opts.teacher:
+        from kdpipe.teacher_eval import prepare_teacher
+
+        teacher_client = prepare_teacher(opts)
+    student_src = resolve_source(opts.model)  # fails fast on a bad path, before any model loads
+    if opts.baseline:
+        resolve_source(opts.baseline)
+    started = time.time()
+    scores, preds = [], []
+    runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
+    for role, spec in runs:
+        say(f"eval: asking the {role} ({spec}) {len(records)} questions")
+        texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format,
+                                              quiet=quiet)
+
+        s, p = score(role, spec, records, texts, student_task(fmt), fmt.get("style", "?"), seconds)
+        scores.append(s)
+        preds.extend(p)
+    if teacher_client is not None:
+        from kdpipe.teacher_eval import ask_teacher
+
+        say(f"eval: asking the teacher ({opts.teacher}) {len(records)} questions")
+        texts, seconds, cost, tokens = ask_teacher(teacher_client, records, opts)
+        s, p = score("teacher", opts.teacher, records, texts, "cot", "generate label prompt", seconds)
+        s.cost_usd, s.tokens = cost, tokens
+        scores.append(s)
+        preds.extend(p)
+    report = EvalReport(str(eval_path), len(records), skipped, scores, preds)
+    if out is not None:
+        write_report(report, Path(out), opts, started)
+    return report
+
+
+def predictions_path(out: Path, opts: EvalOptions) -> Path:
+    return Path(opts.predictions) if opts.predictions else out.with_name(out.stem + ".predictions.jsonl")
+
+
+def markdown_path(out: Path) -> Path:
+    return out.with_name(out.stem + ".md")
+
+
+def write_report(report: EvalReport, out: Path, opts: EvalOptions, started: float) -> None:
+    with atomic_file(predictions_path(out, opts)) as fp:
+        JsonlWriter(fp).write_all(asdict(p) for p in report.predictions)
+    with atomic_file(markdown_path(out)) as fp:
+        fp.write(markdown(report) + "\n")
+    with atomic_file(out) as fp:
+        json.dump(report.to_dict(), fp, indent=2, ensure_ascii=False)
+        fp.write("\n")
+    params = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
+    write_meta(out, stage="eval", params=params, inputs=[report.eval_path], started=started,
+               counts={"questions": report.n, "skipped_no_gold": report.skipped_no_gold,
+                       "models": len(report.models)})
+
+
+def markdown(report: EvalReport) -> str:
+    """The scorecard: one row per model, side by side."""
+    lines = [f"Accuracy on {report.n} questions ({Path(report.eval_path).name}); 95% Wilson interval.",
+             "",
+             "| role | model | asked | accuracy | 95% CI | correct / n | unparsed | examples/s | cost |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for m in report.models:
+        cost = "-" if m.cost_usd is None else f"${m.cost_usd:.4f}"
+        lines.append(f"| {m.role} | `{m.model}` | {m.asked_task} | {100 * m.accuracy:.1f}% | "
+                     f"{100 * m.ci95[0]:.1f}–{100 * m.ci95[1]:.1f}% | {m.correct} / {m.n} | {m.unparsed} | "
+                     f"{m.examples_per_s:.1f} | {cost} |")
+    for m in report.models:
+        if m.tokens is not None:
+            t = m.tokens
+            lines += ["", f"Teacher `{m.model}`: {t['prompt_tokens']} prompt + {t['completion_tokens']} completion "
+                          f"tokens for {m.n} answers ({t['cached_answers']} from the cache, "
+                          f"{t['transport_errors']} failed); cost "
+                          + ("unknown (no price: pass --price-in/--price-out)" if m.cost_usd is None
+                             else f"${m.cost_usd:.4f} at list price") + "."]
+    return "\n".join(lines)

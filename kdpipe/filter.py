@@ -1,0 +1,379 @@
+"""`kdpipe filter`: keep only teacher output worth training a student on.
+
+Rules, applied in this order (each can be switched off); the first rule that
+removes a record's last sample, or the record itself, is its reason:
+
+    1. teacher_error     sample marked by `generate` (unparseable, empty,
+                         truncated, refusal, transport) or with no answer
+    2. gold_mismatch     sample whose answer disagrees with the gold answer
+                         (answers.answers_agree: numbers within a tolerance,
+                         choices by letter or text, text normalized)
+    3. no_consensus /    no gold and several samples: majority vote on
+       minority_answer   answers.answer_key; when the top answer's share
+                         reaches --min-agreement its samples are kept (and
+                         `vote_share` recorded), else the record goes
+    4. question_length   question outside the word bounds (record)
+       rationale_length  rationale outside the word bounds (sample)
+       rationale_restates_answer  rationale with nothing but the answer in it
+    5. contaminated      (--against EVAL) question sharing a long n-gram with
+                         an eval question, or near-duplicating one
+    6. duplicate         same question as an earlier kept record, after
+                         normalization (and the same options)
+    7. near_duplicate    MinHash-LSH estimated Jaccard of word shingles with
+                         an earlier record >= --near-threshold; the first of
+                         each cluster is kept
+
+Records are the unit of 6 and 7: the samples of one question are never
+duplicates of each other. Records with no samples (gold-only seeds) meet only
+rules 4-7. Numpy is imported when the stage runs, not with the CLI. Rules 1-5 run record by record while reading; 6 and 7 need the
+whole set and work on compact hashes (see dedup.py), so memory per record is
+~130 bytes whatever its size, and the time is linear in the input.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from kdpipe.errors import InputError, KdpipeError, UsageError
+from kdpipe.filter_rules import RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of  # noqa: F401
+from kdpipe.records import (
+    Record, atomic_file, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
+    write_meta,
+)
+
+_CHUNK = 2048  # lines per unit of work (and per batch of MinHash arithmetic)
+_PARALLEL_FROM = 16 << 20  # bytes of input from which `workers=0` (auto) uses several processes
+
+
+@dataclass
+class FilterOptions:
+    drop_errors: bool = True
+    gold: bool = True
+    rel_tol: float = 1e-4
+    vote: bool = True
+    min_agreement: float = 0.5
+    length: bool = True
+    min_question_words: int = 2
+    max_question_words: int = 1000
+    min_rationale_words: int = 3
+    max_rationale_words: int = 1000
+    restated: bool = True
+    dedup: bool = True
+    near_dup: bool = True
+    near_threshold: float = 0.6
+    shingle: int = 2
+    against: list[Path] = field(default_factory=list)
+    ngram: int = 13
+    workers: int = 0  # processes for rules 1-5; 0: one per CPU for a large input, else 1
+
+    def validate(self) -> None:
+        problems = []
+        if not (0.0 <= self.rel_tol < 1.0):
+            problems.append(f"--rel-tol must be in [0, 1), got {self.rel_tol}")
+        if not (0.0 < self.min_agreement <= 1.0):
+            problems.append(f"--min-agreement must be in (0, 1], got {self.min_agreement}")
+        for name in ("min_question_words", "max_question_words", "min_rationale_words", "max_rationale_words"):
+            if getattr(self, name) < 0:
+                problems.append(f"--{name.replace('_', '-')} must not be negative")
+        if self.min_question_words > self.max_question_words:
+            problems.append("--min-question-words is larger than --max-question-words")
+        if self.min_rationale_words > self.max_rationale_words:
+            problems.append("--min-rationale-words is larger than --max-rationale-words")
+        if not (0.0 < self.near_threshold <= 1.0):
+            problems.append(f"--near-threshold must be in (0, 1], got {self.near_threshold}")
+        if not (1 <= self.shingle <= 20):
+            problems.append(f"--shingle must be between 1 and 20 words, got {self.shingle}")
+        if self.workers < 0:
+            problems.append(f"--workers must not be negative, got {self.workers}")
+        if not (1 <= self.ngram <= 100):
+            problems.append(f"--ngram must be between 1 and 100 words, got {self.ngram}")
+        for p in self.against:
+            if not Path(p).is_file():
+                problems.append(f"--against {p}: no such file")
+        if problems:
+            raise UsageError("; ".join(problems))
+
+
+@dataclass
+class FilterReport:
+    input: int = 0
+    kept: int = 0
+    samples_input: int = 0
+    samples_kept: int = 0
+    records_dropped: Counter = field(default_factory=Counter)
+    samples_dropped: Counter = field(default_factory=Counter)
+    teacher_errors: Counter = field(default_factory=Counter)
+    voted: int = 0
+    seconds: float = 0.0
+
+    def merge(self, other: "FilterReport") -> None:
+        for name in ("input", "kept", "samples_input", "samples_kept", "voted"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.records_dropped.update(other.records_dropped)
+        self.samples_dropped.update(other.samples_dropped)
+        self.teacher_errors.update(other.teacher_errors)
+
+    def to_dict(self) -> dict:
+        return {
+            "input": self.input, "kept": self.kept, "dropped": self.input - self.kept,
+            "samples_input": self.samples_input, "samples_kept": self.samples_kept,
+            "rules": [{"rule": r, "records": self.records_dropped[r], "samples": self.samples_dropped[r]}
+                      for r in RULES],
+            "teacher_errors": dict(self.teacher_errors), "voted_records": self.voted,
+            "seconds": round(self.seconds, 3),
+        }
+
+    def table(self) -> str:
+        lines = [f"{'rule':<27} {'records':>9} {'samples':>9}", f"{'input':<27} {self.input:>9} "
+                 f"{self.samples_input:>9}"]
+        for r in RULES:
+            if self.records_dropped[r] or self.samples_dropped[r]:
+                lines.append(f"  - {r:<23} {self.records_dropped[r]:>9} {self.samples_dropped[r]:>9}")
+        lines.append(f"{'kept':<27} {self.kept:>9} {self.samples_kept:>9}")
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def load_eval_index(paths: list[Path], opts: FilterOptions):
+    from kdpipe import dedup
+
+    if not paths:
+        return None
+    ids, words = [], []
+    for p in paths:
+        for rec in read_records(p):
+            ids.append(rec.id)
+            words.append(dedup.words_of(rec.question))
+    return dedup.EvalIndex(ids, words, opts.ngram, opts.shingle, opts.near_threshold)
+
+
+def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = None, *,
+               rejected: str | Path | None = None, report: str | Path | None = None) -> FilterReport:
+    """Filter the records of `inp` into `out` (and the dropped ones into `rejected`)."""
+    import numpy as np
+
+    from kdpipe import dedup
+
+    opts = opts or FilterOptions()
+    opts.validate()
+    inp, out = check_input_file(inp), Path(out)
+    outputs = [Path(p) for p in (out, rejected, report) if p is not None]
+    check_outputs_differ([inp, *opts.against], outputs)
+    if len({p.resolve() for p in outputs}) < len(outputs):
+        raise UsageError("-o, --rejected and --report must be different files")
+    started = time.time()
+    rep = FilterReport()
+    evals = load_eval_index(opts.against, opts)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent)))
+        survivors_path, early_rejects_path = tmpdir / "survivors.jsonl", tmpdir / "rejected.jsonl"
+        feats = _first_pass(inp, opts, evals, rep, survivors_path, early_rejects_path)
+
+        # Rules 6 and 7 over the whole set, on hashes only.
+        n = len(feats.exact)
+        dup_of = np.full(n, -1, dtype=np.int64)
+        rule = np.zeros(n, dtype=np.int8)  # 1 duplicate, 2 near_duplicate
+        if opts.dedup and n:
+            first = dedup.first_of_exact(feats.exact)
+            is_dup = first != np.arange(n)
+            dup_of[is_dup], rule[is_dup] = first[is_dup], 1
+        if opts.near_dup and n:
+            unique = np.flatnonzero(rule == 0)
+            near = dedup.near_duplicate_of(feats.bands[unique], feats.sketch[unique], opts.near_threshold)
+            hit = near >= 0
+            dup_of[unique[hit]], rule[unique[hit]] = unique[near[hit]], 2
+        del feats
+        heads = set(dup_of[dup_of >= 0].tolist())
+
+        out_fp = stack.enter_context(atomic_file(out))
+        rej_fp = stack.enter_context(atomic_file(rejected)) if rejected else None
+        if rej_fp:
+            with open(early_rejects_path, encoding="utf-8") as fp:
+                for line in fp:
+                    rej_fp.write(line)
+        head_ids: dict[int, str] = {}
+        with open(survivors_path, encoding="utf-8") as fp:
+            for i, line in enumerate(fp):
+                if i in heads:
+                    head_ids[i] = json.loads(line)["id"]
+                if rule[i] == 0:
+                    out_fp.write(line)
+                    continue
+                obj = json.loads(line)
+                n_samples = len(obj.get("samples") or [])
+                name = "duplicate" if rule[i] == 1 else "near_duplicate"
+                rep.records_dropped[name] += 1
+                rep.samples_dropped[name] += n_samples
+                rep.samples_kept -= n_samples
+                if rej_fp:
+                    what = "same question as" if rule[i] == 1 else "near-copy of the question of"
+                    obj["reason"] = f"{name}: {what} {head_ids[int(dup_of[i])]}"
+                    obj.pop("vote_share", None)
+                    rej_fp.write(dumps(obj) + "\n")
+        rep.kept = rep.input - sum(rep.records_dropped.values())
+        rep.seconds = time.time() - started
+        if report:
+            rep_fp = stack.enter_context(atomic_file(report))
+            json.dump(rep.to_dict(), rep_fp, indent=2)
+            rep_fp.write("\n")
+    params = {k: (v if not isinstance(v, list) else [str(p) for p in v]) for k, v in asdict(opts).items()}
+    write_meta(out, stage="filter", params=params, inputs=[inp, *opts.against], counts=rep.to_dict(),
+               started=started)
+    return rep
+
+
+@dataclass
+class _Chunk:
+    """What one chunk of input lines came to: survivor and rejected lines, counts, survivor hashes."""
+
+    kept: list[str]
+    rejected: list[str]
+    report: FilterReport
+    feats: object  # dedup.Features of the kept lines
+    error: str | None = None
+    exit_code: int = 1
+
+
+_STATE: dict = {}  # per process: the input path, options and eval index the chunks are judged with
+
+
+def _init_state(inp: Path, opts: FilterOptions, evals) -> None:
+    _STATE.update(inp=inp, opts=opts, evals=evals)
+
+
+def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
+    """Rules 1-5 over a chunk of raw lines (in a worker process, or inline)."""
+    from kdpipe import dedup
+
+    inp, opts, evals = _STATE["inp"], _STATE["opts"], _STATE["evals"]
+    rep = FilterReport()
+    kept: list[tuple[dict, list[str], list[str] | None, int]] = []
+    rejected: list[str] = []
+
+    def reject(obj, reason, sample_reasons):
+        name = rule_of(reason)
+        rep.records_dropped[name] += 1
+        # Samples that still stood go with the record and count under its rule.
+        rep.samples_dropped[name] += sum(1 for r in sample_reasons if r is None)
+        rejected.append(dumps(rejected_obj(obj, reason, sample_reasons)))
+
+    try:
+        for lineno, raw in enumerate(lines, start=first_lineno):
+            obj = parse_json_line(inp, lineno, raw)
+            if obj is None:
+                continue
+            try:
+                rec = Record.from_dict(obj)
+            except (ValueError, TypeError) as e:
+                raise InputError(inp, str(e), lineno) from None
+            rep.input += 1
+            rep.samples_input += len(rec.samples)
+            reason, sample_reasons = judge(rec, opts)
+            for r in sample_reasons:
+                if r is not None:
+                    rep.samples_dropped[rule_of(r)] += 1
+                    if r.startswith("teacher_error"):
+                        rep.teacher_errors[r.split(": ", 1)[1]] += 1
+            if reason is not None:
+                reject(obj, reason, sample_reasons)
+                continue
+            obj = kept_obj(obj, rec, sample_reasons)
+            n_kept = len(obj.get("samples") or [])
+            rep.voted += rec.vote_share is not None
+            kept.append((obj, dedup.words_of(rec.question), rec.choices, n_kept))
+    except KdpipeError as e:  # InputError does not survive pickling: send the message back
+        return _Chunk([], [], rep, None, str(e), e.exit_code)
+
+    word_lists = [k[1] for k in kept]
+    words = dedup.Words.of(word_lists)
+    feats = dedup.features(word_lists, [k[2] for k in kept], opts.shingle, words)
+    why = evals.contaminated(words, feats) if evals is not None else [None] * len(kept)
+    survivors = []
+    for (obj, _, _, n_kept), w in zip(kept, why):
+        if w is None:
+            survivors.append(dumps(obj))
+            rep.samples_kept += n_kept
+        else:
+            reject(obj, f"contaminated: {w}", [None] * n_kept)
+    keep = [w is None for w in why]
+    return _Chunk(survivors, rejected, rep, dedup.Features(feats.exact[keep], feats.bands[keep],
+                                                           feats.sketch[keep]))
+
+
+def _read_chunks(inp: Path) -> Iterator[tuple[int, list[bytes]]]:
+    with open(inp, "rb") as fp:
+        lineno = 1
+        while True:
+            lines = list(itertools.islice(fp, _CHUNK))
+            if not lines:
+                return
+            yield lineno, lines
+            lineno += len(lines)
+
+
+def _workers(opts: FilterOptions, inp: Path) -> int:
+    if opts.workers:
+        return opts.workers
+    if inp.stat().st_size < _PARALLEL_FROM:
+        return 1  # starting processes costs more than it saves on a small file
+    return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()))
+
+
+def _chunk_results(inp: Path, opts: FilterOptions, evals) -> Iterator[_Chunk]:
+    workers = _workers(opts, inp)
+    if workers == 1:
+        _init_state(inp, opts, evals)
+        for first, lines in _read_chunks(inp):
+            yield _judge_chunk(first, lines)
+        return
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, initializer=_init_state, initargs=(inp, opts, evals)) as pool:
+        pending: collections.deque = collections.deque()
+        for first, lines in _read_chunks(inp):
+            pending.append(pool.submit(_judge_chunk, first, lines))
+            if len(pending) >= 2 * workers:  # a bounded window: memory stays flat however big the file
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, survivors_path: Path,
+                rejects_path: Path):
+    """Rules 1-5 chunk by chunk, in input order; survivors go to a temporary file, and their
+    hashes (dedup.Features) are returned for rules 6 and 7."""
+    import numpy as np
+
+    from kdpipe import dedup
+
+    parts = []
+    with open(survivors_path, "w", encoding="utf-8") as surv, open(rejects_path, "w", encoding="utf-8") as rej:
+        for chunk in _chunk_results(inp, opts, evals):
+            if chunk.error is not None:
+                err = KdpipeError(chunk.error)
+                err.exit_code = chunk.exit_code
+                raise err
+            for line in chunk.kept:
+                surv.write(line + "\n")
+            for line in chunk.rejected:
+                rej.write(line + "\n")
+            rep.merge(chunk.report)
+            parts.append(chunk.feats)
+    if not rep.input:
+        raise InputError(inp, "empty file: no records")
+    return dedup.Features(np.concatenate([p.exact for p in parts]), np.concatenate([p.bands for p in parts]),
+                          np.concatenate([p.sketch for p in parts]))

@@ -1,0 +1,311 @@
+"""`kdpipe generate`: the teacher stage.
+
+label   every seed question goes to the teacher with a few-shot
+        chain-of-thought prompt (prompts/<task>.txt or --prompt); each of the
+        --samples completions is split into rationale and answer and kept on
+        the record as a Sample, with a reason code when it gave no answer.
+expand  Self-Instruct / LaMini style: the teacher sees k sampled seed
+        questions and writes new ones of the same task; --num-new new,
+        deduplicated questions come out as seed records for a label run.
+
+Every response goes through the teacher cache (kdpipe/teacher/cache.py), so a
+rerun after a crash pays only for what never completed, and the output is
+written whole, in input order, at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from kdpipe import answers
+from kdpipe.errors import InputError, UsageError
+from kdpipe.records import (
+    SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, text_digest, write_meta, write_records,
+)
+from kdpipe.teacher.cache import ResponseCache, default_cache_path
+from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
+from kdpipe.teacher.pricing import Price, price_for
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+MODES = ("label", "expand")
+NEW_PER_REQUEST = 8  # questions asked for in one expansion request
+MAX_EMPTY_ROUNDS = 3  # expansion rounds in a row without a new question before giving up
+
+
+@dataclass
+class GenerateOptions:
+    mode: str = "label"
+    model: str = ""
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 32
+    samples: int = 1
+    temperature: float | None = None  # None: 0 for one sample, 0.7 to sample several or to expand
+    max_tokens: int | None = 512
+    stop: list[str] | None = None
+    seed: int | None = None
+    cache: Path | None = None  # None: default_cache_path()
+    prompt: Path | None = None  # None: prompts/<task>.txt (label), prompts/expand.txt (expand)
+    num_new: int = 100
+    seeds_per_prompt: int = 3
+    price_in: float | None = None
+    price_out: float | None = None
+    timeout: float = 60.0
+    retries: int = 6
+    transport: str = "openai"
+
+    def resolved_temperature(self) -> float:
+        if self.temperature is not None:
+            return self.temperature
+        return 0.0 if self.mode == "label" and self.samples == 1 else 0.7
+
+    def teacher_config(self) -> TeacherConfig:
+        return TeacherConfig(
+            model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
+            temperature=self.resolved_temperature(), max_tokens=self.max_tokens, stop=self.stop or None,
+            seed=self.seed, concurrency=self.concurrency, timeout=self.timeout, retries=self.retries,
+            transport=self.transport)
+
+    def problems(self) -> list[str]:
+        p = []
+        if self.mode not in MODES:
+            p.append(f"--mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if self.samples < 1:
+            p.append("--samples must be at least 1")
+        if self.num_new < 1:
+            p.append("--num-new must be at least 1")
+        if self.seeds_per_prompt < 1:
+            p.append("--seeds-per-prompt must be at least 1")
+        for name in ("price_in", "price_out"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                p.append(f"--{name.replace('_', '-')} must not be negative")
+        if self.prompt is not None and not Path(self.prompt).is_file():
+            p.append(f"--prompt {self.prompt}: no such file")
+        return p + self.teacher_config().problems()
+
+
+@dataclass
+class GenerateResult:
+    counts: dict[str, Any]
+    stats: Stats
+    price: Price | None
+    cost_usd: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
+                 on_progress: Callable[[Stats], None] | None = None) -> GenerateResult:
+    """Run label or expand mode from a seeds file to `out` (+ `out.meta.json`)."""
+    problems = opts.problems()
+    if problems:
+        raise UsageError("; ".join(problems))
+    check_outputs_differ([seeds], [out])
+    records = load_records(seeds)
+    started = time.time()
+    price = price_for(opts.model, opts.price_in, opts.price_out)
+    config = opts.teacher_config()
+    stats = Stats()
+    with ResponseCache(opts.cache or default_cache_path()) as cache:
+        if opts.mode == "label":
+            prompts = _label_prompts(records, opts.prompt)
+            result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress)
+        else:
+            template = _read_prompt(opts.prompt or PROMPTS_DIR / "expand.txt")
+            prompts = {template[0]: template}
+            result_records, counts = expand(records, template, config, opts, cache, stats, on_progress)
+    write_records(out, result_records)
+    cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
+    usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
+             "cost_usd": None if cost is None else round(cost, 6),
+             "requests": stats.requests, "retries": stats.retries, "cached_samples": stats.cached}
+    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    params["temperature"] = config.temperature
+    params["base_url"] = config.provenance()["base_url_host"]
+    write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
+               extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
+    return GenerateResult(counts, stats, price, cost)
+
+
+# ------------------------------------------------------------------ prompts
+
+
+def _read_prompt(path: Path) -> tuple[str, str, str]:
+    """(file name, digest, text) of a prompt template."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise InputError(path, f"cannot read the prompt template: {e.strerror}") from None
+    return path.name, text_digest(text), text
+
+
+def _label_prompts(records: list[Record], prompt: Path | None) -> dict[str, tuple[str, str, str]]:
+    """Task -> prompt template: --prompt for every task, else prompts/<task>.txt."""
+    tasks = sorted({r.task for r in records})
+    return {t: _read_prompt(prompt or PROMPTS_DIR / f"{t}.txt") for t in tasks}
+
+
+def render_label_prompt(template: str, record: Record) -> str:
+    """Fill {question} and {choices} ("(a) option" lines); a prompt without {choices} gets
+    the options after the question, so a choice question never loses its options."""
+    options = "\n".join(f"({answers.LETTERS[i]}) {c}" for i, c in enumerate(record.choices or []))
+    question = record.question
+    if options and "{choices}" not in template:
+        question = f"{question}\nAnswer Choices:\n{options}"
+    return template.replace("{choices}", options).replace("{question}", question)
+
+
+# ------------------------------------------------------------------ label
+
+
+def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress):
+    """Label records in place with `samples` teacher samples each; returns (records, counts)."""
+    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples)
+                for r in records]
+    results = complete(config, requests, cache, stats, on_progress)
+    counts: Counter = Counter()
+    for record, completions in zip(records, results):
+        name, digest, _ = prompts[record.task]
+        record.samples = [to_sample(c, record) for c in completions]
+        record.provenance = {**record.provenance, "teacher": {
+            **config.provenance(), "samples": samples, "prompt": name, "prompt_digest": digest}}
+        for s in record.samples:
+            counts["samples"] += 1
+            counts["ok" if s.ok else s.error] += 1
+        counts["records"] += 1
+        counts["records_labeled"] += any(s.ok for s in record.samples)
+    counts["cached"] = stats.cached
+    return records, {k: counts[k] for k in ("records", "records_labeled", "samples", "ok", *SAMPLE_ERRORS,
+                                            "cached")}
+
+
+def to_sample(c: Completion, record: Record) -> Sample:
+    """A teacher completion as a Sample: rationale and answer, or the reason there is none."""
+    if c.error is not None:
+        return Sample(index=c.index, error="transport", detail=c.detail)
+    p = answers.parse_completion(c.text, record.task, record.choices)
+    s = Sample(index=c.index, text=c.text, rationale=p.rationale, answer=p.answer,
+               finish_reason=c.finish_reason, error=p.error, detail=p.detail, usage=c.usage, cached=c.cached)
+    if c.finish_reason == "length" and s.error != "empty" and (p.answer is None or not answers.runs_on(c.text)):
+        # Cut off before (or inside) its answer: "The answer is 12" may have been "125".
+        s.error, s.answer = "truncated", None
+        s.detail = "stopped at --max-tokens (finish_reason length)" + (
+            f"; the cut text reads {p.answer!r}" if p.answer else "")
+    elif c.finish_reason == "content_filter" and s.answer is None:
+        s.error, s.detail = "refusal", "the endpoint's content filter stopped the completion"
+    return s
+
+
+# ------------------------------------------------------------------ expand
+
+_LIST_ITEM = re.compile(r"^\s*(?:\(?\d{1,3}[.):]|[-*•]|Q\d*[.:])\s+(.*\S)\s*$")
+_QUESTION_PREFIX = re.compile(r"^(?:\*\*)?(?:new\s+)?question\s*\d*\s*[:.]\s*(?:\*\*)?\s*", re.I)
+
+
+def parse_question_list(text: str | None) -> list[str]:
+    """New questions from a numbered list, a bullet list or a JSON array (of strings or
+    of objects with a "question" field); an item may run over several lines."""
+    if not text or not text.strip():
+        return []
+    s = text.strip()
+    fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", s, re.S)
+    if fenced:
+        s = fenced.group(1)
+    if s.startswith("["):
+        try:
+            items = json.loads(s)
+        except ValueError:
+            items = None
+        if isinstance(items, list):
+            out = [i.get("question") if isinstance(i, dict) else i for i in items]
+            return [_clean_question(q) for q in out if isinstance(q, str) and _clean_question(q)]
+    questions: list[list[str]] = []
+    open_item = False  # a blank line closes an item: what follows it is commentary, not question
+    for line in s.splitlines():
+        m = _LIST_ITEM.match(line)
+        if m:
+            questions.append([m.group(1)])
+            open_item = True
+        elif not line.strip():
+            open_item = False
+        elif open_item:
+            questions[-1].append(line.strip())
+    return [q for q in (_clean_question("\n".join(parts)) for parts in questions) if q]
+
+
+def _clean_question(q: str) -> str:
+    return _QUESTION_PREFIX.sub("", q.strip()).strip().strip("*").strip()
+
+
+def render_expand_prompt(template: str, examples: list[str], num: int) -> str:
+    listing = "\n".join(f"{i}. {q}" for i, q in enumerate(examples, 1))
+    return template.replace("{k}", str(len(examples))).replace("{examples}", listing).replace("{num}", str(num))
+
+
+def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache, stats, on_progress):
+    """New seed records written by the teacher from sampled seeds; returns (records, counts)."""
+    name, digest, text = template
+    tasks = sorted({r.task for r in seeds})
+    if "choice" in tasks:
+        raise UsageError("--mode expand writes numeric and text questions; multiple-choice seeds are not supported")
+    pools = {t: [r for r in seeds if r.task == t] for t in tasks}
+    seen = {answers.normalize_text(r.question) for r in seeds}
+    new: list[Record] = []
+    counts: Counter = Counter()
+    teacher = {**config.provenance(), "prompt": name, "prompt_digest": digest}
+    j, empty_rounds = 0, 0
+    while len(new) < opts.num_new and empty_rounds < MAX_EMPTY_ROUNDS:
+        missing = opts.num_new - len(new)
+        batch = max(1, -(-missing // NEW_PER_REQUEST)) + 1
+        plans = [_expansion_plan(pools, tasks, opts, j + b) for b in range(batch)]
+        requests = [ChatRequest([{"role": "user", "content": render_expand_prompt(text, [r.question for r in chosen],
+                                                                                    NEW_PER_REQUEST)}])
+                    for _, chosen in plans]
+        results = complete(config, requests, cache, stats, on_progress)
+        before = len(new)
+        # Requests are read in their own order, not in the order they finished: same output every run.
+        for (task, chosen), (c,) in zip(plans, results):
+            counts["requests"] += 1
+            if c.error is not None:
+                counts["transport"] += 1
+                continue
+            if c.finish_reason == "length":
+                counts["truncated"] += 1
+            for q in parse_question_list(c.text):
+                counts["proposed"] += 1
+                key = answers.normalize_text(q)
+                if not key or key in seen:
+                    counts["duplicates"] += 1
+                    continue
+                seen.add(key)
+                new.append(Record(id=_new_id(task, q), question=q, task=task, provenance={
+                    "source": "expand", "inspired_by": [r.id for r in chosen], "teacher": teacher}))
+                if len(new) == opts.num_new:
+                    break
+            if len(new) == opts.num_new:
+                break
+        j += batch
+        empty_rounds = empty_rounds + 1 if len(new) == before else 0
+    counts["written"] = len(new)
+    counts["short_of_target"] = opts.num_new - len(new)
+    return new, dict(counts)
+
+
+def _expansion_plan(pools, tasks, opts: GenerateOptions, j: int) -> tuple[str, list[Record]]:
+    """The task and seed examples of expansion request j: a pure function of (seed, j)."""
+    task = tasks[j % len(tasks)]
+    rng = random.Random(f"{opts.seed or 0}:{j}")
+    pool = pools[task]
+    return task, rng.sample(pool, min(opts.seeds_per_prompt, len(pool)))
+
+
+def _new_id(task: str, question: str) -> str:
+    return "x-" + hashlib.sha256(f"{task}\0{question}".encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,164 @@
+"""Loading a student (run directory, merged model or plain model) and asking it questions.
+
+Shared by `train` (to validate the student before spending) and `eval`
+(to generate answers). A run directory written by `kdpipe train` holds
+`train_config.json`, `prompt_format.json`, the tokenizer, and either a LoRA
+adapter (plus `merged/` with `--merge`) or full weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdpipe.errors import KdpipeError
+
+TRAIN_CONFIG = "train_config.json"
+PROMPT_FORMAT = "prompt_format.json"
+MERGED = "merged"
+
+
+def student_task(fmt: dict[str, Any]) -> str:
+    """The prompt task a student answers at inference, as `format` wrote its training rows:
+    the label task alone for dss students (no rationale at inference), "cot" for CoT students,
+    "answer" (no prefix) for label and gold students."""
+    return {"dss": "label", "cot": "cot"}.get(fmt.get("style", ""), "answer")
+
+
+def render_prompt(fmt: dict[str, Any], question: str, choices: list[str] | None, task: str) -> str:
+    """The user message a student of stored format `fmt` was trained on; `format` owns the rule."""
+    from kdpipe.format import PromptFormat
+    from kdpipe.format import render_prompt as format_render_prompt
+
+    try:
+        prompt_format = PromptFormat.from_dict(fmt)
+    except (ValueError, TypeError) as e:
+        raise KdpipeError(f"the stored prompt format is not valid: {e}") from None
+    return format_render_prompt(prompt_format, question, choices, task)
+
+
+# A model asked without a run directory (a baseline, an untrained student) is
+# asked like a CoT student in chat form: the most a plain model can follow.
+DEFAULT_FORMAT = {"style": "cot", "chat": True}
+
+
+@dataclass
+class StudentSource:
+    """Where the weights of a student come from, resolved from a `--model` argument."""
+
+    model: str  # folder or hub id that AutoModelForCausalLM loads
+    adapter: str | None = None  # LoRA adapter folder to apply on top
+    tokenizer: str = ""
+    prompt_format: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_FORMAT))
+    run_dir: str | None = None
+    trust_remote_code: bool = False
+
+
+def resolve_source(spec: str, prefer_merged: bool = True) -> StudentSource:
+    """Resolve RUN_DIR | model folder | hub id into what to load, with one-line errors."""
+    path = Path(spec)
+    if path.is_dir() and (path / TRAIN_CONFIG).is_file():
+        config = json.loads((path / TRAIN_CONFIG).read_text(encoding="utf-8"))
+        fmt_file = path / PROMPT_FORMAT
+        fmt = json.loads(fmt_file.read_text(encoding="utf-8")) if fmt_file.is_file() else dict(DEFAULT_FORMAT)
+        trust = bool(config.get("trust_remote_code", False))
+        if prefer_merged and (path / MERGED / "config.json").is_file():
+            return StudentSource(str(path / MERGED), None, str(path / MERGED), fmt, str(path), trust)
+        if (path / "adapter_config.json").is_file():
+            return StudentSource(config["student"], str(path), str(path), fmt, str(path), trust)
+        if (path / "config.json").is_file():
+            return StudentSource(str(path), None, str(path), fmt, str(path), trust)
+        raise KdpipeError(f"{spec}: run directory has no adapter and no model weights (did training finish?)")
+    check_model_exists(spec)
+    return StudentSource(spec, None, spec)
+
+
+def check_model_exists(spec: str, trust_remote_code: bool = False) -> None:
+    """Fail with one line when `spec` is neither a model folder nor a reachable model id."""
+    path = Path(spec)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise KdpipeError(f"{spec}: not a model folder (no config.json)")
+        return
+    looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1)
+    if looks_like_path:
+        raise KdpipeError(f"{spec}: no such model folder")
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise KdpipeError(f"{spec}: no such model folder, and not a model id that can be loaded "
+                          f"(offline or unknown id): {first}") from None
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_tokenizer(source: str, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        # Padding only fills masked positions; the end token is a safe stand-in.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_student(src: StudentSource):
+    """(model, tokenizer) ready for generation, on the GPU when there is one."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dev = device()
+    dtype = torch.bfloat16 if dev == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(src.model, dtype=dtype,
+                                                 trust_remote_code=src.trust_remote_code)
+    if src.adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, src.adapter)
+    model.to(dev).eval()
+    tokenizer = load_tokenizer(src.tokenizer or src.model, src.trust_remote_code)
+    return model, tokenizer
+
+
+def encode_prompt(tokenizer, text: str, chat: bool) -> list[int]:
+    """Token ids of a prompt exactly as TRL tokenized it for training."""
+    if chat:
+        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
+                                             tokenize=True, return_dict=True)["input_ids"]
+    return tokenizer(text=text)["input_ids"]
+
+
+def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
+    """Greedy completions of tokenized prompts, batched (left padding), in input order."""
+    import torch
+
+    dev = next(model.parameters()).device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
+    outputs: list[str] = [""] * len(prompts)
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        for row, i in enumerate(idx):
+            n = len(prompts[i])
+            ids[row, width - n:] = torch.tensor(prompts[i])
+            mask[row, width - n:] = 1
+        with torch.no_grad():
+            out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=pad,
+                                 eos_token_id=tokenizer.eos_token_id)
+        for row, i in enumerate(idx):
+            outputs[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
+    return outputs

@@ -1,0 +1,87 @@
+"""The persistent response cache: every teacher response, stored before it is used.
+
+One SQLite file in WAL mode. Each completed response is committed the moment
+it arrives, so a Ctrl-C or `kill -9` loses at most the requests still in
+flight, and a rerun of the same command pays only for those.
+
+The key is a digest of everything that determines a response: the model,
+the messages, the sampling parameters and the sample index. It leaves out
+how the run was made (concurrency, output path, base URL, API key), so
+changing those reuses the cache. `n` is left out too: sample 2 of a question
+is the same request whether 3 or 5 samples were asked for, so raising
+`--samples` pays only for the new samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from kdpipe.errors import KdpipeError
+
+DEFAULT_CACHE_ENV = "KDPIPE_CACHE"
+
+
+def default_cache_path() -> Path:
+    """$KDPIPE_CACHE, else $XDG_CACHE_HOME/kdpipe/teacher.sqlite (~/.cache/kdpipe/...)."""
+    if os.environ.get(DEFAULT_CACHE_ENV):
+        return Path(os.environ[DEFAULT_CACHE_ENV])
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "kdpipe" / "teacher.sqlite"
+
+
+def request_key(model: str, messages: list[dict], params: dict[str, Any], sample_index: int) -> str:
+    """The cache key of one sample: sha256 of canonical JSON of what determines it."""
+    canonical = json.dumps(
+        {"model": model, "messages": messages, "params": params, "sample": sample_index},
+        sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class ResponseCache:
+    """Key -> stored response (a JSON object: text, finish_reason, usage, model)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # NORMAL in WAL mode: a committed row survives the process being killed.
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS responses ("
+                " key TEXT PRIMARY KEY, model TEXT NOT NULL, created REAL NOT NULL, response TEXT NOT NULL)"
+            )
+        except sqlite3.Error as e:
+            raise KdpipeError(f"{self.path}: cannot open the response cache: {e}") from None
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def put(self, key: str, model: str, response: dict[str, Any]) -> None:
+        """Store one response and commit it (autocommit mode) before returning."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO responses (key, model, created, response) VALUES (?, ?, ?, ?)",
+            (key, model, time.time(), json.dumps(response, ensure_ascii=False)),
+        )
+
+    def __len__(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "ResponseCache":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,278 @@
+"""The teacher client: many chat requests to an OpenAI-compatible endpoint, through the cache.
+
+`complete(config, requests, cache)` sends each request's missing samples with
+at most `config.concurrency` requests in flight, retries what is worth
+retrying (429, 5xx, timeouts, connection errors, malformed bodies) with
+exponential backoff, full jitter and the server's Retry-After, stores each
+response in the cache before handing it back, and stops the whole run at
+once on a fatal error (bad key, unknown model) by raising TeacherFatalError.
+
+It knows nothing about stages: give it messages, get back texts with usage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+from kdpipe.teacher.cache import ResponseCache, request_key
+from kdpipe.teacher.transport import TeacherFatalError, _Rejected, _Retryable, make_transport
+
+BASE_URL_ENV = "OPENAI_BASE_URL"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+TRANSPORTS = ("openai", "aiohttp")
+
+
+@dataclass
+class TeacherConfig:
+    """Who the teacher is and how to call it. Defaults here are the CLI's defaults."""
+
+    model: str = ""
+    base_url: str | None = None  # else $OPENAI_BASE_URL, else OpenAI
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_tokens: int | None = 512
+    stop: list[str] | None = None
+    seed: int | None = None
+    concurrency: int = 32
+    timeout: float = 60.0  # seconds per request, so a hung request cannot stall the run
+    retries: int = 6  # further attempts after the first
+    backoff: float = 0.5  # first backoff in seconds; doubles per attempt, full jitter
+    max_backoff: float = 30.0
+    # "openai": the official AsyncOpenAI client (aiohttp transport). "aiohttp": the same
+    # protocol spoken directly, less CPU per request, for high concurrency.
+    transport: str = "openai"
+
+    def problems(self) -> list[str]:
+        p = []
+        if not self.model:
+            p.append("--model is required")
+        if self.concurrency < 1:
+            p.append("--concurrency must be at least 1")
+        if not 0.0 <= self.temperature <= 2.0:
+            p.append("--temperature must be between 0 and 2")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            p.append("--max-tokens must be at least 1")
+        if self.timeout <= 0:
+            p.append("--timeout must be positive")
+        if self.retries < 0:
+            p.append("--retries must be at least 0")
+        if self.transport not in TRANSPORTS:
+            p.append(f"transport must be one of {', '.join(TRANSPORTS)}")
+        url = self.resolved_base_url()
+        if urlsplit(url).scheme not in ("http", "https"):
+            p.append(f"--base-url must be an http(s) URL, got {url!r}")
+        if not os.environ.get(self.api_key_env) and not _is_loopback(url):
+            p.append(f"no API key: set {self.api_key_env} (or name another variable with --api-key-env)")
+        return p
+
+    def resolved_base_url(self) -> str:
+        return (self.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+    def api_key(self) -> str:
+        # A local server needs no key; the client library still wants a non-empty one.
+        return os.environ.get(self.api_key_env) or "unused"
+
+    def sampling_params(self) -> dict[str, Any]:
+        """What, besides model and messages, determines a response: the cache key's params."""
+        return {"temperature": self.temperature, "max_tokens": self.max_tokens,
+                "stop": self.stop or None, "seed": self.seed}
+
+    def provenance(self) -> dict[str, Any]:
+        """The teacher call as recorded on records: never the key, only the endpoint's host."""
+        return {"model": self.model, "base_url_host": urlsplit(self.resolved_base_url()).netloc,
+                **self.sampling_params()}
+
+
+def _is_loopback(url: str) -> bool:
+    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ChatRequest:
+    """One question to the teacher: `n` samples, numbered from `first_sample`."""
+
+    messages: list[dict[str, str]]
+    n: int = 1
+    first_sample: int = 0
+
+
+@dataclass
+class Completion:
+    """One sample's outcome: a text (possibly empty or truncated) or a transport error."""
+
+    index: int
+    text: str | None = None
+    finish_reason: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    cached: bool = False
+    error: str | None = None  # "transport" when no response came after all retries
+    detail: str | None = None
+
+
+@dataclass
+class Stats:
+    """Running totals for the progress line and the summary."""
+
+    total: int = 0  # samples asked for
+    done: int = 0
+    cached: int = 0
+    requests: int = 0  # HTTP requests sent, retries included
+    retries: int = 0
+    errors: int = 0  # samples that ended with a transport error
+    prompt_tokens: int = 0  # spent in this run (cache hits cost nothing)
+    completion_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+def complete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
+             stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
+             ) -> list[list[Completion]]:
+    """Synchronous wrapper of `acomplete` for callers without an event loop."""
+    return asyncio.run(acomplete(config, requests, cache, stats, on_progress))
+
+
+async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
+                    stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
+                    ) -> list[list[Completion]]:
+    """For each request, its samples in order: from the cache, else from the teacher."""
+    stats = stats or Stats()
+    params = config.sampling_params()
+    results: list[list[Completion | None]] = []
+    todo: list[tuple[int, list[int], list[str]]] = []  # (request, missing sample indices, their keys)
+    for r, req in enumerate(requests):
+        out: list[Completion | None] = []
+        missing, keys = [], []
+        for i in range(req.first_sample, req.first_sample + req.n):
+            key = request_key(config.model, req.messages, params, i)
+            hit = cache.get(key)
+            if hit is None:
+                out.append(None)
+                missing.append(i)
+                keys.append(key)
+            else:
+                out.append(Completion(i, hit.get("text"), hit.get("finish_reason"), hit.get("usage") or {},
+                                      cached=True))
+        stats.total += req.n
+        stats.cached += req.n - len(missing)
+        stats.done += req.n - len(missing)
+        results.append(out)
+        if missing:
+            todo.append((r, missing, keys))
+    if todo:
+        await _send_all(config, requests, todo, results, cache, stats, on_progress)
+    return results  # type: ignore[return-value]
+
+
+async def _send_all(config, requests, todo, results, cache, stats, on_progress) -> None:
+    transport = make_transport(config)
+    queue = iter(todo)
+    ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
+
+    async def worker():
+        for r, missing, keys in queue:
+            completions = await _fetch(config, transport, requests[r].messages, missing, stats)
+            for c, key in zip(completions, keys):
+                if c.error is None:  # stored before it is used; transport errors are retried next run
+                    cache.put(key, config.model, {"text": c.text, "finish_reason": c.finish_reason,
+                                                  "usage": c.usage})
+                else:
+                    stats.errors += 1
+                results[r][c.index - requests[r].first_sample] = c
+                stats.done += 1
+
+    workers = [asyncio.create_task(worker()) for _ in range(min(config.concurrency, len(todo)))]
+    try:
+        # The first fatal error cancels every other request at once.
+        done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for t in done:
+            if t.exception() is not None:
+                raise t.exception()
+    finally:
+        for t in workers:
+            t.cancel()
+        if ticker:
+            ticker.cancel()
+            on_progress(stats)
+        await transport.close()
+
+
+async def _tick(stats: Stats, on_progress) -> None:
+    while True:
+        on_progress(stats)
+        await asyncio.sleep(0.5)
+
+
+async def _fetch(config, transport, messages, missing: list[int], stats: Stats) -> list[Completion]:
+    """The missing samples of one request: one call with `n`, separate calls for what it lacks."""
+    got: list[Completion] = []
+    want = list(missing)
+    use_n = len(want) > 1
+    while want:
+        n = len(want) if use_n else 1
+        body = {"model": config.model, "messages": messages, "n": n, "temperature": config.temperature}
+        if config.max_tokens is not None:
+            body["max_tokens"] = config.max_tokens
+        if config.stop:
+            body["stop"] = config.stop
+        if config.seed is not None:
+            body["seed"] = config.seed
+        try:
+            response = await _with_retries(config, transport, body, stats)
+        except (_Retryable, _Rejected) as e:
+            got += [Completion(i, error="transport", detail=str(e)) for i in want]
+            break
+        choices = response.get("choices") or []
+        usage = response.get("usage") or {}
+        prompt_t, compl_t = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        stats.prompt_tokens += prompt_t
+        stats.completion_tokens += compl_t
+        taken = want[: len(choices)]
+        for j, (i, choice) in enumerate(zip(taken, choices)):
+            # Split the request's usage over its samples so that summing samples gives the bill.
+            share = {"prompt_tokens": prompt_t if j == 0 else 0,
+                     "completion_tokens": compl_t // len(taken) + (compl_t % len(taken) if j == 0 else 0)}
+            message = choice.get("message") or {}
+            got.append(Completion(i, message.get("content"), choice.get("finish_reason"), share))
+        want = want[len(taken):]
+        if want and not taken:
+            got += [Completion(i, error="transport", detail="response has no choices") for i in want]
+            break
+        use_n = False  # the server ignored `n`: ask for the rest one by one
+    return got
+
+
+async def _with_retries(config, transport, body, stats: Stats) -> dict:
+    for attempt in range(config.retries + 1):
+        stats.requests += 1
+        try:
+            # The transport has its own timeout; this one also covers a stuck connect or read.
+            return await asyncio.wait_for(transport.send(body), config.timeout + 1.0)
+        except asyncio.TimeoutError:
+            error = _Retryable(f"no response within {config.timeout:g} s")
+        except _Retryable as e:
+            error = e
+        if attempt == config.retries:
+            raise _Retryable(f"{error} (gave up after {attempt + 1} attempts)")
+        stats.retries += 1
+        delay = random.uniform(0, min(config.max_backoff, config.backoff * 2 ** attempt))
+        if error.retry_after is not None:
+            delay = max(delay, min(error.retry_after, 60.0))
+        await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def requests_for(messages: Iterable[list[dict[str, str]]], n: int = 1) -> list[ChatRequest]:
+    """One request of `n` samples per message list."""
+    return [ChatRequest(m, n) for m in messages]

@@ -1,0 +1,347 @@
+"""A loopback teacher: an OpenAI-compatible server on 127.0.0.1 with scripted answers and faults.
+
+Real HTTP (`GET /v1/models`, `POST /v1/chat/completions`), so tests, the
+offline demo and users' own Makefiles exercise exactly the code path a paid
+endpoint takes, for free.
+
+Script files are JSONL, one question per line:
+    {"question": str, "completions": [str, ...], "expand": bool (optional)}
+A label request is answered with the completions of the known question that
+occurs last in the last user message (few-shot exemplars come before the
+question asked); sample i gets completions[i % len]. An unknown question gets
+"I don't know." An expansion request (its prompt asks for "new questions") gets
+a numbered list drawn, seeded by the request, from the lines marked "expand".
+
+Faults (`KIND=RATE`, each drawn independently per request): rate_limit (429
+with Retry-After), server_error (500), malformed (a broken JSON body), hang
+(no answer until the client gives up), truncated (half the text,
+finish_reason "length"), empty (an empty completion).
+
+`GET /v1/kdpipe/stats` returns what the server has answered, for tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from kdpipe.errors import InputError, UsageError
+
+FAULTS = ("rate_limit", "server_error", "malformed", "hang", "truncated", "empty")
+UNKNOWN_ANSWER = "I don't know."
+_EXPAND = re.compile(r"\bnew questions?\b", re.I)
+_EXPAND_COUNT = re.compile(r"\b(\d+)\s+new questions?\b", re.I)
+
+
+@dataclass
+class ScriptLine:
+    question: str
+    completions: list[str]
+    expand: bool = False
+
+
+def load_script(path: str | os.PathLike) -> list[ScriptLine]:
+    from kdpipe.records import iter_json_objects
+
+    lines = []
+    for lineno, obj in iter_json_objects(path):
+        q, comps = obj.get("question"), obj.get("completions")
+        if not isinstance(q, str) or not q.strip():
+            raise InputError(path, "field 'question' must be a non-empty string", lineno)
+        if not isinstance(comps, list) or not comps or not all(isinstance(c, str) for c in comps):
+            raise InputError(path, "field 'completions' must be a non-empty list of strings", lineno)
+        lines.append(ScriptLine(q.strip(), comps, bool(obj.get("expand", False))))
+    return lines
+
+
+def parse_fault_rates(specs: list[str]) -> dict[str, float]:
+    """["rate_limit=0.05", ...] -> {"rate_limit": 0.05}; UsageError naming every bad one."""
+    rates, problems = {}, []
+    for spec in specs:
+        kind, _, rate = spec.partition("=")
+        try:
+            value = float(rate)
+        except ValueError:
+            value = -1.0
+        if kind not in FAULTS:
+            problems.append(f"unknown fault {kind!r} (known: {', '.join(FAULTS)})")
+        elif not 0.0 <= value <= 1.0:
+            problems.append(f"fault rate of {kind} must be a number between 0 and 1, got {rate!r}")
+        else:
+            rates[kind] = value
+    if sum(rates.values()) > 1.0:
+        problems.append("fault rates add up to more than 1")
+    if problems:
+        raise UsageError("; ".join(problems))
+    return rates
+
+
+@dataclass
+class LoopbackTeacher:
+    """The server's behaviour, independent of the HTTP plumbing."""
+
+    script: list[ScriptLine] = field(default_factory=list)
+    latency: float = 0.0
+    faults: dict[str, float] = field(default_factory=dict)
+    retry_after: float = 0.1
+    seed: int = 0
+    max_n: int | None = None  # answer at most this many choices per request (a server without `n`)
+    api_key: str | None = None  # when set, any other bearer token gets a 401
+    models: list[str] | None = None  # when set, any other model gets a 404
+    stats: Counter = field(default_factory=Counter)
+
+    def __post_init__(self):
+        self._rng = random.Random(self.seed)
+        self._by_question = {line.question: line for line in self.script}
+        self._expandable = [line.question for line in self.script if line.expand] or list(self._by_question)
+        # Longest first, so that a question containing a shorter known one wins.
+        self._questions = sorted(self._by_question, key=len, reverse=True)
+        self._lookup_memo: dict[str, ScriptLine | None] = {}
+
+    def draw_fault(self) -> str | None:
+        x, edge = self._rng.random(), 0.0
+        for kind in FAULTS:
+            edge += self.faults.get(kind, 0.0)
+            if x < edge:
+                return kind
+        return None
+
+    def answer(self, body: dict) -> tuple[list[str], bool]:
+        """The completion texts for a chat request, and whether it was an expansion request."""
+        n = max(1, int(body.get("n") or 1))
+        messages = body.get("messages") or []
+        user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
+        if not isinstance(user, str):
+            user = " ".join(part.get("text", "") for part in user if isinstance(part, dict))
+        if _EXPAND.search(user):
+            return [self._expansion(user, i) for i in range(n)], True
+        line = self._lookup(user)
+        if line is None:
+            return [UNKNOWN_ANSWER] * n, False
+        return [line.completions[i % len(line.completions)] for i in range(n)], False
+
+    def _lookup(self, user: str) -> ScriptLine | None:
+        if user in self._lookup_memo:
+            return self._lookup_memo[user]
+        best, best_pos = None, -1
+        for q in self._questions:
+            pos = user.rfind(q)
+            if pos > best_pos:
+                best, best_pos = self._by_question[q], pos
+        self._lookup_memo[user] = best
+        return best
+
+    def _expansion(self, user: str, sample: int) -> str:
+        m = _EXPAND_COUNT.search(user)
+        count = min(int(m.group(1)) if m else 5, len(self._expandable))
+        if not count:
+            return UNKNOWN_ANSWER
+        seed = int.from_bytes(hashlib.sha256(f"{sample}\0{user}".encode()).digest()[:8], "big")
+        picks = random.Random(seed).sample(self._expandable, count)
+        return "\n".join(f"{k}. {q}" for k, q in enumerate(picks, 1))
+
+
+def _usage(messages: list, texts: list[str]) -> dict[str, int]:
+    prompt = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 1
+    completion = sum(len(t) // 4 + (1 if t else 0) for t in texts)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def make_app(teacher: LoopbackTeacher):
+    from aiohttp import web
+
+    async def models(request):
+        return web.json_response({"object": "list", "data": [
+            {"id": "loopback", "object": "model", "created": 0, "owned_by": "kdpipe"}]})
+
+    async def stats(request):
+        return web.json_response(dict(teacher.stats))
+
+    async def chat(request):
+        teacher.stats["requests"] += 1
+        teacher.stats["in_flight"] += 1
+        teacher.stats["max_in_flight"] = max(teacher.stats["max_in_flight"], teacher.stats["in_flight"])
+        try:
+            return await answer(request)
+        finally:
+            teacher.stats["in_flight"] -= 1
+
+    async def answer(request):
+        if teacher.api_key is not None and request.headers.get("Authorization") != f"Bearer {teacher.api_key}":
+            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
+        if teacher.models is not None and body.get("model") not in teacher.models:
+            return web.json_response({"error": {"message": f"model {body.get('model')!r} does not exist"}},
+                                     status=404)
+        if teacher.max_n is not None:
+            body["n"] = min(int(body.get("n") or 1), teacher.max_n)
+        if teacher.latency:
+            await asyncio.sleep(teacher.latency)
+        fault = teacher.draw_fault()
+        if fault:
+            teacher.stats[fault] += 1
+        if fault == "rate_limit":
+            return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}}, status=429,
+                                     headers={"Retry-After": f"{teacher.retry_after:g}"})
+        if fault == "server_error":
+            return web.json_response({"error": {"message": "injected server error"}}, status=500)
+        if fault == "malformed":
+            return web.Response(body=b'{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json")
+        if fault == "hang":
+            await asyncio.sleep(3600)
+        texts, expand = teacher.answer(body)
+        finish = ["stop"] * len(texts)
+        if fault == "truncated":
+            texts, finish = [t[: len(t) // 2] for t in texts], ["length"] * len(texts)
+        elif fault == "empty":
+            texts = [""] * len(texts)
+        teacher.stats["answered"] += 1
+        teacher.stats["expand" if expand else "label"] += 1
+        return web.json_response({
+            "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
+            "model": body.get("model", "loopback"),
+            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
+                        for i, (t, f) in enumerate(zip(texts, finish))],
+            "usage": _usage(body.get("messages") or [], texts),
+        })
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_get("/v1/models", models)
+    app.router.add_get("/v1/kdpipe/stats", stats)
+    app.router.add_post("/v1/chat/completions", chat)
+    return app
+
+
+async def _start(teacher: LoopbackTeacher, host: str, port: int):
+    from aiohttp import web
+
+    runner = web.AppRunner(make_app(teacher), access_log=None, handle_signals=False,
+                           handler_cancellation=True, shutdown_timeout=0.5)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=4096)
+    await site.start()
+    bound = runner.addresses[0][1]
+    return runner, f"http://{host}:{bound}/v1"
+
+
+def serve(teacher: LoopbackTeacher, host: str = "127.0.0.1", port: int = 8765,
+          ready_file: str | os.PathLike | None = None, announce=print) -> None:
+    """Serve until SIGTERM or SIGINT; write the base URL to `ready_file` once listening."""
+
+    async def main():
+        runner, url = await _start(teacher, host, port)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        if ready_file:
+            tmp = Path(str(ready_file) + ".tmp")
+            tmp.write_text(url + "\n")
+            os.replace(tmp, ready_file)
+        announce(url)
+        await stop.wait()
+        await runner.cleanup()
+        if ready_file:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ready_file)
+
+    asyncio.run(main())
+
+
+class RunningServer:
+    """A loopback server running in a background thread of this process."""
+
+    def __init__(self, teacher: LoopbackTeacher, base_url: str, loop, runner, thread):
+        self.teacher, self.base_url = teacher, base_url
+        self._loop, self._runner, self._thread = loop, runner, thread
+
+    @property
+    def stats(self) -> Counter:
+        return self.teacher.stats
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@contextlib.contextmanager
+def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, latency: float = 0.0,
+            faults: dict[str, float] | None = None, retry_after: float = 0.05, seed: int = 0,
+            host: str = "127.0.0.1", port: int = 0, **behaviour) -> Iterator[RunningServer]:
+    """Start a loopback server in a thread on a free port; yields it (`.base_url`, `.stats`).
+
+    `behaviour` sets the other LoopbackTeacher fields (max_n, api_key, models)."""
+    if script is not None and not isinstance(script, list):
+        script = load_script(script)
+    teacher = LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)
+    loop = asyncio.new_event_loop()
+    started: dict = {}
+    ready = threading.Event()
+
+    def run():
+        asyncio.set_event_loop(loop)
+        try:
+            started["runner"], started["url"] = loop.run_until_complete(_start(teacher, host, port))
+        except BaseException as e:  # reported to the caller below
+            started["error"] = e
+        ready.set()
+        if "error" not in started:
+            loop.run_forever()
+        loop.close()
+
+    thread = threading.Thread(target=run, name="kdpipe-loopback", daemon=True)
+    thread.start()
+    ready.wait(30)
+    if "error" in started:
+        raise started["error"]
+    server = RunningServer(teacher, started["url"], loop, started["runner"], thread)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@contextlib.contextmanager
+def subprocess_server(*args: str, timeout: float = 30.0) -> Iterator[str]:
+    """Run `kdpipe teacher serve --port 0 ARGS...` in a child process; yields its base URL."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        ready = Path(tmp) / "url"
+        proc = subprocess.Popen([sys.executable, "-m", "kdpipe", "teacher", "serve", "--port", "0",
+                                 "--ready-file", str(ready), *args],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            deadline = time.monotonic() + timeout
+            while not ready.exists():
+                if proc.poll() is not None:
+                    raise RuntimeError(f"loopback server exited: {proc.stderr.read().decode()[-500:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError("loopback server did not start in time")
+                time.sleep(0.05)
+            yield ready.read_text().strip()
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

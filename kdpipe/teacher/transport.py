@@ -1,0 +1,148 @@
+"""How a chat request travels: the official openai client, or aiohttp speaking the same protocol.
+
+Both turn every failure into one of three outcomes the client acts on:
+_Retryable (429, 5xx, timeouts, connection errors, malformed bodies; with the
+server's Retry-After when it sent one), _Rejected (this request is bad: 400,
+422), TeacherFatalError (the run is bad: 401/403 key, 404 model).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from kdpipe.errors import KdpipeError
+
+
+class TeacherFatalError(KdpipeError):
+    """The endpoint refused the run as a whole (bad key, no access, unknown model)."""
+
+
+class _Retryable(Exception):
+    def __init__(self, detail: str, retry_after: float | None = None):
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class _Rejected(Exception):
+    """The server refused this one request (400, 422): retrying will not help."""
+
+
+def _classify(status: int, detail: str, retry_after: str | None, model: str, url: str):
+    """Raise what an HTTP error status means for the run."""
+    if status in (401, 403):
+        raise TeacherFatalError(f"{url}: the API key was refused (HTTP {status}): {detail}")
+    if status == 404:
+        raise TeacherFatalError(f"{url}: model {model!r} or endpoint not found (HTTP 404): {detail}")
+    if status in (408, 409, 429) or status >= 500:
+        raise _Retryable(f"HTTP {status}: {detail}", _seconds(retry_after))
+    raise _Rejected(f"HTTP {status}: {detail}")
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: fall back to our own backoff
+
+
+def make_transport(config):
+    """The transport a TeacherConfig names; `send(body) -> dict` raises _Retryable, _Rejected
+    or TeacherFatalError."""
+    return _OpenAITransport(config) if config.transport == "openai" else _AiohttpTransport(config)
+
+
+class _OpenAITransport:
+    """The official client, with its own retries off: ours also cover malformed bodies."""
+
+    def __init__(self, config):
+        import openai
+
+        self._openai = openai
+        self._url = config.resolved_base_url()
+        self._model = config.model
+        self._timeout_s = config.timeout
+        self._client = openai.AsyncOpenAI(
+            base_url=self._url, api_key=config.api_key(), max_retries=0, timeout=config.timeout,
+            http_client=openai.DefaultAioHttpClient(
+                timeout=config.timeout,
+                limits=_httpx_limits(config.concurrency)),
+        )
+
+    async def send(self, body: dict) -> dict:
+        openai = self._openai
+        try:
+            response = await self._client.chat.completions.create(**body)
+        except openai.APIStatusError as e:
+            _classify(e.status_code, _short(e.message), e.response.headers.get("retry-after"),
+                      self._model, self._url)
+        except openai.APITimeoutError:
+            raise _Retryable(f"no response within {self._timeout_s:g} s") from None
+        except openai.APIConnectionError as e:
+            raise _Retryable(f"connection error: {_short(str(e.__cause__ or e))}") from None
+        except (json.JSONDecodeError, openai.APIResponseValidationError) as e:
+            raise _Retryable(f"malformed response body: {_short(str(e))}") from None
+        return response.model_dump()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+
+def _httpx_limits(concurrency: int):
+    import httpx2
+
+    return httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+
+class _AiohttpTransport:
+    """POST /chat/completions with aiohttp directly: the same protocol, a fraction of the CPU."""
+
+    def __init__(self, config):
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._url = config.resolved_base_url()
+        self._endpoint = self._url + "/chat/completions"
+        self._model = config.model
+        self._timeout_s = config.timeout
+        self._headers = {"Authorization": f"Bearer {config.api_key()}", "Content-Type": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=config.timeout)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=config.concurrency), timeout=self._timeout)
+
+    async def send(self, body: dict) -> dict:
+        aiohttp = self._aiohttp
+        try:
+            async with self._session.post(self._endpoint, data=json.dumps(body), headers=self._headers) as resp:
+                raw = await resp.read()
+                if resp.status >= 400:
+                    _classify(resp.status, _error_message(raw),
+                              resp.headers.get("Retry-After"), self._model, self._url)
+        except asyncio.TimeoutError:
+            raise _Retryable(f"no response within {self._timeout_s:g} s") from None
+        except aiohttp.ClientError as e:
+            raise _Retryable(f"connection error: {_short(str(e))}") from None
+        try:
+            obj = json.loads(raw)
+        except ValueError as e:
+            raise _Retryable(f"malformed response body: {e}") from None
+        if not isinstance(obj, dict):
+            raise _Retryable("malformed response body: not a JSON object")
+        return obj
+
+    async def close(self) -> None:
+        await self._session.close()
+
+
+def _error_message(raw: bytes) -> str:
+    """The message of an OpenAI-style error body, else the body itself, shortened."""
+    try:
+        obj = json.loads(raw)
+        return _short(str(obj["error"]["message"]))
+    except (ValueError, KeyError, TypeError):
+        return _short(raw.decode("utf-8", "replace"))
+
+
+def _short(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit] + "..."

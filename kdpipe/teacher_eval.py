@@ -1,0 +1,73 @@
+"""`kdpipe eval --teacher`: the teacher answers the eval questions through the API.
+
+The teacher is asked with `generate`'s label prompt (the few-shot CoT prompt
+it labelled the training data with), greedily, through the same response
+cache, so a rerun costs nothing; its answers are parsed with
+`parse_completion` like generate's. The cost is what these answers cost at
+list price (cached answers included), next to what this run spent.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kdpipe.errors import UsageError
+from kdpipe.records import Record
+
+if TYPE_CHECKING:  # pragma: no cover
+    from kdpipe.evaluate import EvalOptions
+
+
+@dataclass
+class TeacherSetup:
+    config: object  # kdpipe.teacher.TeacherConfig
+    cache_path: Path
+    prompt: Path | None
+
+
+def prepare_teacher(opts: "EvalOptions") -> TeacherSetup:
+    """Validate the teacher options before any model loads or request is sent."""
+    from kdpipe.teacher.cache import default_cache_path
+    from kdpipe.teacher.client import TeacherConfig
+
+    config = TeacherConfig(model=opts.teacher or "", base_url=opts.teacher_base_url,
+                           api_key_env=opts.api_key_env, temperature=0.0, max_tokens=opts.teacher_max_tokens,
+                           concurrency=opts.teacher_concurrency)
+    problems = config.problems()
+    if opts.teacher_prompt is not None and not Path(opts.teacher_prompt).is_file():
+        problems.append(f"--teacher-prompt {opts.teacher_prompt}: no such file")
+    for name in ("price_in", "price_out"):
+        if getattr(opts, name) is not None and getattr(opts, name) < 0:
+            problems.append(f"--{name.replace('_', '-')} must not be negative")
+    if problems:
+        raise UsageError("; ".join(p.replace("--model", "--teacher") for p in problems))
+    return TeacherSetup(config, Path(opts.teacher_cache or default_cache_path()), opts.teacher_prompt)
+
+
+def ask_teacher(setup: TeacherSetup, records: list[Record], opts: "EvalOptions"):
+    """(texts, seconds, cost in USD or None, token counts) of the teacher's answers."""
+    from kdpipe.generate import _label_prompts, render_label_prompt
+    from kdpipe.teacher.cache import ResponseCache
+    from kdpipe.teacher.client import ChatRequest, Stats, complete
+    from kdpipe.teacher.pricing import price_for
+
+    prompts = _label_prompts(records, setup.prompt)
+    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], 1)
+                for r in records]
+    stats = Stats()
+    started = time.perf_counter()
+    with ResponseCache(setup.cache_path) as cache:
+        results = complete(setup.config, requests, cache, stats)
+    seconds = time.perf_counter() - started
+    texts = [(c[0].text or "") if c and c[0].error is None else "" for c in results]
+    prompt_tokens = sum(int(c[0].usage.get("prompt_tokens", 0)) for c in results if c)
+    completion_tokens = sum(int(c[0].usage.get("completion_tokens", 0)) for c in results if c)
+    price = price_for(setup.config.model, opts.price_in, opts.price_out)
+    cost = price.cost(prompt_tokens, completion_tokens) if price else None
+    tokens = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+              "cached_answers": stats.cached, "transport_errors": stats.errors,
+              "spent_prompt_tokens": stats.prompt_tokens, "spent_completion_tokens": stats.completion_tokens}
+    return texts, seconds, cost, tokens

@@ -1,0 +1,79 @@
+"""Per-step training metrics as JSONL, throughput, and the loss-curve picture."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback  # noqa: F401  (this module is imported lazily by train.py)
+
+
+class MetricsLog(TrainerCallback):
+    """Appends every log event (loss, learning rate, eval loss, tokens/s) to a JSONL file.
+
+    Appending keeps the lines of an interrupted run when it is resumed.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._start: float | None = None
+        self._last: tuple[float, float] | None = None  # (time, cumulative tokens) at the last log
+        self._first_tokens: float | None = None  # tokens already counted when this process began
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._start = time.time()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        now = time.time()
+        row = {"step": state.global_step, "epoch": state.epoch, **logs, "time": round(now, 3)}
+        tokens = logs.get("num_tokens")
+        if tokens is not None and "loss" in logs and self._start is not None:
+            since, before = self._last or (self._start, self._first_tokens or 0.0)
+            if self._first_tokens is None:
+                self._first_tokens = 0.0
+            if now > since:
+                row["tokens_per_s"] = round((tokens - before) / (now - since), 1)
+            self._last = (now, tokens)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as fp:
+            fp.write(json.dumps(row, default=str) + "\n")
+
+    def tokens_per_s(self) -> float | None:
+        """Training tokens (prompt + completion, no padding) per second of training so far."""
+        if self._last is None or self._start is None or self._last[0] <= self._start:
+            return None
+        return round(self._last[1] / (self._last[0] - self._start), 1)
+
+
+def plot_losses(metrics: Path, out: Path) -> Path | None:
+    """Training and validation loss against the step, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train, val = [], []
+    if not Path(metrics).is_file():
+        return None
+    for line in Path(metrics).read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if "loss" in row:
+            train.append((row["step"], row["loss"]))
+        if "eval_loss" in row:
+            val.append((row["step"], row["eval_loss"]))
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss")
+    if val:
+        ax.plot(*zip(*val), marker="o", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (completion tokens)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return out

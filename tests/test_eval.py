@@ -1,0 +1,193 @@
+"""`kdpipe eval`: scoring rules, the scorecard files, and trained students against their baselines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import support_tiny as st  # noqa: E402
+
+from kdpipe.evaluate import EvalOptions, read_answer, run_eval, wilson_interval  # noqa: E402
+from kdpipe.records import Record  # noqa: E402
+
+FAST = ["--max-steps", "40", "--batch-size", "8", "--max-length", "96", "--lr", "3e-3", "-q"]
+
+
+def test_wilson_interval_known_values():
+    lo, hi = wilson_interval(5, 10)
+    assert lo == pytest.approx(0.2366, abs=1e-4) and hi == pytest.approx(0.7634, abs=1e-4)
+    assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
+    assert wilson_interval(10, 10)[1] == 1.0 and wilson_interval(10, 10)[0] == pytest.approx(0.7225, abs=1e-4)
+    assert wilson_interval(0, 0) == (0.0, 0.0)
+
+
+def test_answers_read_with_the_filter_rules():
+    num = Record(id="n", question="?", task="numeric", gold="12")
+    assert read_answer("Half of 24 is 12. The answer is 12.", "cot", num) == ("12", None)
+    assert read_answer("It is twelve, I think", "cot", num)[1] == "unparseable"
+    assert read_answer("$12.00", "label", num) == ("12", None)
+    choice = Record(id="c", question="?", task="choice", choices=["red", "blue"], gold="blue")
+    assert read_answer("(b)", "label", choice) == ("blue", None)
+    assert read_answer("So it must be blue. The answer is (b).", "cot", choice) == ("blue", None)
+    assert read_answer("", "label", choice) == (None, "empty")
+    assert read_answer("green", "label", choice) == (None, "unparseable")
+
+
+def test_eval_prompt_is_the_training_prompt(tmp_path):
+    """The student is asked with exactly the token ids its completions followed in training."""
+    from kdpipe.student import encode_prompt, load_tokenizer, render_prompt, student_task
+    from kdpipe.tiny import build_tiny_student
+
+    student = build_tiny_student(tmp_path / "s", st.corpus_texts())
+    tokenizer = load_tokenizer(str(student))
+    for style, chat in (("dss", True), ("label", False), ("cot", True), ("gold", True)):
+        sft = st.write_sft(tmp_path / f"{style}.jsonl", style, chat=chat, repeats=1)
+        fmt = json.loads((tmp_path / f"{style}.jsonl.meta.json").read_text())["prompt_format"]
+        task = student_task(fmt)
+        rows = [json.loads(x) for x in sft.read_text().splitlines()]
+        trained = {tuple(tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
+                                                       return_dict=True)["input_ids"] if chat
+                         else tokenizer(text=r["prompt"])["input_ids"]) for r in rows if r["task"] == task}
+        asked = {tuple(encode_prompt(tokenizer, render_prompt(fmt, q, st.CHOICES, task), chat))
+                 for q, _ in st.FACTS}
+        assert asked == trained, style
+
+
+def test_eval_errors_are_one_line(cli, tmp_path):
+    no_gold = tmp_path / "nogold.jsonl"
+    no_gold.write_text('{"id": "a", "question": "why?"}\n')
+    code, _, err = cli("eval", no_gold, "--model", tmp_path)
+    assert code == 1 and err.strip() == f"kdpipe: error: {no_gold}: no record has a gold answer to score against"
+    ev = st.write_eval(tmp_path / "eval.jsonl")
+    code, _, err = cli("eval", ev, "--model", str(tmp_path / "missing-run"))
+    assert code == 1 and err.strip() == f"kdpipe: error: {tmp_path / 'missing-run'}: no such model folder"
+    code, _, err = cli("eval", ev, "--model", "x", "--batch-size", "0")
+    assert code == 2 and "--batch-size must be positive" in err
+
+
+@pytest.fixture(scope="module")
+def label_pipeline(tmp_path_factory):
+    """tiny-student -> train -> eval through the real CLI, label-style data."""
+    from typer.testing import CliRunner
+
+    from kdpipe.cli import app
+
+    d = tmp_path_factory.mktemp("pipe")
+    return _pipeline(CliRunner(), app, d, "label")
+
+
+def _pipeline(runner, app, d: Path, style: str, extra: tuple = ()) -> Path:
+    corpus = d / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in st.corpus_texts()))
+    sft = st.write_sft(d / "sft.jsonl", style)
+    ev = st.write_eval(d / "eval.jsonl")
+
+    def ok(*args):
+        r = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.stderr
+        return r
+
+    ok("tiny-student", d / "student", "--corpus", corpus, "--vocab-size", "400", "-q")
+    ok("train", sft, "-o", d / "run", "--student", d / "student", "--merge", *FAST, *extra)
+    r = ok("eval", ev, "--model", d / "run", "--baseline", d / "student", "-o", d / "eval.json", "-q")
+    assert "| student |" in r.stdout and "| baseline |" in r.stdout
+    return d
+
+
+def _scores(d: Path) -> dict:
+    return {m["role"]: m for m in json.loads((d / "eval.json").read_text())["models"]}
+
+
+def test_label_pipeline_scorecard(label_pipeline):
+    d = label_pipeline
+    scores = _scores(d)
+    assert set(scores) == {"student", "baseline"}
+    assert scores["student"]["accuracy"] > scores["baseline"]["accuracy"]
+    assert scores["student"]["asked_task"] == "answer" and scores["baseline"]["asked_task"] == "answer"
+    s = scores["student"]
+    assert s["n"] == len(st.FACTS) and s["ci95"][0] <= s["accuracy"] <= s["ci95"][1]
+    assert s["examples_per_s"] > 0
+    preds = [json.loads(x) for x in (d / "eval.predictions.jsonl").read_text().splitlines()]
+    assert len(preds) == 2 * len(st.FACTS)
+    assert sum(p["correct"] for p in preds if p["model"] == "student") == s["correct"]
+    md = (d / "eval.md").read_text()
+    assert "| student |" in md and "95% CI" in md
+    assert json.loads((d / "eval.json.meta.json").read_text())["stage"] == "eval"
+
+
+def test_run_directory_reproduces_its_predictions(label_pipeline):
+    """Adapter on base and merged model give the same greedy answers, run after run."""
+    d = label_pipeline
+    first = [json.loads(x) for x in (d / "eval.predictions.jsonl").read_text().splitlines()]
+    student_first = [p["text"] for p in first if p["model"] == "student"]
+    (d / "run" / "merged").rename(d / "merged-aside")  # force the adapter-on-base path
+    try:
+        again = run_eval(d / "eval.jsonl", EvalOptions(model=str(d / "run")), quiet=True)
+    finally:
+        (d / "merged-aside").rename(d / "run" / "merged")
+    assert [p.text for p in again.predictions] == student_first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("style", ["dss", "cot"])
+def test_dss_and_cot_pipelines(style, tmp_path):
+    from typer.testing import CliRunner
+
+    from kdpipe.cli import app
+
+    extra = ("--rationale-weight", "0.5") if style == "dss" else ("--max-steps", "60")
+    d = _pipeline(CliRunner(), app, tmp_path, style, extra)
+    scores = _scores(d)
+    config = json.loads((d / "run" / "train_config.json").read_text())
+    assert config["resolved"]["weighted_loss"] is (style == "dss")
+    assert config["prompt_format"]["style"] == style
+    assert scores["student"]["asked_task"] == {"cot": "cot", "dss": "label"}[style]
+    assert scores["student"]["accuracy"] > scores["baseline"]["accuracy"]
+
+
+# ------------------------------------------------------------------ --teacher, against the loopback server
+
+
+def test_teacher_scored_side_by_side_with_cost_and_cache(label_pipeline, cli, tmp_path):
+    from kdpipe.teacher.loopback import ScriptLine, running
+
+    d = label_pipeline
+    # The teacher gets every question right but the last, which it answers with another option.
+    script = [ScriptLine(q, [f"It is the usual colour. So the answer is ({chr(97 + st.CHOICES.index(a))}) {a}."])
+              for q, a in st.FACTS[:-1]]
+    script.append(ScriptLine(st.FACTS[-1][0], ["Bananas are purple. So the answer is (a) blue."]))
+    cache = tmp_path / "teacher.sqlite"
+    with running(script) as server:
+        args = ("eval", d / "eval.jsonl", "--model", d / "run", "--baseline", d / "student",
+                "--teacher", "loopback-teacher", "--base-url", server.base_url, "--cache", cache,
+                "--price-in", "1.0", "--price-out", "2.0", "-o", tmp_path / "eval.json", "-q")
+        code, out, err = cli(*args)
+        assert code == 0, err
+        sent = server.stats["answered"]
+        code, _, err = cli(*args)  # a rerun is served from the cache
+        assert code == 0, err
+        assert server.stats["answered"] == sent == len(st.FACTS)
+    assert "| teacher |" in out and "| student |" in out and "| baseline |" in out
+    report = json.loads((tmp_path / "eval.json").read_text())
+    teacher = next(m for m in report["models"] if m["role"] == "teacher")
+    assert teacher["correct"] == len(st.FACTS) - 1 and teacher["asked_task"] == "cot"
+    tokens = teacher["tokens"]
+    assert tokens["cached_answers"] == len(st.FACTS) and tokens["spent_prompt_tokens"] == 0
+    expected = (tokens["prompt_tokens"] * 1.0 + tokens["completion_tokens"] * 2.0) / 1e6
+    assert teacher["cost_usd"] == pytest.approx(expected) and teacher["cost_usd"] > 0
+    preds = [json.loads(x) for x in (tmp_path / "eval.predictions.jsonl").read_text().splitlines()]
+    wrong = [p for p in preds if p["model"] == "teacher" and not p["correct"]]
+    assert [p["id"] for p in wrong] == [f"q{len(st.FACTS) - 1}"] and wrong[0]["answer"] == "blue"
+
+
+def test_teacher_options_checked_before_any_model_loads(cli, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    ev = st.write_eval(tmp_path / "eval.jsonl")
+    code, _, err = cli("eval", ev, "--model", tmp_path, "--teacher", "gpt-4o-mini", "--base-url",
+                       "https://api.example.com/v1", "--price-in", "-1")
+    assert code == 2
+    assert "no API key: set OPENAI_API_KEY" in err and "--price-in must not be negative" in err

@@ -1,0 +1,150 @@
+"""The teacher client against a real loopback HTTP server: concurrency, retries, faults, cache."""
+
+import re
+import sqlite3
+import time
+
+import pytest
+
+from kdpipe.teacher import ChatRequest, ResponseCache, Stats, TeacherConfig, TeacherFatalError, complete
+from kdpipe.teacher.loopback import ScriptLine, running
+from kdpipe.teacher.pricing import price_for
+
+SCRIPT = [ScriptLine(f"What is {i} plus {i}?", [f"{i} + {i} = {2 * i}. The answer is {2 * i}.",
+                                                 f"Twice {i} is {2 * i}. The answer is {2 * i}."])
+          for i in range(40)]
+
+
+def ask(i: int, n: int = 1) -> ChatRequest:
+    return ChatRequest([{"role": "user", "content": f"Q: What is 1 plus 1?\nA: 2\n\nQ: What is {i} plus {i}?\nA:"}], n)
+
+
+def config(url, **kw) -> TeacherConfig:
+    kw.setdefault("timeout", 2.0)
+    kw.setdefault("backoff", 0.01)
+    return TeacherConfig(model="loopback", base_url=url, **kw)
+
+
+@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+def test_answers_in_request_order_with_n_samples(tmp_path, transport):
+    with running(SCRIPT, latency=0.01) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        results = complete(config(srv.base_url, transport=transport, concurrency=8),
+                           [ask(i, n=3) for i in range(40)], cache)
+    for i, comps in enumerate(results):
+        # The question asked is the last one in the prompt, not the few-shot exemplar's.
+        assert [c.index for c in comps] == [0, 1, 2]
+        assert [c.text for c in comps] == [SCRIPT[i].completions[k % 2] for k in range(3)]
+        assert all(c.finish_reason == "stop" and not c.cached and c.error is None for c in comps)
+    assert srv.stats["requests"] == 40  # one request per question: `n` was used
+    assert sum(c.usage["completion_tokens"] for c in results[0]) > 0
+
+
+def test_server_without_n_gets_separate_requests(tmp_path):
+    with running(SCRIPT, max_n=1) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        results = complete(config(srv.base_url), [ask(i, n=3) for i in range(5)], cache)
+    assert [len(r) for r in results] == [3] * 5
+    assert all(c.text and c.error is None for r in results for c in r)
+    assert srv.stats["requests"] == 15
+
+
+def test_concurrency_limit_is_kept(tmp_path):
+    with running(SCRIPT, latency=0.1) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        started = time.monotonic()
+        complete(config(srv.base_url, concurrency=5), [ask(i) for i in range(40)], cache)
+        elapsed = time.monotonic() - started
+    assert srv.stats["max_in_flight"] == 5
+    assert elapsed >= 40 / 5 * 0.1
+
+
+def test_cache_means_a_rerun_sends_nothing_and_more_samples_pay_only_for_new(tmp_path):
+    with running(SCRIPT) as srv:
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            first = complete(config(srv.base_url), [ask(i, 2) for i in range(10)], cache)
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            again = complete(config(srv.base_url, concurrency=3), [ask(i, 2) for i in range(10)], cache)
+            assert srv.stats["requests"] == 10
+            assert all(c.cached for r in again for c in r)
+            assert [[c.text for c in r] for r in again] == [[c.text for c in r] for r in first]
+            more = complete(config(srv.base_url), [ask(i, 3) for i in range(10)], cache)
+    assert srv.stats["requests"] == 20  # one more request per question, for sample 2 only
+    assert [c.cached for c in more[0]] == [True, True, False]
+
+
+def test_a_different_sampling_parameter_is_a_different_request(tmp_path):
+    with running(SCRIPT) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        complete(config(srv.base_url), [ask(1)], cache)
+        complete(config(srv.base_url, temperature=0.5), [ask(1)], cache)
+        complete(config(srv.base_url, max_tokens=64), [ask(1)], cache)
+    assert srv.stats["requests"] == 3
+
+
+def test_every_fault_is_survived_and_only_completed_responses_are_cached(tmp_path):
+    faults = {"rate_limit": 0.1, "server_error": 0.1, "malformed": 0.1, "hang": 0.05,
+              "truncated": 0.1, "empty": 0.1}
+    with running(SCRIPT, faults=faults) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        stats = Stats()
+        results = complete(config(srv.base_url, timeout=0.3, concurrency=16), [ask(i) for i in range(40)],
+                           cache, stats)
+        assert all(c.error is None for r in results for c in r)  # retries absorbed the transport faults
+        assert stats.retries == sum(srv.stats[k] for k in ("rate_limit", "server_error", "malformed", "hang"))
+        finishes = [r[0].finish_reason for r in results]
+        assert finishes.count("length") == srv.stats["truncated"]
+        assert sum(r[0].text == "" for r in results) == srv.stats["empty"]
+        assert len(cache) == 40
+
+
+def test_retry_after_is_honoured_and_exhausted_retries_become_a_transport_error(tmp_path):
+    with running(SCRIPT, faults={"rate_limit": 1.0}, retry_after=0.2) as srv, \
+            ResponseCache(tmp_path / "c.sqlite") as cache:
+        started = time.monotonic()
+        (c,), = complete(config(srv.base_url, retries=2), [ask(1)], cache)
+        elapsed = time.monotonic() - started
+    assert c.error == "transport" and "HTTP 429" in c.detail and "3 attempts" in c.detail
+    assert elapsed >= 0.4  # waited Retry-After twice although our own backoff is 10 ms
+    assert len(ResponseCache(tmp_path / "c.sqlite")) == 0  # nothing to reuse: the rerun retries
+
+
+def test_a_hung_request_times_out_and_is_retried(tmp_path):
+    with running(SCRIPT, faults={"hang": 1.0}) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        started = time.monotonic()
+        (c,), = complete(config(srv.base_url, timeout=0.2, retries=1), [ask(1)], cache)
+    assert c.error == "transport" and "0.2 s" in c.detail
+    assert srv.stats["requests"] == 2 and time.monotonic() - started < 3
+
+
+@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+@pytest.mark.parametrize("behaviour, message", [
+    ({"api_key": "right-key"}, "API key was refused (HTTP 401)"),
+    ({"models": ["gpt-x"]}, "not found (HTTP 404)"),
+])
+def test_fatal_errors_stop_the_run_at_once(tmp_path, monkeypatch, transport, behaviour, message):
+    monkeypatch.setenv("OPENAI_API_KEY", "wrong-key")
+    with running(SCRIPT, latency=0.05, **behaviour) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        with pytest.raises(TeacherFatalError, match=re.escape(message)):
+            complete(config(srv.base_url, transport=transport, concurrency=4), [ask(i) for i in range(40)], cache)
+        # Stopped at the first answers, not after failing all 40.
+        assert srv.stats["requests"] <= 8
+
+
+def test_cache_rows_are_committed_as_they_arrive(tmp_path):
+    with running(SCRIPT) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        complete(config(srv.base_url), [ask(i) for i in range(3)], cache)
+        # Another connection (another process after a crash) sees them while this one is open.
+        rows = sqlite3.connect(tmp_path / "c.sqlite").execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    assert rows == 3
+    assert sqlite3.connect(tmp_path / "c.sqlite").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_config_problems_are_reported_together(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    problems = TeacherConfig(model="", base_url="https://api.example.com/v1", concurrency=0,
+                             temperature=3).problems()
+    assert len(problems) == 4 and any("OPENAI_API_KEY" in p for p in problems)
+    assert TeacherConfig(model="m", base_url="http://127.0.0.1:1/v1").problems() == []  # no key needed locally
+
+
+def test_price_table_and_override():
+    assert price_for("gpt-4o-mini").cost(1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert price_for("openai/gpt-4o-2024-08-06").input == 2.50
+    assert price_for("my-local-model") is None
+    assert price_for("my-local-model", 1.0, 2.0).cost(500_000, 250_000) == pytest.approx(1.0)

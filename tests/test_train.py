@@ -1,0 +1,241 @@
+"""`kdpipe train` on a locally built tiny student, on the CPU: the real TRL/PEFT code path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import support_tiny as st  # noqa: E402
+
+from kdpipe.errors import KdpipeError, UsageError  # noqa: E402
+from kdpipe.train import TrainOptions, run_train  # noqa: E402
+
+FAST = dict(max_steps=40, batch_size=8, max_length=96, learning_rate=3e-3, log_every=5, eval_every=20)
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory) -> Path:
+    return st.build_student(tmp_path_factory.mktemp("tiny") / "student")
+
+
+@pytest.fixture(scope="module")
+def label_run(student, tmp_path_factory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("label")
+    sft = st.write_sft(d / "sft.jsonl", "label")
+    run_train(sft, d / "run", TrainOptions(student=str(student), merge=True, **FAST), quiet=True)
+    return d / "run", sft
+
+
+# ------------------------------------------------------------------ validation before spending
+
+
+def test_all_option_problems_reported_at_once(cli, tmp_path):
+    sft = st.write_sft(tmp_path / "sft.jsonl")
+    code, _, err = cli("train", sft, "-o", tmp_path / "run", "--student", "x", "--lora-r", "0",
+                       "--lora-dropout", "1.5", "--full", "--qlora")
+    assert code == 2
+    line = err.strip()
+    assert "\n" not in line
+    assert "--lora-r must be positive" in line and "--lora-dropout" in line and "--full and --qlora" in line
+
+
+def test_wrong_data_shape_names_file_and_line(cli, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "completion": "b"}\n{"question": "no prompt"}\n')
+    code, _, err = cli("train", bad, "-o", tmp_path / "run", "--student", "whatever")
+    assert code == 1
+    assert err.strip() == f"kdpipe: error: {bad}:2: missing field 'prompt' (expected the SFT rows written by " \
+                          "`kdpipe format`)"
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_model_folder_is_one_line(cli, tmp_path):
+    sft = st.write_sft(tmp_path / "sft.jsonl")
+    code, _, err = cli("train", sft, "-o", tmp_path / "run", "--student", str(tmp_path / "no-such-model"))
+    assert code == 1
+    assert err.strip() == f"kdpipe: error: {tmp_path / 'no-such-model'}: no such model folder"
+
+
+def test_max_length_that_cuts_every_completion(cli, student, tmp_path):
+    sft = st.write_sft(tmp_path / "sft.jsonl")
+    code, _, err = cli("train", sft, "-o", tmp_path / "run", "--student", student, "--max-length", "8")
+    assert code == 1
+    assert "--max-length 8 cuts every completion" in err and "raise --max-length above" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_qlora_without_cuda_is_a_clear_error(student, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    sft = st.write_sft(tmp_path / "sft.jsonl")
+    with pytest.raises(KdpipeError, match="--qlora needs a CUDA GPU"):
+        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), qlora=True))
+
+
+def test_packing_refused_with_rationale_weighting(student, tmp_path):
+    sft = st.write_sft(tmp_path / "sft.jsonl", "dss")
+    with pytest.raises(UsageError, match="--packing cannot be combined with --rationale-weight"):
+        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), packing=True, rationale_weight=0.5))
+
+
+def test_non_empty_run_dir_needs_resume_or_overwrite(label_run, student, tmp_path):
+    run, sft = label_run
+    with pytest.raises(KdpipeError, match="not empty; pass --resume"):
+        run_train(sft, run, TrainOptions(student=str(student), **FAST))
+
+
+# ------------------------------------------------------------------ the weighted DSS loss
+
+
+def _loss_on_one_batch(student: Path, sft: Path, weight: float, weighted: bool) -> float:
+    import torch
+
+    trainer = _trainer(student, sft, weight, weighted)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.model.eval()
+    with torch.no_grad():
+        return float(trainer.compute_loss(trainer.model, dict(batch)))
+
+
+def _trainer(student: Path, sft: Path, weight: float, weighted: bool):
+    import torch
+    from datasets import Dataset  # noqa: F401
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from kdpipe.sftdata import read_sft
+    from kdpipe.student import load_tokenizer
+    from kdpipe.train import _dataset
+    from kdpipe.weighted import weighted_trainer_classes
+
+    torch.manual_seed(0)
+    data = read_sft(sft)
+    tokenizer = load_tokenizer(str(student))
+    model = AutoModelForCausalLM.from_pretrained(student)
+    args = SFTConfig(output_dir=str(sft.parent / "out"), bf16=False, report_to="none", max_length=96,
+                     activation_checkpointing=False,
+                     dataloader_pin_memory=False, remove_unused_columns=not weighted,
+                     per_device_train_batch_size=len(data.train))
+    kwargs = {}
+    cls = SFTTrainer
+    if weighted:
+        collator, cls = weighted_trainer_classes()
+        kwargs["data_collator"] = collator(pad_token_id=tokenizer.pad_token_id)
+    return cls(model=model, args=args, train_dataset=_dataset(data.train, weight if weighted else None),
+               processing_class=tokenizer, **kwargs)
+
+
+def test_loss_falls_on_the_completion_only(student, tmp_path):
+    """Every prompt token is masked out of the labels; every completion token is in them."""
+    from kdpipe.sftdata import prompt_lengths, read_sft
+    from kdpipe.student import load_tokenizer
+
+    sft = st.write_sft(tmp_path / "sft.jsonl", "cot", repeats=1)
+    data = read_sft(sft)
+    trainer = _trainer(student, sft, 1.0, weighted=False)
+    lengths = prompt_lengths(data.train, load_tokenizer(str(student)), chat=True)
+    labels = [list(x) for x in trainer.train_dataset["labels"]]
+    assert len(labels) == len(lengths)
+    by_length = sorted((len(lab), lab) for lab in labels)
+    for (p, pc), (n, lab) in zip(sorted(lengths, key=lambda x: x[1]), by_length):
+        assert n == pc
+        assert all(t == -100 for t in lab[:p]) and all(t != -100 for t in lab[p:])
+
+
+def test_rationale_weight_changes_the_loss_and_one_equals_trl(student, tmp_path):
+    sft = st.write_sft(tmp_path / "sft.jsonl", "dss", repeats=2)
+    plain = _loss_on_one_batch(student, sft, 1.0, weighted=False)
+    same = _loss_on_one_batch(student, sft, 1.0, weighted=True)
+    down = _loss_on_one_batch(student, sft, 0.1, weighted=True)
+    up = _loss_on_one_batch(student, sft, 3.0, weighted=True)
+    # Weight 1 is TRL's own token-mean loss; the weight scales the rationale rows' share.
+    assert same == pytest.approx(plain, rel=1e-4)
+    assert down < same < up
+
+
+# ------------------------------------------------------------------ a real LoRA run
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_lora_run_directory(label_run, student):
+    run, sft = label_run
+    for name in ("adapter_model.safetensors", "adapter_config.json", "tokenizer.json", "train_config.json",
+                 "prompt_format.json", "metrics.jsonl", "loss.png", "merged/config.json"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "train_config.json").read_text())
+    from kdpipe.records import file_digest
+
+    assert config["data"]["digest"] == file_digest(sft)
+    assert config["options"]["lora_r"] == 16 and config["resolved"]["device"] == "cpu"
+    assert config["trainer_args"]["max_steps"] == 40
+    assert config["results"]["tokens_per_s"] > 0
+    assert json.loads((run / "prompt_format.json").read_text()) == st.prompt_format("label")
+    assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 8 and any("eval_loss" in r for r in rows)
+    assert all(r["tokens_per_s"] > 0 for r in rows if "loss" in r)
+    assert losses[-1] < 0.5 * losses[0]  # LoRA training lowers the loss
+
+
+def test_adapter_moved_and_base_did_not(label_run, student):
+    import torch
+
+    run, _ = label_run
+    adapter = _weights(run / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(torch.count_nonzero(v) > 0 for v in lora_b)  # B starts at zero in PEFT
+    # The base folder is untouched, and the adapter applied on it reproduces the merged model.
+    base_before = _weights(student / "model.safetensors")
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(student)
+    for k, v in base.state_dict().items():
+        assert torch.equal(v, base_before[k]), k
+    with_adapter = PeftModel.from_pretrained(base, str(run)).eval()
+    merged = AutoModelForCausalLM.from_pretrained(run / "merged").eval()
+    ids = torch.tensor([[3, 40, 41, 42, 43, 2, 4]])
+    with torch.no_grad():
+        a, b = with_adapter(ids).logits, merged(ids).logits
+    assert torch.allclose(a, b, atol=1e-4)
+    assert not torch.allclose(a, AutoModelForCausalLM.from_pretrained(student)(ids).logits, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_resume_continues_from_checkpoint(student, tmp_path):
+    sft = st.write_sft(tmp_path / "sft.jsonl", "label")
+    opts = dict(FAST, save_every=10)
+    run_train(sft, tmp_path / "run", TrainOptions(student=str(student), **dict(opts, max_steps=20)), quiet=True)
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint-20").is_dir()
+    r = run_train(sft, tmp_path / "run", TrainOptions(student=str(student), resume=True,
+                                                       **dict(opts, max_steps=30)), quiet=True)
+    assert r.steps == 30
+    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+             if "loss" in json.loads(x)]
+    assert steps == [5, 10, 15, 20, 25, 30]  # the resumed run starts at step 21, not at 1
+
+
+@pytest.mark.slow
+def test_full_fine_tuning_saves_loadable_weights(student, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    sft = st.write_sft(tmp_path / "sft.jsonl", "label")
+    r = run_train(sft, tmp_path / "run", TrainOptions(student=str(student), full=True,
+                                                       **dict(FAST, learning_rate=1e-3)), quiet=True)
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert not (tmp_path / "run" / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(tmp_path / "run")
+    assert r.train_loss is not None and r.eval_loss < 3.0
