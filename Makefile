@@ -46,6 +46,7 @@ MAX_STEPS      ?= 150
 LEARNING_RATE  ?= 3e-3
 TRAIN_FLAGS    ?= --batch-size 16 --max-length 160 --lora-r 16 --lora-alpha 32 --eval-every 50 --save-every 75 --log-every 10
 BASELINE       ?= $(STUDENT)
+SCORE_TEACHER  ?= 1
 EVAL_FLAGS     ?= --max-new-tokens 16
 
 # ------------------------------------------------------------------ tools
@@ -134,9 +135,14 @@ $(WORK)/student/train_config.json: $(WORK)/sft.jsonl $(STUDENT_DEP)
 	$(KDPIPE) train $< -o $(WORK)/student --student $(STUDENT) --overwrite \
 	  --rationale-weight $(RATIONALE_WEIGHT) --max-steps $(MAX_STEPS) --learning-rate $(LEARNING_RATE) $(TRAIN_FLAGS)
 
-# 6. eval: the student against the untrained baseline on the held-out questions.
+# 6. eval: the student against the untrained baseline and the teacher on the held-out questions.
+EVAL_CMD = $(KDPIPE) eval $< --model $(WORK)/student --baseline $(BASELINE) -o $@ $(EVAL_FLAGS)
 $(WORK)/eval.json: $(WORK)/eval.jsonl $(WORK)/student/train_config.json
-	$(KDPIPE) eval $< --model $(WORK)/student --baseline $(BASELINE) -o $@ $(EVAL_FLAGS)
+ifeq ($(SCORE_TEACHER),1)
+	$(call with_teacher,$(EVAL_CMD) --teacher $(TEACHER_MODEL) --teacher-prompt $(LABEL_PROMPT) --api-key-env $(API_KEY_ENV) --cache $(CACHE))
+else
+	$(EVAL_CMD)
+endif
 
 seeds: $(WORK)/seeds.jsonl
 expand: $(WORK)/expanded.jsonl
