@@ -77,6 +77,12 @@ class ResponseCache:
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
+    def recent(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """The model's `limit` most recently stored responses (for observed answer lengths)."""
+        rows = self._db.execute(
+            "SELECT response FROM responses WHERE model = ? ORDER BY created DESC LIMIT ?", (model, limit))
+        return [json.loads(raw) for (raw,) in rows]
+
     def close(self) -> None:
         self._db.close()
 

@@ -125,6 +125,7 @@ class Stats:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
     errors: int = 0  # samples that ended with a transport error
+    not_sent: int = 0  # samples a --max-usd budget kept back
     prompt_tokens: int = 0  # spent in this run (cache hits cost nothing)
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -135,15 +136,18 @@ class Stats:
 
 def complete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
              stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
-             ) -> list[list[Completion]]:
+             budget=None) -> list[list[Completion]]:
     """Synchronous wrapper of `acomplete` for callers without an event loop."""
-    return asyncio.run(acomplete(config, requests, cache, stats, on_progress))
+    return asyncio.run(acomplete(config, requests, cache, stats, on_progress, budget))
 
 
 async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
                     stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
-                    ) -> list[list[Completion]]:
-    """For each request, its samples in order: from the cache, else from the teacher."""
+                    budget=None) -> list[list[Completion]]:
+    """For each request, its samples in order: from the cache, else from the teacher.
+
+    With a `budget` (teacher/budget.py), a request the budget refuses is not sent: its
+    samples come back with error "not_sent"."""
     stats = stats or Stats()
     params = config.sampling_params()
     results: list[list[Completion | None]] = []
@@ -168,18 +172,29 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
         if missing:
             todo.append((r, missing, keys))
     if todo:
-        await _send_all(config, requests, todo, results, cache, stats, on_progress)
+        await _send_all(config, requests, todo, results, cache, stats, on_progress, budget)
     return results  # type: ignore[return-value]
 
 
-async def _send_all(config, requests, todo, results, cache, stats, on_progress) -> None:
+async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None) -> None:
     transport = make_transport(config)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
 
     async def worker():
         for r, missing, keys in queue:
+            reservation = budget.admit(requests[r].messages, len(missing)) if budget else None
+            if budget and reservation is None:
+                for i in missing:
+                    results[r][i - requests[r].first_sample] = Completion(i, error="not_sent",
+                                                                          detail=budget.detail())
+                stats.done += len(missing)
+                stats.not_sent += len(missing)
+                continue
             completions = await _fetch(config, transport, requests[r].messages, missing, stats)
+            if budget:
+                budget.settle(reservation, sum(c.usage.get("prompt_tokens", 0) for c in completions),
+                              sum(c.usage.get("completion_tokens", 0) for c in completions))
             for c, key in zip(completions, keys):
                 if c.error is None:  # stored before it is used; transport errors are retried next run
                     cache.put(key, config.model, {"text": c.text, "finish_reason": c.finish_reason,
