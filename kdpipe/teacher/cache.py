@@ -67,6 +67,16 @@ class ResponseCache:
         row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored responses among `keys`, in one query per 500 keys."""
+        found = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT key, response FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((k, json.loads(v)) for k, v in rows)
+        return found
+
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
         """Store one response and commit it (autocommit mode) before returning."""
         self._db.execute(

@@ -152,12 +152,14 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
     params = config.sampling_params()
     results: list[list[Completion | None]] = []
     todo: list[tuple[int, list[int], list[str]]] = []  # (request, missing sample indices, their keys)
+    all_keys = [[request_key(config.model, req.messages, params, i)
+                 for i in range(req.first_sample, req.first_sample + req.n)] for req in requests]
+    stored = cache.get_many([k for keys in all_keys for k in keys])
     for r, req in enumerate(requests):
         out: list[Completion | None] = []
         missing, keys = [], []
-        for i in range(req.first_sample, req.first_sample + req.n):
-            key = request_key(config.model, req.messages, params, i)
-            hit = cache.get(key)
+        for i, key in zip(range(req.first_sample, req.first_sample + req.n), all_keys[r]):
+            hit = stored.get(key)
             if hit is None:
                 out.append(None)
                 missing.append(i)
@@ -268,12 +270,35 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats) 
     return got
 
 
+# asyncio.timeout (3.11+) costs far less than wait_for, which wraps every call in a task.
+_deadline = getattr(asyncio, "timeout", None) or (lambda seconds: _WaitForDeadline(seconds))
+
+
+class _WaitForDeadline:
+    """asyncio.timeout for Python 3.10: cancel the current task after `seconds`."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    async def __aenter__(self):
+        task = asyncio.current_task()
+        self._handle = asyncio.get_running_loop().call_later(self.seconds, task.cancel)
+        self._fired = lambda: self._handle.when() <= asyncio.get_running_loop().time()
+
+    async def __aexit__(self, exc_type, exc, tb):
+        self._handle.cancel()
+        if exc_type is asyncio.CancelledError and self._fired():
+            raise asyncio.TimeoutError from None
+        return False
+
+
 async def _with_retries(config, transport, body, stats: Stats) -> dict:
     for attempt in range(config.retries + 1):
         stats.requests += 1
         try:
             # The transport has its own timeout; this one also covers a stuck connect or read.
-            return await asyncio.wait_for(transport.send(body), config.timeout + 1.0)
+            async with _deadline(config.timeout + 1.0):
+                return await transport.send(body)
         except asyncio.TimeoutError:
             error = _Retryable(f"no response within {config.timeout:g} s")
         except _Retryable as e:
