@@ -201,8 +201,8 @@ def render_label_prompt(template: str, record: Record) -> str:
 def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress, send=complete):
     """Label records in place with `samples` teacher samples each; returns (records, counts).
     `send` answers the requests: the online client, the Batch API or a dry run (generate_cost.py)."""
-    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples)
-                for r in records]
+    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples,
+                            id=r.id) for r in records]
     results = send(config, requests, cache, stats, on_progress)
     counts: Counter = Counter()
     for record, completions in zip(records, results):

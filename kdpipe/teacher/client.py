@@ -100,6 +100,7 @@ class ChatRequest:
     messages: list[dict[str, str]]
     n: int = 1
     first_sample: int = 0
+    id: str | None = None  # the record asked about: names its lines in a Batch API input file
 
 
 @dataclass
@@ -237,31 +238,14 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats) 
     want = list(missing)
     use_n = len(want) > 1
     while want:
-        n = len(want) if use_n else 1
-        body = {"model": config.model, "messages": messages, "n": n, "temperature": config.temperature}
-        if config.max_tokens is not None:
-            body["max_tokens"] = config.max_tokens
-        if config.stop:
-            body["stop"] = config.stop
-        if config.seed is not None:
-            body["seed"] = config.seed
+        body = request_body(config, messages, len(want) if use_n else 1)
         try:
             response = await _with_retries(config, transport, body, stats)
         except (_Retryable, _Rejected) as e:
             got += [Completion(i, error="transport", detail=str(e)) for i in want]
             break
-        choices = response.get("choices") or []
-        usage = response.get("usage") or {}
-        prompt_t, compl_t = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        stats.prompt_tokens += prompt_t
-        stats.completion_tokens += compl_t
-        taken = want[: len(choices)]
-        for j, (i, choice) in enumerate(zip(taken, choices)):
-            # Split the request's usage over its samples so that summing samples gives the bill.
-            share = {"prompt_tokens": prompt_t if j == 0 else 0,
-                     "completion_tokens": compl_t // len(taken) + (compl_t % len(taken) if j == 0 else 0)}
-            message = choice.get("message") or {}
-            got.append(Completion(i, message.get("content"), choice.get("finish_reason"), share))
+        taken = completions_from(response, want, stats)
+        got += taken
         want = want[len(taken):]
         if want and not taken:
             got += [Completion(i, error="transport", detail="response has no choices") for i in want]
@@ -290,6 +274,37 @@ class _WaitForDeadline:
         if exc_type is asyncio.CancelledError and self._fired():
             raise asyncio.TimeoutError from None
         return False
+
+
+def request_body(config: TeacherConfig, messages: list[dict], n: int) -> dict:
+    """The /v1/chat/completions body of one request (online, or one line of a batch)."""
+    body = {"model": config.model, "messages": messages, "n": n, "temperature": config.temperature}
+    if config.max_tokens is not None:
+        body["max_tokens"] = config.max_tokens
+    if config.stop:
+        body["stop"] = config.stop
+    if config.seed is not None:
+        body["seed"] = config.seed
+    return body
+
+
+def completions_from(response: dict, indices: list[int], stats: Stats) -> list[Completion]:
+    """A chat completion response as Completions for the first len(choices) of `indices`;
+    its usage is added to `stats`."""
+    choices = response.get("choices") or []
+    usage = response.get("usage") or {}
+    prompt_t, compl_t = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    stats.prompt_tokens += prompt_t
+    stats.completion_tokens += compl_t
+    taken = indices[: len(choices)]
+    got = []
+    for j, (i, choice) in enumerate(zip(taken, choices)):
+        # Split the request's usage over its samples so that summing samples gives the bill.
+        share = {"prompt_tokens": prompt_t if j == 0 else 0,
+                 "completion_tokens": compl_t // len(taken) + (compl_t % len(taken) if j == 0 else 0)}
+        message = choice.get("message") or {}
+        got.append(Completion(i, message.get("content"), choice.get("finish_reason"), share))
+    return got
 
 
 async def _with_retries(config, transport, body, stats: Stats) -> dict:

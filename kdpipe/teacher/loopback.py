@@ -18,6 +18,7 @@ with Retry-After), server_error (500), malformed (a broken JSON body), hang
 finish_reason "length"), empty (an empty completion).
 
 `GET /v1/kdpipe/stats` returns what the server has answered, for tests.
+The Files and Batch API (`/v1/files`, `/v1/batches`) are in loopback_batch.py.
 """
 
 from __future__ import annotations
@@ -103,6 +104,10 @@ class LoopbackTeacher:
     api_key: str | None = None  # when set, any other bearer token gets a 401
     models: list[str] | None = None  # when set, any other model gets a 404
     stats: Counter = field(default_factory=Counter)
+    # The Batch API (loopback_batch.py): seconds per batch line; how many batches expire half way.
+    batch_latency: float = 0.0
+    expire_batches: int = 0
+    paid: Counter = field(default_factory=Counter)  # prompt digest -> answers billed, online and batch
 
     def __post_init__(self):
         self._rng = random.Random(self.seed)
@@ -164,6 +169,8 @@ def _usage(messages: list, texts: list[str]) -> dict[str, int]:
 def make_app(teacher: LoopbackTeacher):
     from aiohttp import web
 
+    from kdpipe.teacher.loopback_batch import add_batch_routes, bill
+
     async def models(request):
         return web.json_response({"object": "list", "data": [
             {"id": "loopback", "object": "model", "created": 0, "owned_by": "kdpipe"}]})
@@ -213,6 +220,7 @@ def make_app(teacher: LoopbackTeacher):
         elif fault == "empty":
             texts = [""] * len(texts)
         teacher.stats["answered"] += 1
+        bill(teacher, body, len(texts))
         teacher.stats["expand" if expand else "label"] += 1
         return web.json_response({
             "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
@@ -226,6 +234,7 @@ def make_app(teacher: LoopbackTeacher):
     app.router.add_get("/v1/models", models)
     app.router.add_get("/v1/kdpipe/stats", stats)
     app.router.add_post("/v1/chat/completions", chat)
+    add_batch_routes(app, teacher)
     return app
 
 
