@@ -15,7 +15,6 @@ written whole, in input order, at the end.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -29,13 +28,13 @@ from typing import Any, Callable
 
 from kdpipe import answers
 from kdpipe.errors import InputError, UsageError
+from kdpipe.generate_cost import cost_problems, make_budget, make_sender, open_cache
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, text_digest, write_meta, write_records,
 )
-from kdpipe.teacher.cache import ResponseCache, default_cache_path
+from kdpipe.teacher.cache import default_cache_path
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
 from kdpipe.teacher.pricing import PRICES_ENV, Price, resolve_price
-from kdpipe.generate_cost import cost_problems, make_budget, make_sender, open_cache
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
 

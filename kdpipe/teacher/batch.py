@@ -29,9 +29,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sqlite3
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -39,6 +38,7 @@ from kdpipe.errors import KdpipeError
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, completions_from, request_body
+from kdpipe.teacher.batch_store import BatchStore, Job
 from kdpipe.teacher.transport import TeacherFatalError
 
 ENDPOINT = "/v1/chat/completions"
@@ -51,71 +51,6 @@ class BatchOptions:
     completion_window: str = "24h"  # the only window OpenAI offers
     submissions: int = 3  # batches per run: the first, then resubmissions of what failed or expired
     work_dir: Path | None = None  # input and output files; None: <cache>.batches/
-
-
-@dataclass
-class Job:
-    job: str
-    model: str
-    state: str = "new"
-    file_id: str | None = None
-    batch_id: str | None = None
-    status: str | None = None
-    output_file_id: str | None = None
-    error_file_id: str | None = None
-    problem: str | None = None  # why a batch failed as a whole
-
-
-class BatchStore:
-    """Batch jobs and their lines, in the response cache's SQLite file."""
-
-    def __init__(self, path: Path):
-        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS batch_jobs (job TEXT PRIMARY KEY, model TEXT NOT NULL, state TEXT NOT NULL,"
-            " file_id TEXT, batch_id TEXT, status TEXT, output_file_id TEXT, error_file_id TEXT, problem TEXT,"
-            " created REAL NOT NULL, updated REAL NOT NULL)")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS batch_lines (job TEXT NOT NULL, custom_id TEXT NOT NULL, keys TEXT NOT NULL,"
-            " PRIMARY KEY (job, custom_id))")
-
-    def open_jobs(self, model: str) -> list[Job]:
-        cols = ", ".join(f.name for f in fields(Job))
-        rows = self._db.execute(f"SELECT {cols} FROM batch_jobs WHERE model = ? AND state != 'joined' "
-                                "ORDER BY created", (model,))
-        return [Job(*row) for row in rows]
-
-    def lines(self, job: str) -> dict[str, list[str]]:
-        rows = self._db.execute("SELECT custom_id, keys FROM batch_lines WHERE job = ?", (job,))
-        return {cid: json.loads(keys) for cid, keys in rows}
-
-    def create(self, model: str, lines: dict[str, list[str]]) -> Job:
-        digest = hashlib.sha256(json.dumps([model, sorted(lines.items())]).encode()).hexdigest()[:12]
-        now = time.time()
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            same = self._db.execute("SELECT COUNT(*) FROM batch_jobs WHERE job LIKE ?", (f"kd-{digest}-%",))
-            job = Job(f"kd-{digest}-{same.fetchone()[0]}", model)
-            self._db.execute("INSERT INTO batch_jobs (job, model, state, created, updated) VALUES (?, ?, 'new', ?, ?)",
-                             (job.job, model, now, now))
-            self._db.executemany("INSERT INTO batch_lines (job, custom_id, keys) VALUES (?, ?, ?)",
-                                 [(job.job, cid, json.dumps(keys)) for cid, keys in lines.items()])
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        return job
-
-    def update(self, job: Job, **changes) -> None:
-        for name, value in changes.items():
-            setattr(job, name, value)
-        sets = ", ".join(f"{name} = ?" for name in changes)
-        self._db.execute(f"UPDATE batch_jobs SET {sets}, updated = ? WHERE job = ?",
-                         (*changes.values(), time.time(), job.job))
-
-    def close(self) -> None:
-        self._db.close()
 
 
 class BatchApi:
@@ -229,9 +164,16 @@ class _BatchRun:
             self.stats.done += 1
         if self._pending():
             for job in self.store.open_jobs(self.config.model):  # a stopped run's batch, resumed
-                if set(self._pending()) & {k for keys in self.store.lines(job.job).values() for k in keys}:
-                    self.on_step(job.job, f"resuming from step {job.state}")
-                    self._drive(job, {})
+                covered = {k for keys in self.store.lines(job.job).values() for k in keys}
+                if not set(self._pending()) & covered:
+                    continue
+                if job.state == "new" and not covered <= set(self.where):
+                    # Stopped before its input was written, by a run asking other questions:
+                    # nothing was sent, and this run cannot render its lines; make a new one.
+                    self._step(job, "dropped", "dropped: never sent, asks for other requests")
+                    continue
+                self.on_step(job.job, f"resuming from step {job.state}")
+                self._drive(job, {})
         for _ in range(self.options.submissions):
             pending = self._pending()
             if not pending or (self.budget and self.budget.stopped):

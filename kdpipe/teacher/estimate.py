@@ -119,10 +119,13 @@ def estimate(config: TeacherConfig, requests: list[ChatRequest], cache: Response
     e = Estimate(counting=counter.name, output_basis=basis, price=price, batch=batch)
     low_in = mid_in = high_in = 0
     mid_out = 0.0
-    for req in requests:
+    keys = [[request_key(config.model, req.messages, params, i) for i in range(req.first_sample,
+                                                                                req.first_sample + req.n)]
+            for req in requests]
+    stored = cache.get_many([k for ks in keys for k in ks])
+    for req, req_keys in zip(requests, keys):
         indices = range(req.first_sample, req.first_sample + req.n)
-        keys = [request_key(config.model, req.messages, params, i) for i in indices]
-        missing = [i for i, k in zip(indices, keys) if cache.get(k) is None]
+        missing = [i for i, k in zip(indices, req_keys) if k not in stored]
         e.cached_samples += req.n - len(missing)
         if not missing:
             e.cached_requests += 1
