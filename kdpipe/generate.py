@@ -100,7 +100,7 @@ class GenerateOptions:
                 p.append(f"--{name.replace('_', '-')} must not be negative")
         if self.prompt is not None and not Path(self.prompt).is_file():
             p.append(f"--prompt {self.prompt}: no such file")
-        return p + cost_problems(self) + self.teacher_config().problems()
+        return p + cost_problems(self) + self.teacher_config().problems(need_key=not self.dry_run)
 
     def resolved_prices_file(self) -> Path | None:
         return self.prices or (Path(os.environ[PRICES_ENV]) if os.environ.get(PRICES_ENV) else None)

@@ -62,10 +62,11 @@ def test_a_dry_run_after_a_partial_run_counts_the_cache_and_expects_the_observed
     assert dry.cost[1] == pytest.approx(real.cost_usd, rel=0.25)
 
 
-def test_dry_run_on_the_command_line(cli, shared_data, tmp_path):
+def test_dry_run_on_the_command_line(cli, shared_data, tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # a dry run needs no key: it sends nothing
     seeds = svamp_seeds(shared_data, tmp_path, limit=20)
     code, out, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "gpt-4o-mini",
-                         "--base-url", "http://127.0.0.1:9/v1", "--cache", tmp_path / "c.sqlite", "--dry-run",
+                         "--base-url", "https://api.openai.com/v1", "--cache", tmp_path / "c.sqlite", "--dry-run",
                          "--samples", "2", "--max-tokens", "300")
     assert code == 0, err
     assert "requests to send: 20 (40 samples); answered by the cache: 0 requests" in out

@@ -48,7 +48,8 @@ class TeacherConfig:
     # protocol spoken directly, less CPU per request, for high concurrency.
     transport: str = "openai"
 
-    def problems(self) -> list[str]:
+    def problems(self, need_key: bool = True) -> list[str]:
+        """Every problem with the config; `need_key=False` for work that sends nothing (a dry run)."""
         p = []
         if not self.model:
             p.append("--model is required")
@@ -67,7 +68,7 @@ class TeacherConfig:
         url = self.resolved_base_url()
         if urlsplit(url).scheme not in ("http", "https"):
             p.append(f"--base-url must be an http(s) URL, got {url!r}")
-        if not os.environ.get(self.api_key_env) and not _is_loopback(url):
+        if need_key and not os.environ.get(self.api_key_env) and not _is_loopback(url):
             p.append(f"no API key: set {self.api_key_env} (or name another variable with --api-key-env)")
         return p
 
