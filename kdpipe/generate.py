@@ -98,8 +98,12 @@ class GenerateOptions:
         for name in ("price_in", "price_out"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 p.append(f"--{name.replace('_', '-')} must not be negative")
-        if self.prompt is not None and not Path(self.prompt).is_file():
-            p.append(f"--prompt {self.prompt}: no such file")
+        if self.prompt is not None:
+            placeholder = "{examples}" if self.mode == "expand" else "{question}"
+            if not Path(self.prompt).is_file():
+                p.append(f"--prompt {self.prompt}: no such file")
+            elif placeholder not in Path(self.prompt).read_text(encoding="utf-8", errors="replace"):
+                p.append(f"--prompt {self.prompt}: {self.mode} mode needs a {placeholder} placeholder in it")
         return p + cost_problems(self) + self.teacher_config().problems(need_key=not self.dry_run)
 
     def resolved_prices_file(self) -> Path | None:

@@ -103,6 +103,13 @@ def test_a_line_that_keeps_failing_is_a_transport_error_with_the_batch_reason(tm
     assert s.error == "transport" and "HTTP 500" in s.detail
 
 
+def test_an_endpoint_that_refuses_n_gets_one_line_per_sample(tmp_path):
+    with running(SCRIPT, reject_n=True) as srv:
+        r = run_generate(seeds_file(tmp_path, 6), tmp_path / "out.jsonl", opts(srv.base_url, tmp_path, samples=3))
+        assert srv.stats["batches_created"] == 2 and paid_once_each(srv, samples=3)
+    assert r.counts["ok"] == 18
+
+
 def test_online_and_batch_runs_share_answers(tmp_path):
     with running(SCRIPT) as srv:
         run_generate(seeds_file(tmp_path, N // 2), tmp_path / "half.jsonl", opts(srv.base_url, tmp_path, batch=False))

@@ -182,3 +182,12 @@ def test_to_sample_reason_codes():
 ])
 def test_parse_question_list(text, questions):
     assert parse_question_list(text) == questions
+
+
+def test_a_prompt_without_its_placeholder_is_refused(tmp_path):
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("Answer the question. The answer is X.\n")
+    label = GenerateOptions(model="m", base_url="http://127.0.0.1:1/v1", prompt=prompt).problems()
+    expand = GenerateOptions(mode="expand", model="m", base_url="http://127.0.0.1:1/v1", prompt=prompt).problems()
+    assert label == [f"--prompt {prompt}: label mode needs a {{question}} placeholder in it"]
+    assert expand == [f"--prompt {prompt}: expand mode needs a {{examples}} placeholder in it"]

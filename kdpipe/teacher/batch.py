@@ -127,6 +127,7 @@ class _BatchRun:
                 self.where[request_key(config.model, req.messages, params, i)] = (r, i)
         self.results: list[list[Completion | None]] = [[None] * req.n for req in requests]
         self.failures: dict[str, str] = {}  # key -> why its last batch line gave no answer
+        self.one_by_one: set[str] = set()  # keys whose line with n > 1 was refused (HTTP 400)
         self.work_dir = Path(options.work_dir or f"{cache.path}.batches")
         self._store: BatchStore | None = None
         self._api: BatchApi | None = None
@@ -204,7 +205,7 @@ class _BatchRun:
         for r in sorted(by_request):
             runs: list[list[tuple[int, str]]] = []
             for i, key in sorted(by_request[r]):
-                if runs and runs[-1][-1][0] == i - 1:
+                if runs and runs[-1][-1][0] == i - 1 and key not in self.one_by_one:
                     runs[-1].append((i, key))
                 else:
                     runs.append([(i, key)])
@@ -312,6 +313,8 @@ class _BatchRun:
                 else:
                     error = entry.get("error") or (response.get("body") or {}).get("error") or {}
                     reason = f"HTTP {response['status_code']}" if response.get("status_code") else error.get("code")
+                    if response.get("status_code") == 400 and len(keys) > 1:
+                        self.one_by_one.update(keys)  # some endpoints allow only n = 1: ask one by one
                     for key in keys:
                         self.failures[key] = f"Batch API: {reason}: {error.get('message', '')}".strip()
         for custom_id, keys in lines.items():

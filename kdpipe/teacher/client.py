@@ -239,10 +239,17 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats) 
     want = list(missing)
     use_n = len(want) > 1
     while want:
-        body = request_body(config, messages, len(want) if use_n else 1)
+        n = len(want) if use_n else 1
+        body = request_body(config, messages, n)
         try:
             response = await _with_retries(config, transport, body, stats)
-        except (_Retryable, _Rejected) as e:
+        except _Rejected as e:
+            if n > 1:  # some endpoints refuse n > 1 ("n must be 1"): ask one by one
+                use_n = False
+                continue
+            got += [Completion(i, error="transport", detail=str(e)) for i in want]
+            break
+        except _Retryable as e:
             got += [Completion(i, error="transport", detail=str(e)) for i in want]
             break
         taken = completions_from(response, want, stats)
@@ -255,31 +262,19 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats) 
     return got
 
 
-# asyncio.timeout (3.11+) costs far less than wait_for, which wraps every call in a task.
-_deadline = getattr(asyncio, "timeout", None) or (lambda seconds: _WaitForDeadline(seconds))
-
-
-class _WaitForDeadline:
-    """asyncio.timeout for Python 3.10: cancel the current task after `seconds`."""
-
-    def __init__(self, seconds: float):
-        self.seconds = seconds
-
-    async def __aenter__(self):
-        task = asyncio.current_task()
-        self._handle = asyncio.get_running_loop().call_later(self.seconds, task.cancel)
-        self._fired = lambda: self._handle.when() <= asyncio.get_running_loop().time()
-
-    async def __aexit__(self, exc_type, exc, tb):
-        self._handle.cancel()
-        if exc_type is asyncio.CancelledError and self._fired():
-            raise asyncio.TimeoutError from None
-        return False
+async def _send_within(transport, body: dict, seconds: float) -> dict:
+    # asyncio.timeout (3.11+) costs far less than wait_for, which wraps every call in a task.
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await transport.send(body)
+    return await asyncio.wait_for(transport.send(body), seconds)
 
 
 def request_body(config: TeacherConfig, messages: list[dict], n: int) -> dict:
     """The /v1/chat/completions body of one request (online, or one line of a batch)."""
-    body = {"model": config.model, "messages": messages, "n": n, "temperature": config.temperature}
+    body = {"model": config.model, "messages": messages, "temperature": config.temperature}
+    if n > 1:
+        body["n"] = n
     if config.max_tokens is not None:
         body["max_tokens"] = config.max_tokens
     if config.stop:
@@ -304,7 +299,9 @@ def completions_from(response: dict, indices: list[int], stats: Stats) -> list[C
         share = {"prompt_tokens": prompt_t if j == 0 else 0,
                  "completion_tokens": compl_t // len(taken) + (compl_t % len(taken) if j == 0 else 0)}
         message = choice.get("message") or {}
-        got.append(Completion(i, message.get("content"), choice.get("finish_reason"), share))
+        # OpenAI puts a declined answer in `refusal`, with no content: the parser calls it a refusal.
+        text = message.get("content") if message.get("content") is not None else message.get("refusal")
+        got.append(Completion(i, text, choice.get("finish_reason"), share))
     return got
 
 
@@ -313,8 +310,7 @@ async def _with_retries(config, transport, body, stats: Stats) -> dict:
         stats.requests += 1
         try:
             # The transport has its own timeout; this one also covers a stuck connect or read.
-            async with _deadline(config.timeout + 1.0):
-                return await transport.send(body)
+            return await _send_within(transport, body, config.timeout + 1.0)
         except asyncio.TimeoutError:
             error = _Retryable(f"no response within {config.timeout:g} s")
         except _Retryable as e:

@@ -101,6 +101,7 @@ class LoopbackTeacher:
     retry_after: float = 0.1
     seed: int = 0
     max_n: int | None = None  # answer at most this many choices per request (a server without `n`)
+    reject_n: bool = False  # answer n > 1 with a 400, as endpoints that only allow n = 1 do
     api_key: str | None = None  # when set, any other bearer token gets a 401
     models: list[str] | None = None  # when set, any other model gets a 404
     stats: Counter = field(default_factory=Counter)
@@ -197,6 +198,8 @@ def make_app(teacher: LoopbackTeacher):
         if teacher.models is not None and body.get("model") not in teacher.models:
             return web.json_response({"error": {"message": f"model {body.get('model')!r} does not exist"}},
                                      status=404)
+        if teacher.reject_n and int(body.get("n") or 1) > 1:
+            return web.json_response({"error": {"message": "n must be 1"}}, status=400)
         if teacher.max_n is not None:
             body["n"] = min(int(body.get("n") or 1), teacher.max_n)
         if teacher.latency:
@@ -297,7 +300,7 @@ def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, laten
             host: str = "127.0.0.1", port: int = 0, **behaviour) -> Iterator[RunningServer]:
     """Start a loopback server in a thread on a free port; yields it (`.base_url`, `.stats`).
 
-    `behaviour` sets the other LoopbackTeacher fields (max_n, api_key, models)."""
+    `behaviour` sets the other LoopbackTeacher fields (max_n, reject_n, api_key, models)."""
     if script is not None and not isinstance(script, list):
         script = load_script(script)
     teacher = LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)

@@ -218,6 +218,10 @@ def _answer_line(teacher: LoopbackTeacher, line: dict, k: int) -> dict:
         entry["response"] = {"status_code": 404, "request_id": f"req_{k}", "body": {
             "error": {"message": f"model {body.get('model')!r} does not exist"}}}
         return entry
+    if teacher.reject_n and int(body.get("n") or 1) > 1:
+        entry["response"] = {"status_code": 400, "request_id": f"req_{k}", "body": {
+            "error": {"message": "n must be 1"}}}
+        return entry
     if teacher.max_n is not None:
         body["n"] = min(int(body.get("n") or 1), teacher.max_n)
     fault = teacher.draw_fault()
