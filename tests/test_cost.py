@@ -29,14 +29,17 @@ def within(value, bounds):
     return low <= value <= high
 
 
-@pytest.mark.parametrize("samples, max_n", [(1, None), (3, None), (3, 1)])
-def test_the_real_ledger_falls_within_the_dry_runs_range(shared_data, tmp_path, samples, max_n):
+@pytest.mark.parametrize("samples, max_n, batch", [(1, None, False), (3, None, False), (3, 1, False),
+                                                   (3, None, True)])
+def test_the_real_ledger_falls_within_the_dry_runs_range(shared_data, tmp_path, samples, max_n, batch):
     seeds = svamp_seeds(shared_data, tmp_path, limit=120)
     out = tmp_path / "out.jsonl"
+    run = dict(samples=samples, batch=batch, poll_interval=0.02)
     with running(palm_script(shared_data, seeds), max_n=max_n) as srv:
-        dry = run_generate(seeds, out, opts(srv.base_url, tmp_path, dry_run=True, samples=samples)).extra["estimate"]
+        dry = run_generate(seeds, out, opts(srv.base_url, tmp_path, dry_run=True, **run)).extra["estimate"]
         assert srv.stats["requests"] == 0 and not out.exists() and not (tmp_path / "cache.sqlite").exists()
-        run_generate(seeds, out, opts(srv.base_url, tmp_path, samples=samples))
+        run_generate(seeds, out, opts(srv.base_url, tmp_path, **run))
+        assert srv.stats["batches_created"] == batch
     real = ledger(out)
     assert (dry.requests, dry.samples, dry.cached_requests) == (120, 120 * samples, 0)
     assert within(real["prompt_tokens"], dry.prompt_tokens)
@@ -60,6 +63,15 @@ def test_a_dry_run_after_a_partial_run_counts_the_cache_and_expects_the_observed
     assert within(real.cost_usd, dry.cost)
     # Observed lengths and the byte estimate put the expected cost close to the real one.
     assert dry.cost[1] == pytest.approx(real.cost_usd, rel=0.25)
+
+
+def test_dry_run_of_expand_mode_covers_its_first_round(shared_data, tmp_path):
+    seeds = svamp_seeds(shared_data, tmp_path, limit=30)
+    with running([]) as srv:
+        dry = run_generate(seeds, tmp_path / "new.jsonl", opts(srv.base_url, tmp_path, mode="expand", num_new=40,
+                                                               dry_run=True)).extra["estimate"]
+        assert srv.stats["requests"] == 0
+    assert dry.requests == 40 // 8 + 1 and dry.prompt_tokens[0] > 0
 
 
 def test_dry_run_on_the_command_line(cli, shared_data, tmp_path, monkeypatch):

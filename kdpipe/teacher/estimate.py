@@ -7,8 +7,10 @@ teacher's tokenizer), else estimated from the UTF-8 size of the messages:
     estimate  bytes / 4 + 4 per message + 3        (English text with GPT-style BPE)
     bounds    bytes / 6  ..  bytes / 2.5 + 4 per message + 3
 
-No tokenizer is downloaded: tiktoken's encodings come from the internet at
-first use, so they are not used. Completion tokens are bounded by
+The bounds hold for text in Latin script with GPT-style BPE tokenizers (and
+for the loopback teacher, which bills characters / 4); other scripts can run
+past the upper bound: give --tokenizer for them. No tokenizer is downloaded:
+tiktoken's encodings come from the internet at first use, so it is not used. Completion tokens are bounded by
 --max-tokens per sample (the API never bills more); the expected number is
 the mean of earlier answers from the same model in the cache when it has
 some, else --max-tokens itself (an upper estimate).
