@@ -213,3 +213,40 @@ def test_kill_9_while_polling_then_rerun(tmp_path):
     assert len(load_records(tmp_path / "out.jsonl")) == N
     usage = json.loads(meta_path(tmp_path / "out.jsonl").read_text())["usage"]
     assert usage["prompt_tokens"] > 0 and usage["batch"] is True
+
+
+def test_deleted_batch_files_are_fetched_or_written_again_not_paid_again(tmp_path):
+    requests = [ChatRequest([{"role": "user", "content": f"What is {i} plus {i}?"}]) for i in range(N)]
+    work = tmp_path / "c.sqlite.batches"
+    with running(SCRIPT) as srv:
+        config = TeacherConfig(model="loopback", base_url=srv.base_url)
+        for step, gone in (("downloaded", "*.output.jsonl"), ("written", "*.input.jsonl")):
+            with ResponseCache(tmp_path / "c.sqlite") as cache:
+                with pytest.raises(Stop):
+                    complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02),
+                                   on_step=stop_at(STEPS[step]))
+            for path in work.glob(gone):
+                path.unlink()
+            with ResponseCache(tmp_path / "c.sqlite") as cache:
+                results = complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02))
+            assert all(r[0].text for r in results) and paid_once_each(srv)
+            requests = [ChatRequest([{"role": "user", "content": f"What is {i} plus {i}? "}]) for i in range(N)]
+        assert srv.stats["batches_created"] == 2
+
+
+def test_a_job_another_run_left_unsent_is_dropped(tmp_path):
+    ask = [ChatRequest([{"role": "user", "content": f"What is {i} plus {i}?"}]) for i in range(N)]
+    with running(SCRIPT) as srv:
+        config = TeacherConfig(model="loopback", base_url=srv.base_url)
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            with pytest.raises(Stop):
+                complete_batch(config, ask, cache, on_step=stop_at(STEPS["written"]))
+        (tmp_path / "c.sqlite.batches").joinpath(
+            sqlite3.connect(tmp_path / "c.sqlite").execute("SELECT job FROM batch_jobs").fetchone()[0]
+            + ".input.jsonl").unlink()
+        steps = []
+        with ResponseCache(tmp_path / "c.sqlite") as cache:  # half the questions: it cannot render the rest
+            results = complete_batch(config, ask[: N // 2], cache, options=BatchOptions(poll_interval=0.02),
+                                     on_step=lambda job, m: steps.append(m))
+        assert steps[0].startswith("dropped") and srv.stats["batches_created"] == 1
+    assert all(r[0].text for r in results)

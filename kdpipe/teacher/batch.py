@@ -168,9 +168,10 @@ class _BatchRun:
                 covered = {k for keys in self.store.lines(job.job).values() for k in keys}
                 if not set(self._pending()) & covered:
                     continue
-                if job.state == "new" and not covered <= set(self.where):
-                    # Stopped before its input was written, by a run asking other questions:
-                    # nothing was sent, and this run cannot render its lines; make a new one.
+                unwritten = job.state == "new" or (job.state == "written" and not self._input_path(job).exists())
+                if unwritten and not covered <= set(self.where):
+                    # Stopped before its input was uploaded, by a run asking other questions:
+                    # nothing was paid, and this run cannot render its lines; make a new one.
                     self._step(job, "dropped", "dropped: never sent, asks for other requests")
                     continue
                 self.on_step(job.job, f"resuming from step {job.state}")
@@ -227,8 +228,8 @@ class _BatchRun:
     def _drive(self, job: Job, reservations: dict[str, float]) -> None:
         lines = self.store.lines(job.job)
         name = f"kdpipe-{job.job}.jsonl"
-        input_path = self.work_dir / f"{job.job}.input.jsonl"
-        if job.state == "new":
+        input_path = self._input_path(job)
+        if job.state == "new" or (job.state == "written" and not input_path.exists()):
             self._write(input_path, self._input(lines))
             self._step(job, "written", f"wrote {len(lines)} requests to {input_path}")
         if job.state == "written":
@@ -253,8 +254,14 @@ class _BatchRun:
                        status=batch.status, output_file_id=batch.output_file_id,
                        error_file_id=batch.error_file_id, problem=problem)
         if job.state == "downloaded":
+            for kind, file_id in (("output", job.output_file_id), ("errors", job.error_file_id)):
+                if file_id and not (self.work_dir / f"{job.job}.{kind}.jsonl").exists():  # deleted by hand
+                    self._write(self.work_dir / f"{job.job}.{kind}.jsonl", self.api.content(file_id))
             answered = self._join(job, lines, reservations)
             self._step(job, "joined", f"stored {answered} answers in the cache")
+
+    def _input_path(self, job: Job) -> Path:
+        return self.work_dir / f"{job.job}.input.jsonl"
 
     def _step(self, job: Job, state: str, message: str, **changes) -> None:
         self.store.update(job, state=state, **changes)
