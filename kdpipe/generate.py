@@ -301,16 +301,18 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
     j, empty_rounds = 0, 0
     while len(new) < opts.num_new and empty_rounds < MAX_EMPTY_ROUNDS:
         missing = opts.num_new - len(new)
-        batch = max(1, -(-missing // NEW_PER_REQUEST)) + 1
+        batch = -(-missing // NEW_PER_REQUEST)  # duplicates and failures are made up in the next round
         plans = [_expansion_plan(pools, tasks, opts, j + b) for b in range(batch)]
-        requests = [ChatRequest([{"role": "user", "content": render_expand_prompt(text, [r.question for r in chosen],
-                                                                                    NEW_PER_REQUEST)}])
-                    for _, chosen in plans]
+        # Request j is sample j of the expansion: two requests that happen to show the same seeds
+        # are still two draws from the teacher, cached apart.
+        requests = [ChatRequest([{"role": "user", "content": render_expand_prompt(
+                        text, [r.question for r in chosen], NEW_PER_REQUEST)}], n=1, first_sample=j + b)
+                    for b, (_, chosen) in enumerate(plans)]
         results = send(config, requests, cache, stats, on_progress)
         before = len(new)
         # Requests are read in their own order, not in the order they finished: same output every run.
+        counts["requests"] += len(plans)
         for (task, chosen), (c,) in zip(plans, results):
-            counts["requests"] += 1
             if c.error is not None:
                 counts[c.error if c.error == NOT_SENT else "transport"] += 1
                 continue

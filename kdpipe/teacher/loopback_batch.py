@@ -16,128 +16,107 @@ expire half way: the lines not reached go to the error file with code
 "batch_expired", as OpenAI does when the completion window closes.
 
 Every answered choice, online or in a batch, is billed in `teacher.paid`
-(prompt digest -> choices billed), so tests can check nothing was paid twice.
+(prompt digest -> choices billed, see loopback.bill), so tests can check
+nothing was paid twice.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
+import re
 import time
 
-from kdpipe.teacher.loopback import LoopbackTeacher, _usage
+from kdpipe.teacher.loopback import LoopbackTeacher, _json, _usage, bill
 
 TERMINAL = ("completed", "expired", "failed", "cancelled")
 LINE_FAILURES = {"rate_limit": 429, "server_error": 500, "malformed": 500, "hang": 504}
 
 
-def bill(teacher: LoopbackTeacher, body: dict, choices: int) -> None:
-    """Record that `choices` answers to this model and these messages were paid for."""
-    digest = hashlib.sha256(json.dumps([body.get("model"), body.get("messages")], sort_keys=True)
-                            .encode()).hexdigest()[:16]
-    teacher.paid[digest] += choices
+class BatchEndpoints:
+    """The files and batches one loopback server holds, and its /v1/files and /v1/batches routes."""
 
+    def __init__(self, teacher: LoopbackTeacher):
+        self.teacher = teacher
+        self.files: dict[str, dict] = {}  # id -> {"object": file fields, "content": bytes}
+        self.batches: dict[str, dict] = {}  # id -> batch object (dicts keep creation order)
+        self._tasks: set = set()
+        self._ids = itertools.count(1)
 
-def add_batch_routes(app, teacher: LoopbackTeacher) -> None:
-    from aiohttp import web
+    async def handle(self, method: str, path: str, headers: dict, body: bytes):
+        """One request under /v1/files or /v1/batches -> (status, headers, body)."""
+        t = self.teacher
+        if t.api_key is not None and headers.get("authorization") != f"Bearer {t.api_key}":
+            return _json(401, {"error": {"message": "Incorrect API key provided"}})
+        parts = path.rstrip("/").split("/")[2:]  # ["files", id, "content"], ["batches", id, "cancel"]
+        route = (method, parts[0], len(parts), parts[-1] if len(parts) == 3 else None)
+        item = parts[1] if len(parts) > 1 else None
+        if route == ("POST", "files", 1, None):
+            return self._upload(headers, body)
+        if route == ("GET", "files", 1, None):
+            return _json(200, _listing([f["object"] for f in self.files.values()]))
+        if route[:3] == ("GET", "files", 2) or route == ("GET", "files", 3, "content"):
+            f = self.files.get(item)
+            if f is None:
+                return _not_found("file")
+            if len(parts) == 2:
+                return _json(200, f["object"])
+            t.stats["files_downloaded"] += 1
+            return 200, {}, f["content"]
+        if route == ("POST", "batches", 1, None):
+            return self._create(body)
+        if route == ("GET", "batches", 1, None):
+            return _json(200, _listing(list(self.batches.values())))
+        if route[:3] == ("GET", "batches", 2) or route == ("POST", "batches", 3, "cancel"):
+            b = self.batches.get(item)
+            if b is None:
+                return _not_found("batch")
+            if len(parts) == 3 and b["status"] not in TERMINAL:
+                b["status"] = "cancelling"
+            t.stats["batch_polls"] += len(parts) == 2
+            return _json(200, b)
+        return _json(404, {"error": {"message": f"no route {method} {path}"}})
 
-    files: dict[str, dict] = {}  # id -> {"object": file fields, "content": bytes}
-    batches: dict[str, dict] = {}  # id -> batch object (dicts keep creation order)
-    tasks: set = set()
-    ids = itertools.count(1)
-
-    def refused(request):
-        if teacher.api_key is not None and request.headers.get("Authorization") != f"Bearer {teacher.api_key}":
-            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
-        return None
-
-    def not_found(what):
-        return web.json_response({"error": {"message": f"No such {what}"}}, status=404)
-
-    def new_file(name: str, purpose: str, content: bytes) -> dict:
-        fid = f"file-{next(ids):06d}"
+    def _new_file(self, name: str, purpose: str, content: bytes) -> dict:
+        fid = f"file-{next(self._ids):06d}"
         obj = {"id": fid, "object": "file", "bytes": len(content), "created_at": int(time.time()),
                "filename": name, "purpose": purpose, "status": "processed"}
-        files[fid] = {"object": obj, "content": content}
-        teacher.stats["files_uploaded" if purpose == "batch" else "files_written"] += 1
+        self.files[fid] = {"object": obj, "content": content}
+        self.teacher.stats["files_uploaded" if purpose == "batch" else "files_written"] += 1
         return obj
 
-    async def upload(request):
-        if (r := refused(request)) is not None:
-            return r
-        form = await request.post()
-        field = form.get("file")
-        if field is None or not hasattr(field, "file"):
-            return web.json_response({"error": {"message": "missing file"}}, status=400)
-        return web.json_response(new_file(field.filename, form.get("purpose", "batch"), field.file.read()))
+    def _upload(self, headers: dict, body: bytes):
+        form = _multipart(headers.get("content-type", ""), body)
+        if "file" not in form:
+            return _json(400, {"error": {"message": "send multipart/form-data with a 'file' part"}})
+        filename, content = form["file"]
+        purpose = form.get("purpose", (None, b"batch"))[1].decode()
+        return _json(200, self._new_file(filename or "upload.jsonl", purpose, content))
 
-    async def list_files(request):
-        if (r := refused(request)) is not None:
-            return r
-        purpose = request.query.get("purpose")
-        data = [f["object"] for f in files.values() if purpose in (None, f["object"]["purpose"])]
-        return web.json_response({"object": "list", "data": data[::-1], "has_more": False})
-
-    async def get_file(request):
-        if (r := refused(request)) is not None:
-            return r
-        f = files.get(request.match_info["id"])
-        return web.json_response(f["object"]) if f else not_found("file")
-
-    async def file_content(request):
-        if (r := refused(request)) is not None:
-            return r
-        f = files.get(request.match_info["id"])
-        if f is None:
-            return not_found("file")
-        teacher.stats["files_downloaded"] += 1
-        return web.Response(body=f["content"], content_type="application/jsonl")
-
-    async def create_batch(request):
-        if (r := refused(request)) is not None:
-            return r
-        body = await request.json()
-        source = files.get(body.get("input_file_id"))
+    def _create(self, raw: bytes):
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return _json(400, {"error": {"message": "body is not JSON"}})
+        source = self.files.get(body.get("input_file_id"))
         if source is None:
-            return not_found("input file")
-        bid = f"batch_{next(ids):06d}"
+            return _not_found("input file")
+        bid = f"batch_{next(self._ids):06d}"
         batch = {"id": bid, "object": "batch", "endpoint": body.get("endpoint"), "errors": None,
                  "input_file_id": body["input_file_id"], "completion_window": body.get("completion_window", "24h"),
                  "status": "validating", "output_file_id": None, "error_file_id": None,
                  "created_at": int(time.time()), "metadata": body.get("metadata"),
                  "request_counts": {"total": 0, "completed": 0, "failed": 0}}
-        batches[bid] = batch
-        teacher.stats["batches_created"] += 1
-        task = asyncio.get_running_loop().create_task(process(batch, source["content"]))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        return web.json_response(batch)
+        self.batches[bid] = batch
+        self.teacher.stats["batches_created"] += 1
+        task = asyncio.get_running_loop().create_task(self._process(batch, source["content"]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return _json(200, batch)
 
-    async def list_batches(request):
-        if (r := refused(request)) is not None:
-            return r
-        return web.json_response({"object": "list", "data": list(batches.values())[::-1], "has_more": False})
-
-    async def get_batch(request):
-        if (r := refused(request)) is not None:
-            return r
-        teacher.stats["batch_polls"] += 1
-        b = batches.get(request.match_info["id"])
-        return web.json_response(b) if b else not_found("batch")
-
-    async def cancel_batch(request):
-        if (r := refused(request)) is not None:
-            return r
-        b = batches.get(request.match_info["id"])
-        if b is None:
-            return not_found("batch")
-        if b["status"] not in TERMINAL:
-            b["status"] = "cancelling"
-        return web.json_response(b)
-
-    async def process(batch: dict, content: bytes) -> None:
+    async def _process(self, batch: dict, content: bytes) -> None:
+        teacher = self.teacher
         await asyncio.sleep(0)
         lines, problem = _parse_input(content, batch["endpoint"])
         if problem:
@@ -170,9 +149,11 @@ def add_batch_routes(app, teacher: LoopbackTeacher) -> None:
         await asyncio.sleep(0)
         now = int(time.time())
         if output:
-            batch["output_file_id"] = new_file(f"{batch['id']}_output.jsonl", "batch_output", _jsonl(output))["id"]
+            batch["output_file_id"] = self._new_file(f"{batch['id']}_output.jsonl", "batch_output",
+                                                     _jsonl(output))["id"]
         if errors:
-            batch["error_file_id"] = new_file(f"{batch['id']}_error.jsonl", "batch_output", _jsonl(errors))["id"]
+            batch["error_file_id"] = self._new_file(f"{batch['id']}_error.jsonl", "batch_output",
+                                                    _jsonl(errors))["id"]
         if expire_at < len(lines):
             batch.update(status="expired", expired_at=now)
         elif cancelled:
@@ -180,14 +161,33 @@ def add_batch_routes(app, teacher: LoopbackTeacher) -> None:
         else:
             batch.update(status="completed", completed_at=now)
 
-    app.router.add_post("/v1/files", upload)
-    app.router.add_get("/v1/files", list_files)
-    app.router.add_get("/v1/files/{id}", get_file)
-    app.router.add_get("/v1/files/{id}/content", file_content)
-    app.router.add_post("/v1/batches", create_batch)
-    app.router.add_get("/v1/batches", list_batches)
-    app.router.add_get("/v1/batches/{id}", get_batch)
-    app.router.add_post("/v1/batches/{id}/cancel", cancel_batch)
+
+def _listing(items: list[dict]) -> dict:
+    """A list response, newest first, as OpenAI pages them (one page here)."""
+    return {"object": "list", "data": items[::-1], "has_more": False}
+
+
+def _not_found(what: str):
+    return _json(404, {"error": {"message": f"No such {what}"}})
+
+
+def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
+    """The parts of a multipart/form-data body: name -> (filename, bytes)."""
+    m = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not m:
+        return {}
+    parts = {}
+    for chunk in body.split(b"--" + m.group(1).encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, data = chunk.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        disposition = head.decode("utf-8", "replace")
+        name = re.search(r'name="([^"]*)"', disposition)
+        filename = re.search(r'filename="([^"]*)"', disposition)
+        if name:
+            parts[name.group(1)] = (filename.group(1) if filename else None, data[:-2] if data.endswith(b"\r\n")
+                                    else data)
+    return parts
 
 
 def _parse_input(content: bytes, endpoint: str) -> tuple[list[dict], str | None]:
