@@ -1,9 +1,11 @@
 """Teacher prices, in US dollars per million tokens, and cost estimates.
 
 The one place prices live. `--price-in/--price-out` override the table for a
-model it does not know (or a negotiated price). Prices are list prices for
-standard (non-batch) requests as published by the vendors; check them before
-relying on an estimate, they change.
+model it does not know (or a negotiated price), and a price file (`--prices`
+or $KDPIPE_PRICES, JSON or TOML) adds or replaces entries. Prices are list
+prices for standard requests as published by the vendors; the Batch API bills
+BATCH_SHARE of them unless the file says otherwise. Check them before relying
+on an estimate: they change.
 """
 
 from __future__ import annotations
@@ -43,9 +45,8 @@ def price_for(model: str, price_in: float | None = None, price_out: float | None
     """The price of a model: the flags when given, else the table; None when unknown."""
     if price_in is not None or price_out is not None:
         return Price(price_in or 0.0, price_out or 0.0)
-    name = model.rsplit("/", 1)[-1].lower()  # "openai/gpt-4o" on routers
-    matches = [p for p in PRICES if name.startswith(p)]
-    return PRICES[max(matches, key=len)] if matches else None
+    match = _longest_prefix(model, PRICES)
+    return PRICES[match] if match else None
 
 
 # ------------------------------------------------------------------ batch prices and price files
@@ -123,6 +124,6 @@ def resolve_price(model: str, price_in: float | None = None, price_out: float | 
 
 
 def _longest_prefix(model: str, table: dict) -> str | None:
-    name = model.rsplit("/", 1)[-1].lower()
+    name = model.rsplit("/", 1)[-1].lower()  # "openai/gpt-4o" on routers
     matches = [p for p in table if name.startswith(p)]
     return max(matches, key=len) if matches else None
