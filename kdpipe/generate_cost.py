@@ -26,11 +26,12 @@ DRY_RUN_DETAIL = "not sent: --dry-run"
 def cost_problems(opts) -> list[str]:
     """Every problem with the cost options of GenerateOptions `opts`, before anything is spent."""
     p = []
-    price = None
+    price, bad_price_file = None, False
     try:
         price = opts.price()
     except KdpipeError as e:
         p.append(str(e))
+        bad_price_file = True
     if opts.tokenizer is not None and not Path(opts.tokenizer).is_file():
         p.append(f"--tokenizer {opts.tokenizer}: no such file")
     if opts.poll_interval <= 0:
@@ -40,7 +41,7 @@ def cost_problems(opts) -> list[str]:
             p.append("--max-usd must be positive")
         if opts.max_tokens is None:
             p.append("--max-usd needs --max-tokens: it bounds what each answer can cost")
-        if price is None and not any("price file" in x for x in p):
+        if price is None and not bad_price_file:
             p.append(f"--max-usd needs a price: {opts.model!r} is not in the price table; "
                      "give --price-in/--price-out or --prices FILE")
     return p
