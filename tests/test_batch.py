@@ -148,7 +148,7 @@ def test_stopped_at_each_step_a_rerun_completes_paying_nothing_twice(tmp_path, s
                 for i in range(N)]
     config = TeacherConfig(model="loopback", timeout=5)
     options = BatchOptions(poll_interval=0.02)
-    with running(SCRIPT, batch_latency=0.005, faults={"server_error": 0.2}, expire_batches=1, seed=5) as srv:
+    with running(SCRIPT, batch_latency=0.02, faults={"server_error": 0.2}, expire_batches=1, seed=5) as srv:
         config.base_url = srv.base_url
         with ResponseCache(tmp_path / "c.sqlite") as cache:
             with pytest.raises(Stop):
