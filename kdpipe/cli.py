@@ -175,27 +175,59 @@ def generate(
     transport: str = typer.Option(_Gen.transport, "--transport",
                                   help="openai: the official client; aiohttp: the same protocol with "
                                        "less CPU per request (for --concurrency in the hundreds)."),
+    dry_run: bool = typer.Option(_Gen.dry_run, "--dry-run",
+                                 help="Render every prompt, send nothing, write nothing: print the requests, "
+                                      "input tokens (--tokenizer, else UTF-8 bytes/4 with bounds bytes/6 .. "
+                                      "bytes/2.5), output tokens (mean of earlier cached answers, else "
+                                      "--max-tokens) and the cost range; cached requests are free."),
+    max_usd: Optional[float] = typer.Option(_Gen.max_usd, "--max-usd",
+                                            help="Stop sending when spent plus the worst case of requests in "
+                                                 "flight would pass this many USD; unsent samples get error "
+                                                 "not_sent; rerun with a higher cap to continue."),
+    batch: bool = typer.Option(_Gen.batch, "--batch",
+                               help="Use the OpenAI Batch API (half price, results within 24 h); stop and "
+                                    "rerun at any time: the batch is remembered in the cache."),
+    prices: Optional[Path] = typer.Option(_Gen.prices, "--prices",
+                                          help="Price file, JSON (or TOML): {\"model-prefix\": {\"input\": "
+                                               "USD/M, \"output\": USD/M, \"batch_input\": .., "
+                                               "\"batch_output\": ..}} (default: $KDPIPE_PRICES)."),
+    tokenizer: Optional[Path] = typer.Option(_Gen.tokenizer, "--tokenizer",
+                                             help="The teacher's tokenizer.json (Hugging Face tokenizers) to "
+                                                  "count input tokens for --dry-run and --max-usd."),
+    poll_interval: float = typer.Option(_Gen.poll_interval, "--poll-interval",
+                                        help="Seconds between batch status checks (--batch)."),
     quiet: bool = QUIET,
 ) -> None:
     """Ask the teacher: label questions with rationales, or expand the seed set."""
     from kdpipe.generate import GenerateOptions, run_generate
-    from kdpipe.teacher.pricing import price_for
+    from kdpipe.generate_cost import continue_hint
+    from kdpipe.records import SAMPLE_ERRORS
+    from kdpipe.teacher.estimate import describe_estimate
     from kdpipe.teacher.progress import ProgressLine, describe
 
     opts = GenerateOptions(mode=mode, model=model, base_url=base_url, api_key_env=api_key_env,
                            concurrency=concurrency, samples=samples, temperature=temperature,
                            max_tokens=max_tokens, stop=stop or None, seed=seed_, cache=cache, prompt=prompt,
                            num_new=num_new, seeds_per_prompt=seeds_per_prompt, price_in=price_in,
-                           price_out=price_out, timeout=timeout, retries=retries, transport=transport)
-    progress = ProgressLine(f"generate {mode}", price_for(model, price_in, price_out), quiet)
+                           price_out=price_out, timeout=timeout, retries=retries, transport=transport,
+                           dry_run=dry_run, max_usd=max_usd, batch=batch, prices=prices, tokenizer=tokenizer,
+                           poll_interval=poll_interval)
+    price = None if opts.problems() else opts.price()  # run_generate reports the problems
+    progress = ProgressLine(f"generate {mode}", price, quiet or dry_run)
     try:
-        r = run_generate(seeds, out, opts, on_progress=progress)
+        r = run_generate(seeds, out, opts, on_progress=progress,
+                         on_batch_step=lambda job, message: say(quiet, f"batch {job}: {message}"))
     finally:
         progress.close()
+    if dry_run:
+        scope = "" if mode == "label" else " (expand: the first round of requests only; duplicates add rounds)"
+        typer.echo(f"dry run, nothing sent{scope}:")
+        for line in describe_estimate(r.extra["estimate"], max_tokens):
+            typer.echo(f"  {line}")
+        return
     c = r.counts
     if mode == "label":
-        errors = ", ".join(f"{k} {c[k]}" for k in ("unparseable", "empty", "truncated", "refusal", "transport")
-                           if c.get(k))
+        errors = ", ".join(f"{k} {c[k]}" for k in SAMPLE_ERRORS if c.get(k))
         say(quiet, f"generate: {c['records']} records, {c['samples']} samples: {c['ok']} answered"
                    + (f", {errors}" if errors else "") + f"; written to {out}")
     else:
@@ -204,6 +236,8 @@ def generate(
                    + (f", {c['short_of_target']} short of --num-new" if c["short_of_target"] else "")
                    + f"); written to {out}")
     say(quiet, f"teacher: {describe(r.stats, r.price)}")
+    if r.extra.get("budget") is not None and r.extra["budget"].stopped:
+        typer.echo(f"generate: {continue_hint(r.extra['budget'])}", err=True)
 
 
 # ------------------------------------------------------------------ filter and format

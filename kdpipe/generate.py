@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import time
@@ -27,12 +28,15 @@ from typing import Any, Callable
 
 from kdpipe import answers
 from kdpipe.errors import InputError, UsageError
+from kdpipe.generate_cost import cost_problems, make_budget, make_sender, open_cache
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, text_digest, write_meta, write_records,
 )
-from kdpipe.teacher.cache import ResponseCache, default_cache_path
+from kdpipe.teacher.cache import default_cache_path
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
-from kdpipe.teacher.pricing import Price, price_for
+from kdpipe.teacher.pricing import PRICES_ENV, Price, resolve_price
+from kdpipe.teacher.budget import NOT_SENT
+from kdpipe.teacher.estimate import estimate, token_counter
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 MODES = ("label", "expand")
@@ -61,6 +65,13 @@ class GenerateOptions:
     timeout: float = 60.0
     retries: int = 6
     transport: str = "openai"
+    # Cost control (kdpipe/teacher/estimate.py, budget.py, batch.py).
+    dry_run: bool = False  # estimate the cost, send nothing, write nothing
+    max_usd: float | None = None  # stop sending before this many dollars
+    batch: bool = False  # send through the OpenAI Batch API (half price, up to 24 h)
+    prices: Path | None = None  # price file (JSON/TOML); None: $KDPIPE_PRICES, else built-in table
+    tokenizer: Path | None = None  # the teacher's tokenizers JSON, to count prompt tokens exactly
+    poll_interval: float = 30.0  # seconds between batch status checks
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
@@ -87,9 +98,20 @@ class GenerateOptions:
         for name in ("price_in", "price_out"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 p.append(f"--{name.replace('_', '-')} must not be negative")
-        if self.prompt is not None and not Path(self.prompt).is_file():
-            p.append(f"--prompt {self.prompt}: no such file")
-        return p + self.teacher_config().problems()
+        if self.prompt is not None:
+            placeholder = "{examples}" if self.mode == "expand" else "{question}"
+            if not Path(self.prompt).is_file():
+                p.append(f"--prompt {self.prompt}: no such file")
+            elif placeholder not in Path(self.prompt).read_text(encoding="utf-8", errors="replace"):
+                p.append(f"--prompt {self.prompt}: {self.mode} mode needs a {placeholder} placeholder in it")
+        return p + cost_problems(self) + self.teacher_config().problems(need_key=not self.dry_run)
+
+    def resolved_prices_file(self) -> Path | None:
+        return self.prices or (Path(os.environ[PRICES_ENV]) if os.environ.get(PRICES_ENV) else None)
+
+    def price(self) -> Price | None:
+        """The price this run is billed at (batch price with --batch)."""
+        return resolve_price(self.model, self.price_in, self.price_out, self.resolved_prices_file(), self.batch)
 
 
 @dataclass
@@ -102,36 +124,49 @@ class GenerateResult:
 
 
 def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
-                 on_progress: Callable[[Stats], None] | None = None) -> GenerateResult:
-    """Run label or expand mode from a seeds file to `out` (+ `out.meta.json`)."""
+                 on_progress: Callable[[Stats], None] | None = None,
+                 on_batch_step: Callable[[str, str], None] | None = None) -> GenerateResult:
+    """Run label or expand mode from a seeds file to `out` (+ `out.meta.json`).
+
+    With opts.dry_run nothing is sent or written: the result's extra["estimate"] holds the
+    cost estimate (kdpipe/teacher/estimate.py)."""
     problems = opts.problems()
     if problems:
         raise UsageError("; ".join(problems))
-    check_outputs_differ([seeds], [out])
+    if not opts.dry_run:
+        check_outputs_differ([seeds], [out])
     records = load_records(seeds)
     started = time.time()
-    price = price_for(opts.model, opts.price_in, opts.price_out)
+    price = opts.price()
     config = opts.teacher_config()
     stats = Stats()
-    with ResponseCache(opts.cache or default_cache_path()) as cache:
+    budget = make_budget(opts, price)
+    with open_cache(opts.cache or default_cache_path(), opts.dry_run) as cache:
+        send = make_sender(opts, cache, budget, on_batch_step)
         if opts.mode == "label":
             prompts = _label_prompts(records, opts.prompt)
-            result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress)
+            result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
         else:
             template = _read_prompt(opts.prompt or PROMPTS_DIR / "expand.txt")
             prompts = {template[0]: template}
-            result_records, counts = expand(records, template, config, opts, cache, stats, on_progress)
+            result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
+        if opts.dry_run:
+            return GenerateResult(counts, stats, price, extra={"estimate": estimate(
+                config, send.requests, cache, token_counter(opts.tokenizer), price, opts.batch)})
     write_records(out, result_records)
     cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
     usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
              "cost_usd": None if cost is None else round(cost, 6),
-             "requests": stats.requests, "retries": stats.retries, "cached_samples": stats.cached}
+             "requests": stats.requests, "retries": stats.retries, "cached_samples": stats.cached,
+             "batch": opts.batch, "price": None if price is None else {"input": price.input, "output": price.output},
+             "max_usd": opts.max_usd, "stopped_at_max_usd": bool(budget and budget.stopped),
+             "not_sent_samples": stats.not_sent}
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     params["temperature"] = config.temperature
     params["base_url"] = config.provenance()["base_url_host"]
     write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
                extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
-    return GenerateResult(counts, stats, price, cost)
+    return GenerateResult(counts, stats, price, cost, extra={"budget": budget})
 
 
 # ------------------------------------------------------------------ prompts
@@ -166,11 +201,12 @@ def render_label_prompt(template: str, record: Record) -> str:
 # ------------------------------------------------------------------ label
 
 
-def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress):
-    """Label records in place with `samples` teacher samples each; returns (records, counts)."""
-    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples)
-                for r in records]
-    results = complete(config, requests, cache, stats, on_progress)
+def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress, send=complete):
+    """Label records in place with `samples` teacher samples each; returns (records, counts).
+    `send` answers the requests: the online client, the Batch API or a dry run (generate_cost.py)."""
+    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples,
+                            id=r.id) for r in records]
+    results = send(config, requests, cache, stats, on_progress)
     counts: Counter = Counter()
     for record, completions in zip(records, results):
         name, digest, _ = prompts[record.task]
@@ -190,7 +226,7 @@ def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, o
 def to_sample(c: Completion, record: Record) -> Sample:
     """A teacher completion as a Sample: rationale and answer, or the reason there is none."""
     if c.error is not None:
-        return Sample(index=c.index, error="transport", detail=c.detail)
+        return Sample(index=c.index, error=c.error if c.error in SAMPLE_ERRORS else "transport", detail=c.detail)
     p = answers.parse_completion(c.text, record.task, record.choices)
     s = Sample(index=c.index, text=c.text, rationale=p.rationale, answer=p.answer,
                finish_reason=c.finish_reason, error=p.error, detail=p.detail, usage=c.usage, cached=c.cached)
@@ -250,7 +286,8 @@ def render_expand_prompt(template: str, examples: list[str], num: int) -> str:
     return template.replace("{k}", str(len(examples))).replace("{examples}", listing).replace("{num}", str(num))
 
 
-def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache, stats, on_progress):
+def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache, stats, on_progress,
+           send=complete):
     """New seed records written by the teacher from sampled seeds; returns (records, counts)."""
     name, digest, text = template
     tasks = sorted({r.task for r in seeds})
@@ -264,18 +301,20 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
     j, empty_rounds = 0, 0
     while len(new) < opts.num_new and empty_rounds < MAX_EMPTY_ROUNDS:
         missing = opts.num_new - len(new)
-        batch = max(1, -(-missing // NEW_PER_REQUEST)) + 1
+        batch = -(-missing // NEW_PER_REQUEST)  # duplicates and failures are made up in the next round
         plans = [_expansion_plan(pools, tasks, opts, j + b) for b in range(batch)]
-        requests = [ChatRequest([{"role": "user", "content": render_expand_prompt(text, [r.question for r in chosen],
-                                                                                    NEW_PER_REQUEST)}])
-                    for _, chosen in plans]
-        results = complete(config, requests, cache, stats, on_progress)
+        # Request j is sample j of the expansion: two requests that happen to show the same seeds
+        # are still two draws from the teacher, cached apart.
+        requests = [ChatRequest([{"role": "user", "content": render_expand_prompt(
+                        text, [r.question for r in chosen], NEW_PER_REQUEST)}], n=1, first_sample=j + b)
+                    for b, (_, chosen) in enumerate(plans)]
+        results = send(config, requests, cache, stats, on_progress)
         before = len(new)
         # Requests are read in their own order, not in the order they finished: same output every run.
+        counts["requests"] += len(plans)
         for (task, chosen), (c,) in zip(plans, results):
-            counts["requests"] += 1
             if c.error is not None:
-                counts["transport"] += 1
+                counts[c.error if c.error == NOT_SENT else "transport"] += 1
                 continue
             if c.finish_reason == "length":
                 counts["truncated"] += 1
@@ -294,6 +333,8 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
                 break
         j += batch
         empty_rounds = empty_rounds + 1 if len(new) == before else 0
+        if counts[NOT_SENT]:  # the spending cap was reached (or a dry run): no further rounds
+            break
     counts["written"] = len(new)
     counts["short_of_target"] = opts.num_new - len(new)
     return new, dict(counts)

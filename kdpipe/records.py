@@ -42,8 +42,10 @@ from kdpipe.errors import InputError, KdpipeError
 TASKS = ("numeric", "choice", "text")
 
 # Reason codes for a teacher sample that gave no usable answer. `generate`
-# sets them, `filter` drops on them, reports count them.
-SAMPLE_ERRORS = ("unparseable", "empty", "truncated", "refusal", "transport")
+# sets them, `filter` drops on them, reports count them. "not_sent": the
+# request was never sent because `generate --max-usd` was reached; rerunning
+# with a higher cap sends it (what was answered comes from the cache).
+SAMPLE_ERRORS = ("unparseable", "empty", "truncated", "refusal", "transport", "not_sent")
 
 
 @dataclass

@@ -182,3 +182,31 @@ def test_to_sample_reason_codes():
 ])
 def test_parse_question_list(text, questions):
     assert parse_question_list(text) == questions
+
+
+def test_a_prompt_without_its_placeholder_is_refused(tmp_path):
+    prompt = tmp_path / "p.txt"
+    prompt.write_text("Answer the question. The answer is X.\n")
+    label = GenerateOptions(model="m", base_url="http://127.0.0.1:1/v1", prompt=prompt).problems()
+    expand = GenerateOptions(mode="expand", model="m", base_url="http://127.0.0.1:1/v1", prompt=prompt).problems()
+    assert label == [f"--prompt {prompt}: label mode needs a {{question}} placeholder in it"]
+    assert expand == [f"--prompt {prompt}: expand mode needs a {{examples}} placeholder in it"]
+
+
+def test_ctrl_c_keeps_the_old_output_and_every_finished_response(shared_data, tmp_path):
+    seeds = svamp_seeds(shared_data, tmp_path, limit=200)
+    out, cache = tmp_path / "out.jsonl", tmp_path / "cache.sqlite"
+    out.write_text("previous output\n")
+    with running(palm_script(shared_data, seeds), latency=0.02) as srv:
+        proc = subprocess.Popen([sys.executable, "-m", "kdpipe", "generate", str(seeds), "-o", str(out),
+                                 "--model", "loopback", "--base-url", srv.base_url, "--cache", str(cache),
+                                 "--concurrency", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        while srv.stats["answered"] < 30:
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        answered = srv.stats["answered"]
+    assert proc.returncode == 130 and "rerun the same command to resume" in err.decode()
+    assert out.read_text() == "previous output\n"
+    rows = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+    assert answered - 2 <= rows <= answered  # at most the requests in flight were lost

@@ -39,12 +39,13 @@ def test_answers_in_request_order_with_n_samples(tmp_path, transport):
     assert sum(c.usage["completion_tokens"] for c in results[0]) > 0
 
 
-def test_server_without_n_gets_separate_requests(tmp_path):
-    with running(SCRIPT, max_n=1) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+@pytest.mark.parametrize("behaviour, sent", [({"max_n": 1}, 15), ({"reject_n": True}, 20)])
+def test_server_without_n_gets_separate_requests(tmp_path, behaviour, sent):
+    with running(SCRIPT, **behaviour) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
         results = complete(config(srv.base_url), [ask(i, n=3) for i in range(5)], cache)
     assert [len(r) for r in results] == [3] * 5
     assert all(c.text and c.error is None for r in results for c in r)
-    assert srv.stats["requests"] == 15
+    assert srv.stats["requests"] == sent  # ignored n: 3 per question; refused n: 1 refused + 3
 
 
 def test_concurrency_limit_is_kept(tmp_path):

@@ -67,6 +67,16 @@ class ResponseCache:
         row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored responses among `keys`, in one query per 500 keys."""
+        found = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = self._db.execute(
+                f"SELECT key, response FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk)
+            found.update((k, json.loads(v)) for k, v in rows)
+        return found
+
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
         """Store one response and commit it (autocommit mode) before returning."""
         self._db.execute(
@@ -76,6 +86,12 @@ class ResponseCache:
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+
+    def recent(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """The model's `limit` most recently stored responses (for observed answer lengths)."""
+        rows = self._db.execute(
+            "SELECT response FROM responses WHERE model = ? ORDER BY created DESC LIMIT ?", (model, limit))
+        return [json.loads(raw) for (raw,) in rows]
 
     def close(self) -> None:
         self._db.close()

@@ -48,7 +48,8 @@ class TeacherConfig:
     # protocol spoken directly, less CPU per request, for high concurrency.
     transport: str = "openai"
 
-    def problems(self) -> list[str]:
+    def problems(self, need_key: bool = True) -> list[str]:
+        """Every problem with the config; `need_key=False` for work that sends nothing (a dry run)."""
         p = []
         if not self.model:
             p.append("--model is required")
@@ -67,7 +68,7 @@ class TeacherConfig:
         url = self.resolved_base_url()
         if urlsplit(url).scheme not in ("http", "https"):
             p.append(f"--base-url must be an http(s) URL, got {url!r}")
-        if not os.environ.get(self.api_key_env) and not _is_loopback(url):
+        if need_key and not os.environ.get(self.api_key_env) and not _is_loopback(url):
             p.append(f"no API key: set {self.api_key_env} (or name another variable with --api-key-env)")
         return p
 
@@ -100,6 +101,7 @@ class ChatRequest:
     messages: list[dict[str, str]]
     n: int = 1
     first_sample: int = 0
+    id: str | None = None  # the record asked about: names its lines in a Batch API input file
 
 
 @dataclass
@@ -125,6 +127,7 @@ class Stats:
     requests: int = 0  # HTTP requests sent, retries included
     retries: int = 0
     errors: int = 0  # samples that ended with a transport error
+    not_sent: int = 0  # samples a --max-usd budget kept back
     prompt_tokens: int = 0  # spent in this run (cache hits cost nothing)
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -135,25 +138,30 @@ class Stats:
 
 def complete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
              stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
-             ) -> list[list[Completion]]:
+             budget=None) -> list[list[Completion]]:
     """Synchronous wrapper of `acomplete` for callers without an event loop."""
-    return asyncio.run(acomplete(config, requests, cache, stats, on_progress))
+    return asyncio.run(acomplete(config, requests, cache, stats, on_progress, budget))
 
 
 async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
                     stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
-                    ) -> list[list[Completion]]:
-    """For each request, its samples in order: from the cache, else from the teacher."""
+                    budget=None) -> list[list[Completion]]:
+    """For each request, its samples in order: from the cache, else from the teacher.
+
+    With a `budget` (teacher/budget.py), a request the budget refuses is not sent: its
+    samples come back with error "not_sent"."""
     stats = stats or Stats()
     params = config.sampling_params()
     results: list[list[Completion | None]] = []
     todo: list[tuple[int, list[int], list[str]]] = []  # (request, missing sample indices, their keys)
+    all_keys = [[request_key(config.model, req.messages, params, i)
+                 for i in range(req.first_sample, req.first_sample + req.n)] for req in requests]
+    stored = cache.get_many([k for keys in all_keys for k in keys])
     for r, req in enumerate(requests):
         out: list[Completion | None] = []
         missing, keys = [], []
-        for i in range(req.first_sample, req.first_sample + req.n):
-            key = request_key(config.model, req.messages, params, i)
-            hit = cache.get(key)
+        for i, key in zip(range(req.first_sample, req.first_sample + req.n), all_keys[r]):
+            hit = stored.get(key)
             if hit is None:
                 out.append(None)
                 missing.append(i)
@@ -168,18 +176,29 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
         if missing:
             todo.append((r, missing, keys))
     if todo:
-        await _send_all(config, requests, todo, results, cache, stats, on_progress)
+        await _send_all(config, requests, todo, results, cache, stats, on_progress, budget)
     return results  # type: ignore[return-value]
 
 
-async def _send_all(config, requests, todo, results, cache, stats, on_progress) -> None:
+async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None) -> None:
     transport = make_transport(config)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
 
     async def worker():
         for r, missing, keys in queue:
+            reservation = budget.admit(requests[r].messages, len(missing)) if budget else None
+            if budget and reservation is None:
+                for i in missing:
+                    results[r][i - requests[r].first_sample] = Completion(i, error="not_sent",
+                                                                          detail=budget.detail())
+                stats.done += len(missing)
+                stats.not_sent += len(missing)
+                continue
             completions = await _fetch(config, transport, requests[r].messages, missing, stats)
+            if budget:
+                budget.settle(reservation, sum(c.usage.get("prompt_tokens", 0) for c in completions),
+                              sum(c.usage.get("completion_tokens", 0) for c in completions))
             for c, key in zip(completions, keys):
                 if c.error is None:  # stored before it is used; transport errors are retried next run
                     cache.put(key, config.model, {"text": c.text, "finish_reason": c.finish_reason,
@@ -221,30 +240,20 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats) 
     use_n = len(want) > 1
     while want:
         n = len(want) if use_n else 1
-        body = {"model": config.model, "messages": messages, "n": n, "temperature": config.temperature}
-        if config.max_tokens is not None:
-            body["max_tokens"] = config.max_tokens
-        if config.stop:
-            body["stop"] = config.stop
-        if config.seed is not None:
-            body["seed"] = config.seed
+        body = request_body(config, messages, n)
         try:
             response = await _with_retries(config, transport, body, stats)
-        except (_Retryable, _Rejected) as e:
+        except _Rejected as e:
+            if n > 1:  # some endpoints refuse n > 1 ("n must be 1"): ask one by one
+                use_n = False
+                continue
             got += [Completion(i, error="transport", detail=str(e)) for i in want]
             break
-        choices = response.get("choices") or []
-        usage = response.get("usage") or {}
-        prompt_t, compl_t = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-        stats.prompt_tokens += prompt_t
-        stats.completion_tokens += compl_t
-        taken = want[: len(choices)]
-        for j, (i, choice) in enumerate(zip(taken, choices)):
-            # Split the request's usage over its samples so that summing samples gives the bill.
-            share = {"prompt_tokens": prompt_t if j == 0 else 0,
-                     "completion_tokens": compl_t // len(taken) + (compl_t % len(taken) if j == 0 else 0)}
-            message = choice.get("message") or {}
-            got.append(Completion(i, message.get("content"), choice.get("finish_reason"), share))
+        except _Retryable as e:
+            got += [Completion(i, error="transport", detail=str(e)) for i in want]
+            break
+        taken = completions_from(response, want, stats)
+        got += taken
         want = want[len(taken):]
         if want and not taken:
             got += [Completion(i, error="transport", detail="response has no choices") for i in want]
@@ -253,12 +262,55 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats) 
     return got
 
 
+async def _send_within(transport, body: dict, seconds: float) -> dict:
+    # asyncio.timeout (3.11+) costs far less than wait_for, which wraps every call in a task.
+    if hasattr(asyncio, "timeout"):
+        async with asyncio.timeout(seconds):
+            return await transport.send(body)
+    return await asyncio.wait_for(transport.send(body), seconds)
+
+
+def request_body(config: TeacherConfig, messages: list[dict], n: int) -> dict:
+    """The /v1/chat/completions body of one request (online, or one line of a batch)."""
+    body = {"model": config.model, "messages": messages, "temperature": config.temperature}
+    if n > 1:
+        body["n"] = n
+    if config.max_tokens is not None:
+        body["max_tokens"] = config.max_tokens
+    if config.stop:
+        body["stop"] = config.stop
+    if config.seed is not None:
+        body["seed"] = config.seed
+    return body
+
+
+def completions_from(response: dict, indices: list[int], stats: Stats) -> list[Completion]:
+    """A chat completion response as Completions for the first len(choices) of `indices`;
+    its usage is added to `stats`."""
+    choices = response.get("choices") or []
+    usage = response.get("usage") or {}
+    prompt_t, compl_t = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+    stats.prompt_tokens += prompt_t
+    stats.completion_tokens += compl_t
+    taken = indices[: len(choices)]
+    got = []
+    for j, (i, choice) in enumerate(zip(taken, choices)):
+        # Split the request's usage over its samples so that summing samples gives the bill.
+        share = {"prompt_tokens": prompt_t if j == 0 else 0,
+                 "completion_tokens": compl_t // len(taken) + (compl_t % len(taken) if j == 0 else 0)}
+        message = choice.get("message") or {}
+        # OpenAI puts a declined answer in `refusal`, with no content: the parser calls it a refusal.
+        text = message.get("content") if message.get("content") is not None else message.get("refusal")
+        got.append(Completion(i, text, choice.get("finish_reason"), share))
+    return got
+
+
 async def _with_retries(config, transport, body, stats: Stats) -> dict:
     for attempt in range(config.retries + 1):
         stats.requests += 1
         try:
             # The transport has its own timeout; this one also covers a stuck connect or read.
-            return await asyncio.wait_for(transport.send(body), config.timeout + 1.0)
+            return await _send_within(transport, body, config.timeout + 1.0)
         except asyncio.TimeoutError:
             error = _Retryable(f"no response within {config.timeout:g} s")
         except _Retryable as e:

@@ -18,6 +18,7 @@ with Retry-After), server_error (500), malformed (a broken JSON body), hang
 finish_reason "length"), empty (an empty completion).
 
 `GET /v1/kdpipe/stats` returns what the server has answered, for tests.
+The Files and Batch API (`/v1/files`, `/v1/batches`) are in loopback_batch.py.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from kdpipe.errors import InputError, UsageError
 
@@ -100,9 +101,15 @@ class LoopbackTeacher:
     retry_after: float = 0.1
     seed: int = 0
     max_n: int | None = None  # answer at most this many choices per request (a server without `n`)
+    reject_n: bool = False  # answer n > 1 with a 400, as endpoints that only allow n = 1 do
     api_key: str | None = None  # when set, any other bearer token gets a 401
     models: list[str] | None = None  # when set, any other model gets a 404
     stats: Counter = field(default_factory=Counter)
+    # The Batch API (loopback_batch.py): seconds per batch line; how many batches expire half way.
+    batch_latency: float = 0.0
+    expire_batches: int = 0
+    paid: Counter = field(default_factory=Counter)  # prompt digest -> answers billed, online and batch
+    batch_api: Any = field(default=None, repr=False)  # the files and batches this server holds
 
     def __post_init__(self):
         self._rng = random.Random(self.seed)
@@ -161,84 +168,92 @@ def _usage(messages: list, texts: list[str]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def make_app(teacher: LoopbackTeacher):
-    from aiohttp import web
+def bill(teacher: LoopbackTeacher, body: dict, choices: int) -> None:
+    """Record that `choices` answers to this model and these messages were paid for."""
+    digest = hashlib.sha256(json.dumps([body.get("model"), body.get("messages")], sort_keys=True)
+                            .encode()).hexdigest()[:16]
+    teacher.paid[digest] += choices
 
-    async def models(request):
-        return web.json_response({"object": "list", "data": [
+
+def _json(status: int, obj, headers: dict | None = None):
+    return status, headers or {}, json.dumps(obj).encode("utf-8")
+
+
+async def handle(teacher: LoopbackTeacher, method: str, path: str, headers: dict, body: bytes):
+    """One HTTP request -> (status, headers, body): the OpenAI chat API as the loopback speaks it."""
+    if method == "GET" and path == "/v1/models":
+        return _json(200, {"object": "list", "data": [
             {"id": "loopback", "object": "model", "created": 0, "owned_by": "kdpipe"}]})
+    if method == "GET" and path == "/v1/kdpipe/stats":
+        return _json(200, dict(teacher.stats))
+    if path.startswith(("/v1/files", "/v1/batches")):
+        from kdpipe.teacher.loopback_batch import BatchEndpoints
 
-    async def stats(request):
-        return web.json_response(dict(teacher.stats))
+        teacher.batch_api = teacher.batch_api or BatchEndpoints(teacher)
+        return await teacher.batch_api.handle(method, path, headers, body)
+    if method != "POST" or path != "/v1/chat/completions":
+        return _json(404, {"error": {"message": f"no route {method} {path}"}})
+    teacher.stats["requests"] += 1
+    teacher.stats["in_flight"] += 1
+    teacher.stats["max_in_flight"] = max(teacher.stats["max_in_flight"], teacher.stats["in_flight"])
+    try:
+        return await _chat(teacher, headers, body)
+    finally:
+        teacher.stats["in_flight"] -= 1
 
-    async def chat(request):
-        teacher.stats["requests"] += 1
-        teacher.stats["in_flight"] += 1
-        teacher.stats["max_in_flight"] = max(teacher.stats["max_in_flight"], teacher.stats["in_flight"])
-        try:
-            return await answer(request)
-        finally:
-            teacher.stats["in_flight"] -= 1
 
-    async def answer(request):
-        if teacher.api_key is not None and request.headers.get("Authorization") != f"Bearer {teacher.api_key}":
-            return web.json_response({"error": {"message": "Incorrect API key provided"}}, status=401)
-        try:
-            body = await request.json()
-        except ValueError:
-            return web.json_response({"error": {"message": "body is not JSON"}}, status=400)
-        if teacher.models is not None and body.get("model") not in teacher.models:
-            return web.json_response({"error": {"message": f"model {body.get('model')!r} does not exist"}},
-                                     status=404)
-        if teacher.max_n is not None:
-            body["n"] = min(int(body.get("n") or 1), teacher.max_n)
-        if teacher.latency:
-            await asyncio.sleep(teacher.latency)
-        fault = teacher.draw_fault()
-        if fault:
-            teacher.stats[fault] += 1
-        if fault == "rate_limit":
-            return web.json_response({"error": {"message": "rate limited", "type": "rate_limit"}}, status=429,
-                                     headers={"Retry-After": f"{teacher.retry_after:g}"})
-        if fault == "server_error":
-            return web.json_response({"error": {"message": "injected server error"}}, status=500)
-        if fault == "malformed":
-            return web.Response(body=b'{"id": "chatcmpl-x", "choices": [{"mess', content_type="application/json")
-        if fault == "hang":
-            await asyncio.sleep(3600)
-        texts, expand = teacher.answer(body)
-        finish = ["stop"] * len(texts)
-        if fault == "truncated":
-            texts, finish = [t[: len(t) // 2] for t in texts], ["length"] * len(texts)
-        elif fault == "empty":
-            texts = [""] * len(texts)
-        teacher.stats["answered"] += 1
-        teacher.stats["expand" if expand else "label"] += 1
-        return web.json_response({
-            "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
-            "model": body.get("model", "loopback"),
-            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
-                        for i, (t, f) in enumerate(zip(texts, finish))],
-            "usage": _usage(body.get("messages") or [], texts),
-        })
-
-    app = web.Application(client_max_size=64 << 20)
-    app.router.add_get("/v1/models", models)
-    app.router.add_get("/v1/kdpipe/stats", stats)
-    app.router.add_post("/v1/chat/completions", chat)
-    return app
+async def _chat(teacher: LoopbackTeacher, headers: dict, raw: bytes):
+    if teacher.api_key is not None and headers.get("authorization") != f"Bearer {teacher.api_key}":
+        return _json(401, {"error": {"message": "Incorrect API key provided"}})
+    try:
+        body = json.loads(raw)
+        if not isinstance(body, dict):
+            raise ValueError
+    except ValueError:
+        return _json(400, {"error": {"message": "body is not a JSON object"}})
+    if teacher.models is not None and body.get("model") not in teacher.models:
+        return _json(404, {"error": {"message": f"model {body.get('model')!r} does not exist"}})
+    if teacher.reject_n and int(body.get("n") or 1) > 1:
+        return _json(400, {"error": {"message": "n must be 1"}})
+    if teacher.max_n is not None:
+        body["n"] = min(int(body.get("n") or 1), teacher.max_n)
+    if teacher.latency:
+        await asyncio.sleep(teacher.latency)
+    fault = teacher.draw_fault()
+    if fault:
+        teacher.stats[fault] += 1
+    if fault == "rate_limit":
+        return _json(429, {"error": {"message": "rate limited", "type": "rate_limit"}},
+                     {"Retry-After": f"{teacher.retry_after:g}"})
+    if fault == "server_error":
+        return _json(500, {"error": {"message": "injected server error"}})
+    if fault == "malformed":
+        return 200, {}, b'{"id": "chatcmpl-x", "choices": [{"mess'
+    if fault == "hang":
+        await asyncio.sleep(3600)  # cancelled when the client gives up and hangs up
+    texts, expand = teacher.answer(body)
+    finish = ["stop"] * len(texts)
+    if fault == "truncated":
+        texts, finish = [t[: len(t) // 2] for t in texts], ["length"] * len(texts)
+    elif fault == "empty":
+        texts = [""] * len(texts)
+    teacher.stats["answered"] += 1
+    bill(teacher, body, len(texts))
+    teacher.stats["expand" if expand else "label"] += 1
+    return _json(200, {
+        "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
+        "model": body.get("model", "loopback"),
+        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
+                    for i, (t, f) in enumerate(zip(texts, finish))],
+        "usage": _usage(body.get("messages") or [], texts),
+    })
 
 
 async def _start(teacher: LoopbackTeacher, host: str, port: int):
-    from aiohttp import web
+    from kdpipe.teacher.httpserver import HttpServer
 
-    runner = web.AppRunner(make_app(teacher), access_log=None, handle_signals=False,
-                           handler_cancellation=True, shutdown_timeout=0.5)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=4096)
-    await site.start()
-    bound = runner.addresses[0][1]
-    return runner, f"http://{host}:{bound}/v1"
+    server = await HttpServer(lambda *request: handle(teacher, *request)).start(host, port)
+    return server, f"http://{host}:{server.port}/v1"
 
 
 def serve(teacher: LoopbackTeacher, host: str = "127.0.0.1", port: int = 8765,
@@ -246,7 +261,7 @@ def serve(teacher: LoopbackTeacher, host: str = "127.0.0.1", port: int = 8765,
     """Serve until SIGTERM or SIGINT; write the base URL to `ready_file` once listening."""
 
     async def main():
-        runner, url = await _start(teacher, host, port)
+        server, url = await _start(teacher, host, port)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -257,7 +272,7 @@ def serve(teacher: LoopbackTeacher, host: str = "127.0.0.1", port: int = 8765,
             os.replace(tmp, ready_file)
         announce(url)
         await stop.wait()
-        await runner.cleanup()
+        await server.close()
         if ready_file:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(ready_file)
@@ -268,16 +283,16 @@ def serve(teacher: LoopbackTeacher, host: str = "127.0.0.1", port: int = 8765,
 class RunningServer:
     """A loopback server running in a background thread of this process."""
 
-    def __init__(self, teacher: LoopbackTeacher, base_url: str, loop, runner, thread):
+    def __init__(self, teacher: LoopbackTeacher, base_url: str, loop, server, thread):
         self.teacher, self.base_url = teacher, base_url
-        self._loop, self._runner, self._thread = loop, runner, thread
+        self._loop, self._server, self._thread = loop, server, thread
 
     @property
     def stats(self) -> Counter:
         return self.teacher.stats
 
     def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
@@ -288,7 +303,7 @@ def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, laten
             host: str = "127.0.0.1", port: int = 0, **behaviour) -> Iterator[RunningServer]:
     """Start a loopback server in a thread on a free port; yields it (`.base_url`, `.stats`).
 
-    `behaviour` sets the other LoopbackTeacher fields (max_n, api_key, models)."""
+    `behaviour` sets the other LoopbackTeacher fields (max_n, reject_n, api_key, models)."""
     if script is not None and not isinstance(script, list):
         script = load_script(script)
     teacher = LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)
@@ -299,7 +314,7 @@ def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, laten
     def run():
         asyncio.set_event_loop(loop)
         try:
-            started["runner"], started["url"] = loop.run_until_complete(_start(teacher, host, port))
+            started["server"], started["url"] = loop.run_until_complete(_start(teacher, host, port))
         except BaseException as e:  # reported to the caller below
             started["error"] = e
         ready.set()
@@ -312,7 +327,7 @@ def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, laten
     ready.wait(30)
     if "error" in started:
         raise started["error"]
-    server = RunningServer(teacher, started["url"], loop, started["runner"], thread)
+    server = RunningServer(teacher, started["url"], loop, started["server"], thread)
     try:
         yield server
     finally:
@@ -345,3 +360,4 @@ def subprocess_server(*args: str, timeout: float = 30.0) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+

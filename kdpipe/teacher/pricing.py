@@ -1,9 +1,11 @@
 """Teacher prices, in US dollars per million tokens, and cost estimates.
 
 The one place prices live. `--price-in/--price-out` override the table for a
-model it does not know (or a negotiated price). Prices are list prices for
-standard (non-batch) requests as published by the vendors; check them before
-relying on an estimate, they change.
+model it does not know (or a negotiated price), and a price file (`--prices`
+or $KDPIPE_PRICES, JSON or TOML) adds or replaces entries. Prices are list
+prices for standard requests as published by the vendors; the Batch API bills
+BATCH_SHARE of them unless the file says otherwise. Check them before relying
+on an estimate: they change.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ class Price:
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.input + completion_tokens * self.output) / 1e6
+
+    def batch(self) -> "Price":
+        """The Batch API price: BATCH_SHARE of this one."""
+        return Price(self.input * BATCH_SHARE, self.output * BATCH_SHARE)
 
 
 # Model id prefix -> price. The longest matching prefix wins ("gpt-4o-mini" before "gpt-4o").
@@ -39,6 +45,85 @@ def price_for(model: str, price_in: float | None = None, price_out: float | None
     """The price of a model: the flags when given, else the table; None when unknown."""
     if price_in is not None or price_out is not None:
         return Price(price_in or 0.0, price_out or 0.0)
+    match = _longest_prefix(model, PRICES)
+    return PRICES[match] if match else None
+
+
+# ------------------------------------------------------------------ batch prices and price files
+
+# The OpenAI Batch API bills half the standard price (input and output). A price file
+# can give other batch prices per model ("batch_input", "batch_output").
+BATCH_SHARE = 0.5
+PRICES_ENV = "KDPIPE_PRICES"
+
+
+def load_price_file(path) -> tuple[dict[str, Price], dict[str, Price]]:
+    """A price file: JSON (or TOML on Python 3.11+) mapping a model id prefix to
+    {"input": USD/M, "output": USD/M, "batch_input": ..., "batch_output": ...} (batch optional).
+    Returns (standard prices, batch prices); raises InputError naming every bad entry."""
+    import json
+    from pathlib import Path
+
+    from kdpipe.errors import InputError
+
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InputError(path, f"cannot read the price file: {e.strerror}") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            import tomllib  # Python 3.11+
+
+            table = tomllib.loads(raw.decode("utf-8"))
+        else:
+            table = json.loads(raw)
+    except ImportError:
+        raise InputError(path, "TOML price files need Python 3.11 or later; use JSON") from None
+    except ValueError as e:  # json.JSONDecodeError and tomllib.TOMLDecodeError are ValueErrors
+        raise InputError(path, f"not a valid price file: {e}") from None
+    if not isinstance(table, dict):
+        raise InputError(path, "a price file maps model names to {input, output} prices")
+    standard, batch, problems = {}, {}, []
+    for model, entry in table.items():
+        fields = entry if isinstance(entry, dict) else {}
+        unknown = set(fields) - {"input", "output", "batch_input", "batch_output"}
+        numbers = {k: v for k, v in fields.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        if not isinstance(entry, dict) or unknown or "input" not in numbers or "output" not in numbers \
+                or len(numbers) != len(fields) or any(v < 0 for v in numbers.values()):
+            problems.append(f"{model!r} needs non-negative numbers 'input' and 'output' "
+                            "(and optionally 'batch_input', 'batch_output'), nothing else")
+            continue
+        key = model.lower()
+        standard[key] = Price(float(numbers["input"]), float(numbers["output"]))
+        if "batch_input" in numbers or "batch_output" in numbers:
+            half = standard[key].batch()
+            batch[key] = Price(float(numbers.get("batch_input", half.input)),
+                               float(numbers.get("batch_output", half.output)))
+    if problems:
+        raise InputError(path, "; ".join(problems))
+    return standard, batch
+
+
+def resolve_price(model: str, price_in: float | None = None, price_out: float | None = None,
+                  prices_file=None, batch: bool = False) -> Price | None:
+    """The price a run is billed at: --price-in/--price-out, else the price file, else the
+    built-in table; with `batch`, the file's batch price or BATCH_SHARE of the standard one."""
+    table, batch_table = dict(PRICES), {}
+    if prices_file:
+        file_prices, batch_table = load_price_file(prices_file)
+        table.update(file_prices)
+    if price_in is not None or price_out is not None:
+        standard, match = Price(price_in or 0.0, price_out or 0.0), None
+    else:
+        match = _longest_prefix(model, table)
+        standard = table[match] if match else None
+    if standard is None or not batch:
+        return standard
+    return batch_table.get(match) or standard.batch()
+
+
+def _longest_prefix(model: str, table: dict) -> str | None:
     name = model.rsplit("/", 1)[-1].lower()  # "openai/gpt-4o" on routers
-    matches = [p for p in PRICES if name.startswith(p)]
-    return PRICES[max(matches, key=len)] if matches else None
+    matches = [p for p in table if name.startswith(p)]
+    return max(matches, key=len) if matches else None

@@ -72,7 +72,9 @@ class _OpenAITransport:
     async def send(self, body: dict) -> dict:
         openai = self._openai
         try:
-            response = await self._client.chat.completions.create(**body)
+            # The raw response: our own JSON parse is cheaper than building pydantic models,
+            # and a malformed body comes out as one error we retry.
+            raw = await self._client.chat.completions.with_raw_response.create(**body)
         except openai.APIStatusError as e:
             _classify(e.status_code, _short(e.message), e.response.headers.get("retry-after"),
                       self._model, self._url)
@@ -80,9 +82,7 @@ class _OpenAITransport:
             raise _Retryable(f"no response within {self._timeout_s:g} s") from None
         except openai.APIConnectionError as e:
             raise _Retryable(f"connection error: {_short(str(e.__cause__ or e))}") from None
-        except (json.JSONDecodeError, openai.APIResponseValidationError) as e:
-            raise _Retryable(f"malformed response body: {_short(str(e))}") from None
-        return response.model_dump()
+        return _json_object(raw.content)
 
     async def close(self) -> None:
         await self._client.close()
@@ -122,16 +122,20 @@ class _AiohttpTransport:
             raise _Retryable(f"no response within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as e:
             raise _Retryable(f"connection error: {_short(str(e))}") from None
-        try:
-            obj = json.loads(raw)
-        except ValueError as e:
-            raise _Retryable(f"malformed response body: {e}") from None
-        if not isinstance(obj, dict):
-            raise _Retryable("malformed response body: not a JSON object")
-        return obj
+        return _json_object(raw)
 
     async def close(self) -> None:
         await self._session.close()
+
+
+def _json_object(raw: bytes) -> dict:
+    try:
+        obj = json.loads(raw)
+    except ValueError as e:
+        raise _Retryable(f"malformed response body: {e}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("choices", []), list):
+        raise _Retryable("malformed response body: not a chat completion object")
+    return obj
 
 
 def _error_message(raw: bytes) -> str:
