@@ -45,7 +45,9 @@ from pathlib import Path
 from typing import Iterator
 
 from kdpipe.errors import InputError, KdpipeError, UsageError
-from kdpipe.filter_rules import RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of  # noqa: F401
+from kdpipe.filter_rules import (  # noqa: F401  (judge, restates_answer: the rules' API)
+    RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of, unchanged_when_kept,
+)
 from kdpipe.records import (
     Record, atomic_file, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
     write_meta,
@@ -261,7 +263,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
 
     inp, opts, evals = _STATE["inp"], _STATE["opts"], _STATE["evals"]
     rep = FilterReport()
-    kept: list[tuple[dict, list[str], list[str] | None, int]] = []
+    kept: list[tuple[str, dict, list[str], list[str] | None, int]] = []
     rejected: list[str] = []
 
     def reject(obj, reason, sample_reasons):
@@ -291,24 +293,28 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             if reason is not None:
                 reject(obj, reason, sample_reasons)
                 continue
-            obj = kept_obj(obj, rec, sample_reasons)
-            n_kept = len(obj.get("samples") or [])
+            if unchanged_when_kept(obj, rec, sample_reasons):
+                # The common case: copy the line rather than encode the object again.
+                line = raw.decode("utf-8").strip().lstrip("\ufeff")
+            else:
+                line = dumps(kept_obj(obj, rec, sample_reasons))
             rep.voted += rec.vote_share is not None
-            kept.append((obj, dedup.words_of(rec.question), rec.choices, n_kept))
+            kept.append((line, obj, dedup.words_of(rec.question), rec.choices,
+                         len(rec.samples) - sum(r is not None for r in sample_reasons)))
     except KdpipeError as e:  # InputError does not survive pickling: send the message back
         return _Chunk([], [], rep, None, str(e), e.exit_code)
 
-    word_lists = [k[1] for k in kept]
+    word_lists = [k[2] for k in kept]
     words = dedup.Words.of(word_lists)
-    feats = dedup.features(word_lists, [k[2] for k in kept], opts.shingle, words)
+    feats = dedup.features(word_lists, [k[3] for k in kept], opts.shingle, words)
     why = evals.contaminated(words, feats) if evals is not None else [None] * len(kept)
     survivors = []
-    for (obj, _, _, n_kept), w in zip(kept, why):
+    for (line, obj, _, _, n_kept), w in zip(kept, why):
         if w is None:
-            survivors.append(dumps(obj))
+            survivors.append(line)
             rep.samples_kept += n_kept
         else:
-            reject(obj, f"contaminated: {w}", [None] * n_kept)
+            reject(json.loads(line), f"contaminated: {w}", [None] * n_kept)
     keep = [w is None for w in why]
     return _Chunk(survivors, rejected, rep, dedup.Features(feats.exact[keep], feats.bands[keep],
                                                            feats.sketch[keep]))

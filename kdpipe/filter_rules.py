@@ -137,6 +137,12 @@ def rejected_obj(obj: dict, reason: str, sample_reasons: list[str | None]) -> di
     return out
 
 
+def unchanged_when_kept(obj: dict, rec: Record, sample_reasons: list[str | None]) -> bool:
+    """Whether the kept record is the input object itself (so its input line can be copied as is)."""
+    return ("reason" not in obj and obj.get("vote_share") == rec.vote_share
+            and all(r is None for r in sample_reasons))
+
+
 def kept_obj(obj: dict, rec: Record, sample_reasons: list[str | None]) -> dict:
     out = dict(obj)
     out.pop("reason", None)
