@@ -25,9 +25,14 @@ removes a record's last sample, or the record itself, is its reason:
 
 Records are the unit of 6 and 7: the samples of one question are never
 duplicates of each other. Records with no samples (gold-only seeds) meet only
-rules 4-7. Numpy is imported when the stage runs, not with the CLI. Rules 1-5 run record by record while reading; 6 and 7 need the
-whole set and work on compact hashes (see dedup.py), so memory per record is
-~130 bytes whatever its size, and the time is linear in the input.
+rules 4-7.
+
+Rules 1-5 run record by record on chunks of lines (in worker processes when
+the input is large); survivors stream to a temporary file. Rules 6 and 7 need
+the whole set and work on compact hashes (see dedup.py): ~140 bytes held per
+surviving record whatever its size, and time linear in the input. A second
+pass copies the survivors into the output. Numpy is imported when the stage
+runs, not with the CLI.
 """
 
 from __future__ import annotations
@@ -263,7 +268,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
 
     inp, opts, evals = _STATE["inp"], _STATE["opts"], _STATE["evals"]
     rep = FilterReport()
-    kept: list[tuple[str, dict, list[str], list[str] | None, int]] = []
+    kept: list[tuple[str, list[str], list[str] | None, int]] = []
     rejected: list[str] = []
 
     def reject(obj, reason, sample_reasons):
@@ -299,17 +304,17 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             else:
                 line = dumps(kept_obj(obj, rec, sample_reasons))
             rep.voted += rec.vote_share is not None
-            kept.append((line, obj, dedup.words_of(rec.question), rec.choices,
+            kept.append((line, dedup.words_of(rec.question), rec.choices,
                          len(rec.samples) - sum(r is not None for r in sample_reasons)))
     except KdpipeError as e:  # InputError does not survive pickling: send the message back
         return _Chunk([], [], rep, None, str(e), e.exit_code)
 
-    word_lists = [k[2] for k in kept]
+    word_lists = [k[1] for k in kept]
     words = dedup.Words.of(word_lists)
-    feats = dedup.features(word_lists, [k[3] for k in kept], opts.shingle, words)
+    feats = dedup.features(word_lists, [k[2] for k in kept], opts.shingle, words)
     why = evals.contaminated(words, feats) if evals is not None else [None] * len(kept)
     survivors = []
-    for (line, obj, _, _, n_kept), w in zip(kept, why):
+    for (line, _, _, n_kept), w in zip(kept, why):
         if w is None:
             survivors.append(line)
             rep.samples_kept += n_kept
