@@ -118,7 +118,7 @@ def judge(rec: Record, opts) -> tuple[str | None, list[str | None]]:
     if opts.restated:
         for i in alive():
             s = rec.samples[i]
-            if s.rationale and restates_answer(s.rationale, s.answer):
+            if s.rationale and s.answer is not None and restates_answer(s.rationale, s.answer):
                 drop(i, "rationale_restates_answer")
         if (why := record_reason("rationale_restates_answer")):
             return why, reasons
