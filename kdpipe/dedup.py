@@ -204,15 +204,15 @@ def near_duplicate_of(bands: np.ndarray, sk: np.ndarray, threshold: float) -> np
         pairs.append(np.stack([order[later - 1], member], axis=1))
     if not pairs:
         return dup_of
-    pairs = np.unique(np.concatenate(pairs), axis=0)
-    pairs = pairs[pairs[:, 0] != pairs[:, 1]]
+    pairs = np.concatenate(pairs)
+    codes = np.unique(np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1]))
+    pairs = np.stack([codes // n, codes % n], axis=1)  # (earlier, later), each pair once
     for lo in range(0, len(pairs), 1 << 18):
         chunk = pairs[lo:lo + (1 << 18)]
         similar = estimated_jaccard(sk[chunk[:, 0]], sk[chunk[:, 1]]) >= threshold
         chunk = chunk[similar]
-        earlier, later_ = np.minimum(chunk[:, 0], chunk[:, 1]), np.maximum(chunk[:, 0], chunk[:, 1])
         best = np.full(n, n, dtype=np.int64)
-        np.minimum.at(best, later_, earlier)
+        np.minimum.at(best, chunk[:, 1], chunk[:, 0])
         hit = best < n
         dup_of[hit] = np.where(dup_of[hit] >= 0, np.minimum(dup_of[hit], best[hit]), best[hit])
     return dup_of
