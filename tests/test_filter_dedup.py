@@ -13,7 +13,7 @@ def jaccard(a, b, k):
 
 def test_sketch_estimates_jaccard():
     rng = random.Random(1)
-    vocab = [f"w{i}" for i in range(500)]
+    vocab = [f"w{i}".encode() for i in range(500)]
     errors = []
     for _ in range(200):
         a = rng.choices(vocab, k=30)
@@ -28,13 +28,13 @@ def test_sketch_estimates_jaccard():
 
 def test_near_duplicates_link_to_the_first_of_their_cluster():
     rng = random.Random(2)
-    vocab = [f"w{i}" for i in range(2000)]
+    vocab = [f"w{i}".encode() for i in range(2000)]
     base = [rng.choices(vocab, k=25) for _ in range(300)]
     questions = list(base)
     copies = {}
     for i in range(0, 300, 10):
         q = list(base[i])
-        q[rng.randrange(25)] = "changed"
+        q[rng.randrange(25)] = b"changed"
         copies[len(questions)] = i
         questions.append(q)
     f = dedup.features(questions, [None] * len(questions), 2)
@@ -54,5 +54,20 @@ def test_exact_keys_ignore_case_punctuation_and_spacing_but_not_options():
 
 
 def test_short_questions_still_have_a_shingle():
-    sig = dedup.minhash(dedup.Words.of([["one"], [], ["one"]]), 3)
+    sig = dedup.minhash(dedup.Words.of([[b"one"], [], [b"one"]]), 3)
     assert (sig[0] == sig[2]).all() and not (sig[0] == sig[1]).all()
+
+
+def test_fast_word_split_equals_normalize_text(shared_data):
+    import json
+
+    from kdpipe.answers import normalize_text
+
+    texts = ["Don't stop_me: the A-team's $1,200.50 (an apple)!", "Ünïcode — “quotes” café", "a an the",
+             "tab\tand\x1fUS\x00nul\x7fdel\x0bvt"]
+    for ds in ("svamp/svamp_train.json", "cqa/cqa_train.json"):
+        for line in (shared_data / "dss" / ds).read_text().splitlines()[:3000]:
+            row = json.loads(line)
+            texts.append(row.get("input") or row["question"])
+    for t in texts:
+        assert dedup.words_of(t) == [w.encode() for w in normalize_text(t).split()], t
