@@ -386,5 +386,9 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
             parts.append(chunk.feats)
     if not rep.input:
         raise InputError(inp, "empty file: no records")
-    return dedup.Features(np.concatenate([p.exact for p in parts]), np.concatenate([p.bands for p in parts]),
-                          np.concatenate([p.sketch for p in parts]))
+    joined = {}
+    for name in ("exact", "bands", "sketch"):  # one field at a time: the pieces go as the whole comes
+        joined[name] = np.concatenate([getattr(p, name) for p in parts])
+        for p in parts:
+            setattr(p, name, None)
+    return dedup.Features(**joined)
