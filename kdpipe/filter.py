@@ -199,10 +199,11 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
             is_dup = first != np.arange(n)
             dup_of[is_dup], rule[is_dup] = first[is_dup], 1
         if opts.near_dup and n:
-            unique = np.flatnonzero(rule == 0)
-            near = dedup.near_duplicate_of(feats.bands[unique], feats.sketch[unique], opts.near_threshold)
-            hit = near >= 0
-            dup_of[unique[hit]], rule[unique[hit]] = unique[near[hit]], 2
+            # Over all survivors (no copies of the hash arrays): an exact duplicate links to its
+            # first occurrence anyway, and keeps its own reason.
+            near = dedup.near_duplicate_of(feats.bands, feats.sketch, opts.near_threshold)
+            hit = (near >= 0) & (rule == 0)
+            dup_of[hit], rule[hit] = near[hit], 2
         del feats
         heads = set(dup_of[dup_of >= 0].tolist())
 
@@ -371,8 +372,14 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
 
     from kdpipe import dedup
 
-    parts = []
-    with open(survivors_path, "w", encoding="utf-8") as surv, open(rejects_path, "w", encoding="utf-8") as rej:
+    # The hashes of each chunk are appended to files and read back once at the end: memory then
+    # holds the final arrays only (appending to numpy arrays would hold two copies or fragment).
+    tmp = survivors_path.parent
+    shapes = {"exact": (np.uint64, ()), "bands": (np.uint32, (dedup.BANDS,)), "sketch": (np.uint8, (dedup.PERMS,))}
+    with contextlib.ExitStack() as files:
+        surv = files.enter_context(open(survivors_path, "w", encoding="utf-8"))
+        rej = files.enter_context(open(rejects_path, "w", encoding="utf-8"))
+        hashes = {name: files.enter_context(open(tmp / f"{name}.bin", "wb")) for name in shapes}
         for chunk in _chunk_results(inp, opts, evals):
             if chunk.error is not None:
                 err = KdpipeError(chunk.error)
@@ -383,12 +390,9 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
             for line in chunk.rejected:
                 rej.write(line + "\n")
             rep.merge(chunk.report)
-            parts.append(chunk.feats)
+            for name, fp in hashes.items():
+                getattr(chunk.feats, name).tofile(fp)
     if not rep.input:
         raise InputError(inp, "empty file: no records")
-    joined = {}
-    for name in ("exact", "bands", "sketch"):  # one field at a time: the pieces go as the whole comes
-        joined[name] = np.concatenate([getattr(p, name) for p in parts])
-        for p in parts:
-            setattr(p, name, None)
-    return dedup.Features(**joined)
+    return dedup.Features(**{name: np.fromfile(tmp / f"{name}.bin", dtype=dtype).reshape(-1, *shape)
+                             for name, (dtype, shape) in shapes.items()})
