@@ -288,7 +288,13 @@ def filter_(
                                 help="Processes for the record rules (0: one per CPU on a large input)."),
     quiet: bool = QUIET,
 ) -> None:
-    """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule."""
+    """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule.
+
+    Rules in this order, each one switchable: 1 teacher errors, 2 gold agreement, 3 self-consistency
+    vote (no gold, several samples), 4 question/rationale length and restated answers,
+    5 contamination (--against), 6 exact duplicates, 7 near-duplicates (MinHash-LSH).
+    The first rule that removes a record is its reason in --rejected.
+    """
     from kdpipe.filter import FilterOptions, run_filter
 
     opts = FilterOptions(drop_errors=drop_errors, gold=gold, rel_tol=rel_tol, vote=vote,

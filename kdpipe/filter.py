@@ -25,9 +25,14 @@ removes a record's last sample, or the record itself, is its reason:
 
 Records are the unit of 6 and 7: the samples of one question are never
 duplicates of each other. Records with no samples (gold-only seeds) meet only
-rules 4-7. Numpy is imported when the stage runs, not with the CLI. Rules 1-5 run record by record while reading; 6 and 7 need the
-whole set and work on compact hashes (see dedup.py), so memory per record is
-~130 bytes whatever its size, and the time is linear in the input.
+rules 4-7.
+
+Rules 1-5 run record by record on chunks of lines (in worker processes when
+the input is large); survivors stream to a temporary file. Rules 6 and 7 need
+the whole set and work on compact hashes (see dedup.py): ~140 bytes held per
+surviving record whatever its size, and time linear in the input. A second
+pass copies the survivors into the output. Numpy is imported when the stage
+runs, not with the CLI.
 """
 
 from __future__ import annotations
@@ -45,7 +50,9 @@ from pathlib import Path
 from typing import Iterator
 
 from kdpipe.errors import InputError, KdpipeError, UsageError
-from kdpipe.filter_rules import RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of  # noqa: F401
+from kdpipe.filter_rules import (  # noqa: F401  (judge, restates_answer: the rules' API)
+    RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of, unchanged_when_kept,
+)
 from kdpipe.records import (
     Record, atomic_file, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
     write_meta,
@@ -192,10 +199,11 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
             is_dup = first != np.arange(n)
             dup_of[is_dup], rule[is_dup] = first[is_dup], 1
         if opts.near_dup and n:
-            unique = np.flatnonzero(rule == 0)
-            near = dedup.near_duplicate_of(feats.bands[unique], feats.sketch[unique], opts.near_threshold)
-            hit = near >= 0
-            dup_of[unique[hit]], rule[unique[hit]] = unique[near[hit]], 2
+            # Over all survivors (no copies of the hash arrays): an exact duplicate links to its
+            # first occurrence anyway, and keeps its own reason.
+            near = dedup.near_duplicate_of(feats.bands, feats.sketch, opts.near_threshold)
+            hit = (near >= 0) & (rule == 0)
+            dup_of[hit], rule[hit] = near[hit], 2
         del feats
         heads = set(dup_of[dup_of >= 0].tolist())
 
@@ -261,7 +269,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
 
     inp, opts, evals = _STATE["inp"], _STATE["opts"], _STATE["evals"]
     rep = FilterReport()
-    kept: list[tuple[dict, list[str], list[str] | None, int]] = []
+    kept: list[tuple[str, list[str], list[str] | None, int]] = []
     rejected: list[str] = []
 
     def reject(obj, reason, sample_reasons):
@@ -291,10 +299,14 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             if reason is not None:
                 reject(obj, reason, sample_reasons)
                 continue
-            obj = kept_obj(obj, rec, sample_reasons)
-            n_kept = len(obj.get("samples") or [])
+            if unchanged_when_kept(obj, rec, sample_reasons):
+                # The common case: copy the line rather than encode the object again.
+                line = raw.decode("utf-8").strip().lstrip("\ufeff")
+            else:
+                line = dumps(kept_obj(obj, rec, sample_reasons))
             rep.voted += rec.vote_share is not None
-            kept.append((obj, dedup.words_of(rec.question), rec.choices, n_kept))
+            kept.append((line, dedup.words_of(rec.question), rec.choices,
+                         len(rec.samples) - sum(r is not None for r in sample_reasons)))
     except KdpipeError as e:  # InputError does not survive pickling: send the message back
         return _Chunk([], [], rep, None, str(e), e.exit_code)
 
@@ -303,12 +315,12 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
     feats = dedup.features(word_lists, [k[2] for k in kept], opts.shingle, words)
     why = evals.contaminated(words, feats) if evals is not None else [None] * len(kept)
     survivors = []
-    for (obj, _, _, n_kept), w in zip(kept, why):
+    for (line, _, _, n_kept), w in zip(kept, why):
         if w is None:
-            survivors.append(dumps(obj))
+            survivors.append(line)
             rep.samples_kept += n_kept
         else:
-            reject(obj, f"contaminated: {w}", [None] * n_kept)
+            reject(json.loads(line), f"contaminated: {w}", [None] * n_kept)
     keep = [w is None for w in why]
     return _Chunk(survivors, rejected, rep, dedup.Features(feats.exact[keep], feats.bands[keep],
                                                            feats.sketch[keep]))
@@ -360,8 +372,14 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
 
     from kdpipe import dedup
 
-    parts = []
-    with open(survivors_path, "w", encoding="utf-8") as surv, open(rejects_path, "w", encoding="utf-8") as rej:
+    # The hashes of each chunk are appended to files and read back once at the end: memory then
+    # holds the final arrays only (appending to numpy arrays would hold two copies or fragment).
+    tmp = survivors_path.parent
+    shapes = {"exact": (np.uint64, ()), "bands": (np.uint32, (dedup.BANDS,)), "sketch": (np.uint8, (dedup.PERMS,))}
+    with contextlib.ExitStack() as files:
+        surv = files.enter_context(open(survivors_path, "w", encoding="utf-8"))
+        rej = files.enter_context(open(rejects_path, "w", encoding="utf-8"))
+        hashes = {name: files.enter_context(open(tmp / f"{name}.bin", "wb")) for name in shapes}
         for chunk in _chunk_results(inp, opts, evals):
             if chunk.error is not None:
                 err = KdpipeError(chunk.error)
@@ -372,8 +390,9 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
             for line in chunk.rejected:
                 rej.write(line + "\n")
             rep.merge(chunk.report)
-            parts.append(chunk.feats)
+            for name, fp in hashes.items():
+                getattr(chunk.feats, name).tofile(fp)
     if not rep.input:
         raise InputError(inp, "empty file: no records")
-    return dedup.Features(np.concatenate([p.exact for p in parts]), np.concatenate([p.bands for p in parts]),
-                          np.concatenate([p.sketch for p in parts]))
+    return dedup.Features(**{name: np.fromfile(tmp / f"{name}.bin", dtype=dtype).reshape(-1, *shape)
+                             for name, (dtype, shape) in shapes.items()})

@@ -118,7 +118,7 @@ def judge(rec: Record, opts) -> tuple[str | None, list[str | None]]:
     if opts.restated:
         for i in alive():
             s = rec.samples[i]
-            if s.rationale and restates_answer(s.rationale, s.answer):
+            if s.rationale and s.answer is not None and restates_answer(s.rationale, s.answer):
                 drop(i, "rationale_restates_answer")
         if (why := record_reason("rationale_restates_answer")):
             return why, reasons
@@ -135,6 +135,12 @@ def rejected_obj(obj: dict, reason: str, sample_reasons: list[str | None]) -> di
     if sample_reasons:
         out["samples"] = [dict(s, reason=r) if r else s for s, r in zip(obj["samples"], sample_reasons)]
     return out
+
+
+def unchanged_when_kept(obj: dict, rec: Record, sample_reasons: list[str | None]) -> bool:
+    """Whether the kept record is the input object itself (so its input line can be copied as is)."""
+    return ("reason" not in obj and obj.get("vote_share") == rec.vote_share
+            and all(r is None for r in sample_reasons))
 
 
 def kept_obj(obj: dict, rec: Record, sample_reasons: list[str | None]) -> dict:

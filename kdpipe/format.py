@@ -96,6 +96,11 @@ def render_prompt(fmt: PromptFormat, question: str, choices: list[str] | None, t
     return block
 
 
+def inference_task(fmt: PromptFormat) -> str:
+    """The task a trained student is asked at inference: dss "label", cot "cot", else "answer"."""
+    return {"dss": "label", "cot": "cot"}.get(fmt.style, "answer")
+
+
 def render_answer(fmt: PromptFormat, answer: str, choices: list[str] | None = None) -> str:
     """An answer as the student writes it: "(c) option text" for choices, else the canonical answer.
 

@@ -209,3 +209,13 @@ def test_bad_options_are_reported_together(tmp_path, cli):
     assert "--min-agreement" in err and "--near-threshold" in err and "missing.jsonl: no such file" in err
     code, _, err = cli("filter", inp, "-o", inp)
     assert code == 1 and "would overwrite an input" in err
+
+
+def test_switching_rules_off():
+    r = rec("k", gold="5", answers=["5", "6"])
+    r.samples[0].error, r.samples[0].answer = "unparseable", None
+    # Errors kept: the sample without an answer still cannot agree with gold.
+    reason, samples = judge(r, FilterOptions(drop_errors=False))
+    assert reason == "gold_mismatch" and [s.split(":")[0] for s in samples] == ["gold_mismatch"] * 2
+    reason, samples = judge(r, FilterOptions(drop_errors=False, gold=False))
+    assert reason is None and samples == [None, None]

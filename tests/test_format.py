@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from kdpipe import answers
-from kdpipe.format import PromptFormat, load_prompt_format, render_answer, render_completion, render_prompt
+from kdpipe.format import PromptFormat, inference_task, load_prompt_format, render_answer, render_completion, render_prompt
 from kdpipe.records import Record, Sample, meta_path
 
 CHOICES = ["park", "coloring book", "garden center", "math problem", "gravity"]
@@ -54,7 +54,9 @@ def test_dss_two_tasks_per_sample_with_prefixes(tmp_path, cli):
     fmt = load_prompt_format(meta)
     assert fmt == PromptFormat(style="dss")
     # eval rebuilds exactly the training prompt of the label task from the stored format
-    assert render_prompt(fmt, "Half of 5?", None, "label") == by[("n2", 0, "label")]["prompt"][0]["content"]
+    assert inference_task(fmt) == "label"
+    assert render_prompt(fmt, "Half of 5?", None, inference_task(fmt)) == \
+        by[("n2", 0, "label")]["prompt"][0]["content"]
     assert "8 rows" in err
 
 

@@ -1,0 +1,73 @@
+import random
+
+import numpy as np
+
+from kdpipe import dedup
+
+
+def jaccard(a, b, k):
+    sa = {tuple(a[i:i + k]) for i in range(len(a) - k + 1)}
+    sb = {tuple(b[i:i + k]) for i in range(len(b) - k + 1)}
+    return len(sa & sb) / len(sa | sb)
+
+
+def test_sketch_estimates_jaccard():
+    rng = random.Random(1)
+    vocab = [f"w{i}".encode() for i in range(500)]
+    errors = []
+    for _ in range(200):
+        a = rng.choices(vocab, k=30)
+        b = list(a)
+        for _ in range(rng.randint(0, 8)):
+            b[rng.randrange(30)] = rng.choice(vocab)
+        sk = dedup.sketch(dedup.minhash(dedup.Words.of([a, b]), 2))
+        errors.append(dedup.estimated_jaccard(sk[:1], sk[1:])[0] - jaccard(a, b, 2))
+    assert abs(np.mean(errors)) < 0.02  # unbiased
+    assert np.std(errors) < 0.08  # ~ sqrt(J(1-J)/64)
+
+
+def test_near_duplicates_link_to_the_first_of_their_cluster():
+    rng = random.Random(2)
+    vocab = [f"w{i}".encode() for i in range(2000)]
+    base = [rng.choices(vocab, k=25) for _ in range(300)]
+    questions = list(base)
+    copies = {}
+    for i in range(0, 300, 10):
+        q = list(base[i])
+        q[rng.randrange(25)] = b"changed"
+        copies[len(questions)] = i
+        questions.append(q)
+    f = dedup.features(questions, [None] * len(questions), 2)
+    dup_of = dedup.near_duplicate_of(f.bands, f.sketch, 0.6)
+    assert {i: int(d) for i, d in enumerate(dup_of) if d >= 0} == copies
+    # deterministic: same signatures in a new computation
+    g = dedup.features(questions, [None] * len(questions), 2)
+    assert (g.bands == f.bands).all() and (g.sketch == f.sketch).all()
+
+
+def test_exact_keys_ignore_case_punctuation_and_spacing_but_not_options():
+    w = dedup.words_of
+    assert dedup.exact_key(w("What is 2+3?")) == dedup.exact_key(w("what is  2 + 3"))
+    assert dedup.exact_key(w("Pick one"), ["a", "b"]) != dedup.exact_key(w("Pick one"), ["a", "c"])
+    keys = np.array([5, 7, 5, 9, 7], dtype=np.uint64)
+    assert dedup.first_of_exact(keys).tolist() == [0, 1, 0, 3, 1]
+
+
+def test_short_questions_still_have_a_shingle():
+    sig = dedup.minhash(dedup.Words.of([[b"one"], [], [b"one"]]), 3)
+    assert (sig[0] == sig[2]).all() and not (sig[0] == sig[1]).all()
+
+
+def test_fast_word_split_equals_normalize_text(shared_data):
+    import json
+
+    from kdpipe.answers import normalize_text
+
+    texts = ["Don't stop_me: the A-team's $1,200.50 (an apple)!", "Ünïcode — “quotes” café", "a an the",
+             "tab\tand\x1fUS\x00nul\x7fdel\x0bvt"]
+    for ds in ("svamp/svamp_train.json", "cqa/cqa_train.json"):
+        for line in (shared_data / "dss" / ds).read_text().splitlines()[:3000]:
+            row = json.loads(line)
+            texts.append(row.get("input") or row["question"])
+    for t in texts:
+        assert dedup.words_of(t) == [w.encode() for w in normalize_text(t).split()], t
