@@ -6,8 +6,11 @@ import time
 def test_help_lists_every_stage(cli):
     code, out, _ = cli("--help")
     assert code == 0
-    for stage in ("seed",):
+    for stage in ("seed", "generate", "filter", "format", "train", "eval", "tiny-student", "teacher"):
         assert stage in out
+    for stage in ("seed", "generate", "filter", "format", "train", "eval", "tiny-student"):
+        code, out, _ = cli(stage, "--help")
+        assert code == 0 and "Usage" in out, stage
 
 
 def test_import_cli_loads_no_heavy_library():
