@@ -54,8 +54,8 @@ from kdpipe.filter_rules import (  # noqa: F401  (judge, restates_answer: the ru
     RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of, unchanged_when_kept,
 )
 from kdpipe.records import (
-    Record, atomic_file, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
-    write_meta,
+    atomic_file, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
+    record_at, write_meta,
 )
 
 _CHUNK = 2048  # lines per unit of work (and per batch of MinHash arithmetic)
@@ -284,10 +284,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             obj = parse_json_line(inp, lineno, raw)
             if obj is None:
                 continue
-            try:
-                rec = Record.from_dict(obj)
-            except (ValueError, TypeError) as e:
-                raise InputError(inp, str(e), lineno) from None
+            rec = record_at(inp, lineno, obj)
             rep.input += 1
             rep.samples_input += len(rec.samples)
             reason, sample_reasons = judge(rec, opts)

@@ -130,6 +130,14 @@ class Record:
             unknown = set(s) - _SAMPLE_FIELDS
             if unknown:
                 raise ValueError(f"samples[{i}]: unknown field(s) {', '.join(sorted(unknown))}")
+            try:
+                for name, types in _SAMPLE_TYPES.items():
+                    _expect(s, name, types)
+            except ValueError as e:
+                raise ValueError(f"samples[{i}]: {e}") from None
+            if s.get("error") is not None and s["error"] not in SAMPLE_ERRORS:
+                raise ValueError(f"samples[{i}]: field 'error' must be one of {', '.join(SAMPLE_ERRORS)} "
+                                 f"or null, got {s['error']!r}")
             samples.append(Sample(**s))
         return cls(
             id=obj["id"],
@@ -147,14 +155,27 @@ class Record:
 
 _RECORD_FIELDS = {f for f in Record.__dataclass_fields__}
 _SAMPLE_FIELDS = {f for f in Sample.__dataclass_fields__}
+_OPTIONAL_STR = (str, type(None))
+# The JSON type of each Sample field; a wrong one would surface later as a crash deep in a stage.
+_SAMPLE_TYPES = {"index": int, "text": _OPTIONAL_STR, "rationale": _OPTIONAL_STR, "answer": _OPTIONAL_STR,
+                 "finish_reason": _OPTIONAL_STR, "error": _OPTIONAL_STR, "detail": _OPTIONAL_STR,
+                 "usage": dict, "cached": bool, "reason": _OPTIONAL_STR}
+assert set(_SAMPLE_TYPES) == _SAMPLE_FIELDS
 
 
-def _expect(obj: dict, name: str, types) -> None:
-    if name in obj and not isinstance(obj[name], types):
-        names = types.__name__ if isinstance(types, type) else " or ".join(
-            "null" if t is type(None) else t.__name__ for t in types
-        )
-        raise ValueError(f"field '{name}' must be {names}, got {type(obj[name]).__name__}")
+def _expect(obj: dict, name: str, types: type | tuple[type, ...]) -> None:
+    if name not in obj:
+        return
+    types = types if isinstance(types, tuple) else (types,)
+    value = obj[name]
+    # JSON true/false parse as bool, a subclass of int: not a number here.
+    if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        names = " or ".join("null" if t is type(None) else t.__name__ for t in types)
+        raise ValueError(f"field '{name}' must be {names}, got {_type_name(value)}")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 # ---------------------------------------------------------------- reading
@@ -210,23 +231,25 @@ def parse_json_line(path: Path, lineno: int, raw: bytes) -> dict[str, Any] | Non
     return obj
 
 
+def record_at(path: str | os.PathLike, lineno: int, obj: dict[str, Any]) -> Record:
+    """The record of the object on line `lineno` of `path`; InputError naming file:line if it is not one."""
+    try:
+        return Record.from_dict(obj)
+    except (ValueError, TypeError) as e:
+        raise InputError(path, str(e), lineno) from None
+
+
 def read_records(path: str | os.PathLike) -> Iterator[Record]:
     """Yield the records of a JSONL file, failing on the first bad line."""
     for lineno, obj in iter_json_objects(path):
-        try:
-            yield Record.from_dict(obj)
-        except (ValueError, TypeError) as e:
-            raise InputError(path, str(e), lineno) from None
+        yield record_at(path, lineno, obj)
 
 
 def load_records(path: str | os.PathLike) -> list[Record]:
     """Read a whole records file, also rejecting duplicate ids."""
     records, lines = [], {}
     for lineno, obj in iter_json_objects(path):
-        try:
-            rec = Record.from_dict(obj)
-        except (ValueError, TypeError) as e:
-            raise InputError(path, str(e), lineno) from None
+        rec = record_at(path, lineno, obj)
         if rec.id in lines:
             raise InputError(path, f"duplicate id {rec.id!r} (first on line {lines[rec.id]})", lineno)
         lines[rec.id] = lineno

@@ -201,6 +201,21 @@ def test_bad_input_names_file_and_line_and_writes_nothing(tmp_path, cli):
     assert list(tmp_path.iterdir()) == [inp]
 
 
+@pytest.mark.parametrize("sample, message", [
+    ({"answer": 4}, "samples[0]: field 'answer' must be str or null, got int"),
+    ({"answer": "4", "rationale": ["x"]}, "samples[0]: field 'rationale' must be str or null, got list"),
+    ({"answer": "4", "usage": "x"}, "samples[0]: field 'usage' must be dict, got str"),
+])
+def test_badly_typed_sample_is_one_line_naming_file_and_line(tmp_path, cli, sample, message):
+    good = rec("a", gold="4", answers=["4"]).to_dict()
+    bad = dict(rec("b", gold="4").to_dict(), samples=[sample])
+    inp = write(tmp_path / "in.jsonl", [good, bad])
+    code, _, err = cli("filter", inp, "-o", tmp_path / "out.jsonl")
+    assert code == 1
+    assert err.strip() == f"kdpipe: error: {inp}:2: {message}"
+    assert list(tmp_path.iterdir()) == [inp]
+
+
 def test_bad_options_are_reported_together(tmp_path, cli):
     inp = write(tmp_path / "in.jsonl", [rec("a", gold="1", answers=["1"])])
     code, _, err = cli("filter", inp, "-o", tmp_path / "out.jsonl", "--min-agreement", "1.5",
