@@ -42,7 +42,8 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def reports_errors(fn):
-    """Turn a stage's KdpipeError into one line on stderr and a non-zero exit."""
+    """Turn a stage's KdpipeError, or a file system error about a named path, into one line on
+    stderr and a non-zero exit (KDPIPE_DEBUG=1 or --debug: the traceback instead)."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -52,6 +53,11 @@ def reports_errors(fn):
             if _debug():
                 raise
             fail(str(e), e.exit_code)
+        except OSError as e:
+            # A path the user gave that the file system refused; any other OSError is a bug.
+            if _debug() or not _about_a_path(e):
+                raise
+            fail(f"{e.filename}: {e.strerror}")
         except KeyboardInterrupt:
             if _debug():
                 raise
@@ -60,6 +66,11 @@ def reports_errors(fn):
             raise typer.Exit(130)
 
     return wrapper
+
+
+def _about_a_path(e: OSError) -> bool:
+    return isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) and (
+        e.filename is not None and e.strerror is not None)
 
 
 def _version(value: bool) -> None:

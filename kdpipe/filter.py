@@ -54,8 +54,8 @@ from kdpipe.filter_rules import (  # noqa: F401  (judge, restates_answer: the ru
     RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of, unchanged_when_kept,
 )
 from kdpipe.records import (
-    atomic_file, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
-    record_at, write_meta,
+    atomic_file, cannot_write, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
+    prepare_output, record_at, write_meta,
 )
 
 _CHUNK = 2048  # lines per unit of work (and per batch of MinHash arithmetic)
@@ -184,9 +184,14 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
     rep = FilterReport()
     evals = load_eval_index(opts.against, opts)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    for p in outputs:
+        prepare_output(p)
     with contextlib.ExitStack() as stack:
-        tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent)))
+        try:
+            tmpdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f".{out.name}.",
+                                                                          dir=out.parent)))
+        except OSError as e:
+            raise cannot_write(out, e) from None
         survivors_path, early_rejects_path = tmpdir / "survivors.jsonl", tmpdir / "rejected.jsonl"
         feats = _first_pass(inp, opts, evals, rep, survivors_path, early_rejects_path)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import hashlib
 import json
 import os
@@ -287,24 +288,65 @@ class JsonlWriter:
             self.write(obj)
 
 
+# Errors of a write that are about the disk, not about kdpipe: reported as one line.
+_DISK_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS")
+                         if hasattr(errno, name))
+
+
+def cannot_write(path: str | os.PathLike, e: OSError) -> KdpipeError:
+    """The one-line error for an output that the file system refused."""
+    return KdpipeError(f"{path}: cannot write: {e.strerror or e}")
+
+
+def prepare_output(path: str | os.PathLike) -> Path:
+    """Create the folder of an output file, or fail with one line saying why it cannot be written.
+
+    Stages call it on all their outputs before any work, so a typo in -o costs nothing.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise KdpipeError(f"{path}: is a directory, expected an output file path")
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise KdpipeError(f"{path}: cannot write: {parent} is a file, not a folder")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise cannot_write(path, e) from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w"):
     """Open a temporary file beside `path`; rename it onto `path` on success.
 
     On any exception (Ctrl-C included) the temporary file is removed and an
     existing `path` is left untouched, so Make never sees a half-written output.
+    A file system that refuses the output (no such folder, no permission, disk
+    full) gives a one-line KdpipeError naming `path`.
     """
-    path = Path(path)
-    if path.is_dir():
-        raise KdpipeError(f"{path}: is a directory, expected an output file path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    path = prepare_output(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise cannot_write(path, e) from None
     try:
         with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fp:
-            yield fp
-            fp.flush()
-            os.fsync(fp.fileno())
-        os.replace(tmp, path)
+            try:
+                yield fp
+            except OSError as e:
+                if e.errno in _DISK_ERRNOS and e.filename is None:  # a write to fp, not another file
+                    raise cannot_write(path, e) from None
+                raise
+            try:
+                fp.flush()
+                os.fsync(fp.fileno())
+            except OSError as e:
+                raise cannot_write(path, e) from None
+        try:
+            os.replace(tmp, path)
+        except OSError as e:
+            raise cannot_write(path, e) from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)

@@ -11,6 +11,7 @@ answers.parse_completion exactly as `generate` parses a live teacher.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from kdpipe.answers import parse_completion
@@ -46,3 +47,13 @@ def palm_teacher_records(shared_data: Path, ds: str, workdir: Path) -> Path:
     out = workdir / f"{ds}_teacher.jsonl"
     write_records(out, records)
     return out
+
+
+def unwritable_outputs(tmp_path):
+    """Output paths the file system refuses, with the one line each should give."""
+    (tmp_path / "notdir").write_text("a file\n")
+    cases = [(tmp_path / "notdir" / "s.jsonl", f"{tmp_path / 'notdir'} is a file, not a folder"),
+             (tmp_path / "notdir" / "deeper" / "s.jsonl", f"{tmp_path / 'notdir'} is a file, not a folder")]
+    if sys.platform.startswith("linux"):  # /proc takes no new files, even from root
+        cases.append((Path("/proc/kdpipe-test.jsonl"), "No such file or directory"))
+    return cases

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 import time
@@ -30,3 +31,31 @@ def _time_help() -> float:
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "kdpipe", "--help"], capture_output=True, check=True)
     return time.perf_counter() - t
+
+
+def test_file_system_errors_about_a_path_are_one_line(monkeypatch, capsys):
+    import errno
+
+    import pytest
+    import typer
+
+    from kdpipe.cli import DEBUG_ENV, reports_errors
+
+    def raising(e):
+        return reports_errors(lambda: (_ for _ in ()).throw(e))
+
+    monkeypatch.delenv(DEBUG_ENV, raising=False)
+    for cls, code in ((FileNotFoundError, errno.ENOENT), (PermissionError, errno.EACCES),
+                      (IsADirectoryError, errno.EISDIR), (NotADirectoryError, errno.ENOTDIR)):
+        with pytest.raises(typer.Exit) as exit_:
+            raising(cls(code, os.strerror(code), "data/x.jsonl"))()
+        assert exit_.value.exit_code == 1
+        assert capsys.readouterr().err == f"kdpipe: error: data/x.jsonl: {os.strerror(code)}\n"
+    # Not about a path the user named: a bug, and its traceback stays.
+    with pytest.raises(FileNotFoundError):
+        raising(FileNotFoundError("lost a temporary file"))()
+    with pytest.raises(ConnectionResetError):
+        raising(ConnectionResetError(errno.ECONNRESET, "reset", "x"))()
+    monkeypatch.setenv(DEBUG_ENV, "1")
+    with pytest.raises(FileNotFoundError):
+        raising(FileNotFoundError(errno.ENOENT, "No such file or directory", "data/x.jsonl"))()

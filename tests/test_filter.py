@@ -6,6 +6,7 @@ import pytest
 import kdpipe.filter as filter_mod
 from kdpipe.filter import RULES, FilterOptions, judge, run_filter
 from kdpipe.records import Record, Sample, load_records, meta_path
+from support_filter import unwritable_outputs
 
 RATIONALE = "Jack starts with some pens and buys more, adding both amounts gives the total."
 
@@ -214,6 +215,16 @@ def test_badly_typed_sample_is_one_line_naming_file_and_line(tmp_path, cli, samp
     assert code == 1
     assert err.strip() == f"kdpipe: error: {inp}:2: {message}"
     assert list(tmp_path.iterdir()) == [inp]
+
+
+def test_unwritable_output_is_one_line_before_any_work(tmp_path, cli):
+    inp = write(tmp_path / "in.jsonl", [rec("a", gold="1", answers=["1"])])
+    for out, why in unwritable_outputs(tmp_path):
+        for option in ("-o", "--rejected", "--report"):
+            args = ["-o", tmp_path / "ok.jsonl"] if option != "-o" else []
+            code, _, err = cli("filter", inp, *args, option, out)
+            assert code == 1 and err.strip() == f"kdpipe: error: {out}: cannot write: {why}", err
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "notdir"]
 
 
 def test_bad_options_are_reported_together(tmp_path, cli):

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from kdpipe.records import load_records, meta_path
+from support_filter import unwritable_outputs
 
 
 def write_jsonl(path, rows):
@@ -131,6 +132,15 @@ def test_missing_source_and_bad_flags(tmp_path, cli):
     assert code == 2 and "--task must be one of" in err and "--eval-frac" in err
     code, _, err = cli("seed", src, "-o", tmp_path / "o.jsonl", "--answer-field", "ans")
     assert code != 0 and "--answer-field names field(s) ans not in the data" in err
+
+
+def test_unwritable_output_is_one_line(tmp_path, cli):
+    src = write_jsonl(tmp_path / "src.jsonl", ROWS)
+    for out, why in unwritable_outputs(tmp_path):
+        for args in (("-o", out), ("-o", tmp_path / "ok.jsonl", "--eval-out", out, "--eval-frac", "0.3")):
+            code, _, err = cli("seed", src, *args)
+            assert code == 1 and err.strip() == f"kdpipe: error: {out}: cannot write: {why}", err
+            assert sorted(p.name for p in tmp_path.iterdir()) == ["notdir", "src.jsonl"]
 
 
 def test_traceback_only_with_debug(tmp_path):
