@@ -31,7 +31,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import secrets
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -327,7 +327,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w"):
     """
     path = prepare_output(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = _new_temp_file(path)
     except OSError as e:
         raise cannot_write(path, e) from None
     try:
@@ -351,6 +351,21 @@ def atomic_file(path: str | os.PathLike, mode: str = "w"):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _new_temp_file(path: Path) -> tuple[int, Path]:
+    """A new file beside `path`, created with mode 0666 less the umask like any other output.
+
+    (tempfile.mkstemp creates 0600, and the rename would keep that.)
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
 
 
 def meta_path(path: str | os.PathLike) -> Path:

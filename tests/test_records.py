@@ -1,4 +1,6 @@
 import json
+import os
+import stat
 
 import pytest
 
@@ -92,3 +94,20 @@ def test_meta_records_digests_and_never_secrets(tmp_path):
     assert meta["output_digest"].startswith("sha256:")
     assert "sk-abcdefghijklmnop" not in meta_path(out).read_text()
     assert meta["params"]["model"] == "m" and "api_key" not in meta["params"]
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_outputs_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id":"a","question":"q"}\n')
+    out = tmp_path / "out.jsonl"
+    old = os.umask(umask)
+    try:
+        write_records(out, load_records(src))
+        write_meta(out, stage="test", params={})
+        write_records(out, load_records(src))  # replacing an output gives the same mode
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == mode
+    assert stat.S_IMODE(meta_path(out).stat().st_mode) == mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "out.jsonl", "out.jsonl.meta.json"]
