@@ -24,10 +24,13 @@ import hashlib
 import itertools
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from kdpipe.answers import normalize_text
+from kdpipe.errors import InputError
+from kdpipe.records import parse_json_line
 
 PERMS = 64  # MinHash permutations
 BANDS = 16  # LSH bands of PERMS // BANDS rows: candidates from Jaccard ~0.5 up
@@ -64,6 +67,40 @@ def exact_key(words: list[bytes], choices: list[str] | None = None) -> int:
     if choices:
         text += b"\0" + "\0".join(normalize_text(c) for c in choices).encode("utf-8")
     return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+
+
+def id_key(record_id: str) -> int:
+    """A 64-bit hash of a record id, for finding ids used twice without holding the ids."""
+    return int.from_bytes(hashlib.blake2b(record_id.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def id_lines(pairs: list[tuple[int, int]]) -> np.ndarray:
+    """(n, 2) uint64 array of (id_key, line number) pairs, for check_unique_ids."""
+    return np.array(pairs, dtype=np.uint64).reshape(-1, 2)
+
+
+def check_unique_ids(inp: Path, ids: np.ndarray) -> None:
+    """Fail like load_records on an id used twice in `inp`, given (id_key, line) of every record.
+
+    16 bytes per record instead of the ids themselves; the lines whose hashes
+    repeat are read again to compare the ids (hashes can collide).
+    """
+    order = np.argsort(ids[:, 0], kind="stable")
+    keys = ids[order, 0]
+    same = keys[1:] == keys[:-1]
+    if not same.any():
+        return
+    repeated = np.r_[same, False] | np.r_[False, same]
+    wanted = set(ids[order[repeated], 1].tolist())
+    del ids, order, keys
+    first: dict[str, int] = {}
+    with open(inp, "rb") as fp:
+        for lineno, raw in enumerate(fp, start=1):
+            if lineno in wanted:
+                rec_id = parse_json_line(inp, lineno, raw)["id"]
+                if rec_id in first:
+                    raise InputError(inp, f"duplicate id {rec_id!r} (first on line {first[rec_id]})", lineno)
+                first[rec_id] = lineno
 
 
 def _mix64(x: np.ndarray) -> np.ndarray:

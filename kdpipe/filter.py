@@ -30,7 +30,8 @@ rules 4-7.
 Rules 1-5 run record by record on chunks of lines (in worker processes when
 the input is large); survivors stream to a temporary file. Rules 6 and 7 need
 the whole set and work on compact hashes (see dedup.py): ~140 bytes held per
-surviving record whatever its size, and time linear in the input. A second
+surviving record whatever its size, and time linear in the input. Ids must be
+unique, as everywhere: a hash of each (16 bytes a record) finds one used twice. A second
 pass copies the survivors into the output. Numpy is imported when the stage
 runs, not with the CLI.
 """
@@ -194,6 +195,7 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
             raise cannot_write(out, e) from None
         survivors_path, early_rejects_path = tmpdir / "survivors.jsonl", tmpdir / "rejected.jsonl"
         feats = _first_pass(inp, opts, evals, rep, survivors_path, early_rejects_path)
+        dedup.check_unique_ids(inp, np.fromfile(tmpdir / "ids.bin", dtype=np.uint64).reshape(-1, 2))
 
         # Rules 6 and 7 over the whole set, on hashes only.
         n = len(feats.exact)
@@ -257,6 +259,7 @@ class _Chunk:
     rejected: list[str]
     report: FilterReport
     feats: object  # dedup.Features of the kept lines
+    ids: object = None  # (records, 2) uint64: hash of the id and line number of every record read
     error: str | None = None
     exit_code: int = 1
 
@@ -276,6 +279,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
     rep = FilterReport()
     kept: list[tuple[str, list[str], list[str] | None, int]] = []
     rejected: list[str] = []
+    ids: list[tuple[int, int]] = []
 
     def reject(obj, reason, sample_reasons):
         name = rule_of(reason)
@@ -290,6 +294,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             if obj is None:
                 continue
             rec = record_at(inp, lineno, obj)
+            ids.append((dedup.id_key(rec.id), lineno))
             rep.input += 1
             rep.samples_input += len(rec.samples)
             reason, sample_reasons = judge(rec, opts)
@@ -310,7 +315,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             kept.append((line, dedup.words_of(rec.question), rec.choices,
                          len(rec.samples) - sum(r is not None for r in sample_reasons)))
     except KdpipeError as e:  # InputError does not survive pickling: send the message back
-        return _Chunk([], [], rep, None, str(e), e.exit_code)
+        return _Chunk([], [], rep, None, None, str(e), e.exit_code)
 
     word_lists = [k[1] for k in kept]
     words = dedup.Words.of(word_lists)
@@ -325,7 +330,8 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             reject(json.loads(line), f"contaminated: {w}", [None] * n_kept)
     keep = [w is None for w in why]
     return _Chunk(survivors, rejected, rep, dedup.Features(feats.exact[keep], feats.bands[keep],
-                                                           feats.sketch[keep]))
+                                                           feats.sketch[keep]),
+                  dedup.id_lines(ids))
 
 
 def _read_chunks(inp: Path) -> Iterator[tuple[int, list[bytes]]]:
@@ -382,6 +388,7 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
         surv = files.enter_context(open(survivors_path, "w", encoding="utf-8"))
         rej = files.enter_context(open(rejects_path, "w", encoding="utf-8"))
         hashes = {name: files.enter_context(open(tmp / f"{name}.bin", "wb")) for name in shapes}
+        ids = files.enter_context(open(tmp / "ids.bin", "wb"))
         for chunk in _chunk_results(inp, opts, evals):
             if chunk.error is not None:
                 err = KdpipeError(chunk.error)
@@ -392,9 +399,11 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
             for line in chunk.rejected:
                 rej.write(line + "\n")
             rep.merge(chunk.report)
+            chunk.ids.tofile(ids)
             for name, fp in hashes.items():
                 getattr(chunk.feats, name).tofile(fp)
     if not rep.input:
         raise InputError(inp, "empty file: no records")
     return dedup.Features(**{name: np.fromfile(tmp / f"{name}.bin", dtype=dtype).reshape(-1, *shape)
                              for name, (dtype, shape) in shapes.items()})
+

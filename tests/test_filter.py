@@ -4,6 +4,7 @@ import random
 import pytest
 
 import kdpipe.filter as filter_mod
+from kdpipe.errors import InputError
 from kdpipe.filter import RULES, FilterOptions, judge, run_filter
 from kdpipe.records import Record, Sample, load_records, meta_path
 from support_filter import unwritable_outputs
@@ -225,6 +226,28 @@ def test_unwritable_output_is_one_line_before_any_work(tmp_path, cli):
             code, _, err = cli("filter", inp, *args, option, out)
             assert code == 1 and err.strip() == f"kdpipe: error: {out}: cannot write: {why}", err
             assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "notdir"]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_id_used_twice_is_an_input_error(tmp_path, cli, workers):
+    records = [rec("a", gold="1", answers=["1"]), rec("b", gold="2", answers=["2"]),
+               rec("a", gold="3", answers=["3"]), rec("b", gold="4", answers=["4"])]
+    inp = write(tmp_path / "in.jsonl", records)
+    code, _, err = cli("filter", inp, "-o", tmp_path / "out.jsonl", "--workers", workers)
+    assert code == 1
+    assert err.strip() == f"kdpipe: error: {inp}:3: duplicate id 'a' (first on line 1)"
+    assert list(tmp_path.iterdir()) == [inp]
+
+
+def test_id_hashes_that_collide_are_not_taken_for_duplicates(tmp_path, monkeypatch):
+    from kdpipe import dedup
+
+    monkeypatch.setattr(dedup, "id_key", lambda record_id: 7)  # every id hashes alike
+    inp = write(tmp_path / "in.jsonl", [rec(i, gold="1", answers=["1"]) for i in "abc"])
+    assert run_filter(inp, tmp_path / "out.jsonl", FilterOptions(workers=1)).kept == 3
+    write(inp, [rec(i, gold="1", answers=["1"]) for i in "abcb"])
+    with pytest.raises(InputError, match=r":4: duplicate id 'b' \(first on line 2\)"):
+        run_filter(inp, tmp_path / "out.jsonl", FilterOptions(workers=1))
 
 
 def test_bad_options_are_reported_together(tmp_path, cli):
