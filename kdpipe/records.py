@@ -102,8 +102,7 @@ class Record:
         for name in ("id", "question"):
             if name not in obj:
                 raise ValueError(f"missing field '{name}'")
-        _expect(obj, "id", str)
-        _expect(obj, "question", str)
+        _expect_types(obj, _RECORD_TYPES)
         if not obj["id"]:
             raise ValueError("field 'id' is empty")
         if not obj["question"].strip():
@@ -118,12 +117,6 @@ class Record:
             raise ValueError("field 'choices' must be a list of strings")
         if task == "choice" and not choices:
             raise ValueError("a 'choice' record needs a non-empty 'choices' list")
-        _expect(obj, "gold", (str, type(None)))
-        _expect(obj, "reason", (str, type(None)))
-        _expect(obj, "vote_share", (int, float, type(None)))
-        _expect(obj, "provenance", dict)
-        _expect(obj, "meta", dict)
-        _expect(obj, "samples", list)
         samples = []
         for i, s in enumerate(obj.get("samples") or []):
             if not isinstance(s, dict):
@@ -132,8 +125,7 @@ class Record:
             if unknown:
                 raise ValueError(f"samples[{i}]: unknown field(s) {', '.join(sorted(unknown))}")
             try:
-                for name, types in _SAMPLE_TYPES.items():
-                    _expect(s, name, types)
+                _expect_types(s, _SAMPLE_TYPES)
             except ValueError as e:
                 raise ValueError(f"samples[{i}]: {e}") from None
             if s.get("error") is not None and s["error"] not in SAMPLE_ERRORS:
@@ -157,11 +149,22 @@ class Record:
 _RECORD_FIELDS = {f for f in Record.__dataclass_fields__}
 _SAMPLE_FIELDS = {f for f in Sample.__dataclass_fields__}
 _OPTIONAL_STR = (str, type(None))
-# The JSON type of each Sample field; a wrong one would surface later as a crash deep in a stage.
-_SAMPLE_TYPES = {"index": int, "text": _OPTIONAL_STR, "rationale": _OPTIONAL_STR, "answer": _OPTIONAL_STR,
+# The JSON types of each field (checked on every record read, so by a dict lookup); a wrong one
+# would surface later as a crash deep in a stage.
+_RECORD_TYPES = {"id": (str,), "question": (str,), "task": (str,), "choices": (list, type(None)),
+                 "gold": _OPTIONAL_STR, "samples": (list,), "provenance": (dict,), "reason": _OPTIONAL_STR,
+                 "vote_share": (int, float, type(None)), "meta": (dict,)}
+_SAMPLE_TYPES = {"index": (int,), "text": _OPTIONAL_STR, "rationale": _OPTIONAL_STR, "answer": _OPTIONAL_STR,
                  "finish_reason": _OPTIONAL_STR, "error": _OPTIONAL_STR, "detail": _OPTIONAL_STR,
-                 "usage": dict, "cached": bool, "reason": _OPTIONAL_STR}
-assert set(_SAMPLE_TYPES) == _SAMPLE_FIELDS
+                 "usage": (dict,), "cached": (bool,), "reason": _OPTIONAL_STR}
+assert set(_SAMPLE_TYPES) == _SAMPLE_FIELDS and set(_RECORD_TYPES) == _RECORD_FIELDS
+
+
+def _expect_types(obj: dict, types: dict[str, tuple[type, ...]]) -> None:
+    """Check the type of each field of `obj` (all known names); exact types first, as that is fast."""
+    for name, value in obj.items():
+        if type(value) not in types[name]:
+            _expect(obj, name, types[name])
 
 
 def _expect(obj: dict, name: str, types: type | tuple[type, ...]) -> None:
