@@ -6,13 +6,18 @@ question becomes a set of word shingles (k consecutive normalized words), a
 MinHash signature estimates the Jaccard similarity of two such sets, and
 locality-sensitive hashing (bands of signature rows) proposes only the pairs
 likely to be similar. Each proposed pair is then checked against the
-threshold with a compact 8-bit sketch of the signature, so the banding can be
-generous (high recall) without letting chance band collisions through.
+threshold exactly: the Jaccard similarity of the two questions' sets of
+shingle hashes (a 64-value sketch estimate has a standard deviation of ~0.06,
+enough to drop pairs at 0.5 for a 0.6 threshold). A question is dropped only
+when it is near an earlier question that was kept, as Self-Instruct compares
+with the pool kept so far.
 
-What is held per question is small and fixed: one 64-bit exact key, BANDS
-32-bit band keys and PERMS one-byte sketch values (~130 bytes), never the
-text. Hashing is deterministic (CRC32 of words, fixed seeds), so a rerun
-drops exactly the same records.
+What is held in memory per question is small and fixed: one 64-bit exact
+key and BANDS 32-bit band keys, never the text; the shingle hashes (4 bytes a
+word) wait in a file and are read back for candidate pairs only. The eval
+check of `--against` still uses PERMS one-byte sketch values (an estimate).
+Hashing is deterministic (CRC32 of words, fixed seeds), so a rerun drops
+exactly the same records.
 
 All the arithmetic is vectorised over batches of questions; Python touches
 each question once, to split it into words.
@@ -169,9 +174,12 @@ def shingles(words: Words, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def minhash(words: Words, k: int) -> np.ndarray:
     """MinHash signatures (n, PERMS) of uint32 over the k-word shingles of each question."""
-    h, owner = shingles(words, k)
+    return _minhash_of(*shingles(words, k), len(words))
+
+
+def _minhash_of(h: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    out = np.empty((len(words), PERMS), dtype=np.uint32)
+    out = np.empty((n, PERMS), dtype=np.uint32)
     # Slices of ~32k shingles keep the (shingles x PERMS) temporary in cache.
     step = 512
     for lo in range(0, len(first), step):
@@ -209,15 +217,68 @@ class Features:
 
     exact: np.ndarray  # (n,) uint64
     bands: np.ndarray  # (n, BANDS) uint32
-    sketch: np.ndarray  # (n, PERMS) uint8
+    sketch: np.ndarray  # (n, PERMS) uint8; for the eval check, not kept for the set-wide rules
+    shingle_sets: np.ndarray  # uint32, flat: the distinct shingle hashes of each question, sorted
+    set_sizes: np.ndarray  # (n,) uint32: how many of them each question has
+
+    def select(self, keep: np.ndarray) -> "Features":
+        """The features of the questions where `keep` is true."""
+        owner = np.repeat(np.arange(len(self.set_sizes)), self.set_sizes)
+        return Features(self.exact[keep], self.bands[keep], self.sketch[keep],
+                        self.shingle_sets[keep[owner]], self.set_sizes[keep])
 
 
 def features(word_lists: list[list[bytes]], choices: list[list[str] | None], k: int,
              words: Words | None = None) -> Features:
-    sig = minhash(words if words is not None else Words.of(word_lists), k)
+    words = words if words is not None else Words.of(word_lists)
+    h, owner = shingles(words, k)
+    sig = _minhash_of(h, owner, len(words))
     exact = np.fromiter((exact_key(w, c) for w, c in zip(word_lists, choices)), dtype=np.uint64,
                         count=len(word_lists))
-    return Features(exact, band_keys(sig), sketch(sig))
+    sets, sizes = shingle_sets(h, owner, len(words))
+    return Features(exact, band_keys(sig), sketch(sig), sets, sizes)
+
+
+def shingle_sets(h: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each question's distinct shingle hashes (high 32 bits), sorted, flat; and their counts.
+
+    About 4 bytes a word: the filter keeps them in a file, not in memory, and
+    reads back only those of candidate pairs.
+    """
+    keyed = (owner.astype(np.uint64) << np.uint64(32)) | (h >> np.uint64(32))
+    keyed.sort()  # (np.unique is ~20x slower here: it hashes first)
+    first = np.ones(len(keyed), dtype=bool)
+    first[1:] = keyed[1:] != keyed[:-1]
+    keyed = keyed[first]
+    sizes = np.bincount((keyed >> np.uint64(32)).astype(np.int64), minlength=n).astype(np.uint32)
+    return (keyed & np.uint64(0xFFFFFFFF)).astype(np.uint32), sizes
+
+
+def pair_jaccard(pairs: np.ndarray, sets: np.ndarray, sizes: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Exact Jaccard similarity of the shingle sets of each pair (rows of question indices).
+
+    The two sets of a pair are concatenated under the pair's number and sorted:
+    a value seen twice is in both. Batches bound the temporary arrays.
+    """
+    out = np.empty(len(pairs), dtype=np.float64)
+    lo = 0
+    while lo < len(pairs):
+        total = np.cumsum(sizes[pairs[lo:, 0]].astype(np.int64) + sizes[pairs[lo:, 1]])
+        hi = lo + max(1, int(np.searchsorted(total, 1 << 19, side="right")))
+        a, b = pairs[lo:hi, 0], pairs[lo:hi, 1]
+        la, lb = sizes[a].astype(np.int64), sizes[b].astype(np.int64)
+        both = la + lb
+        pid = np.repeat(np.arange(hi - lo), both)
+        pos = np.arange(len(pid)) - (np.cumsum(both) - both)[pid]
+        in_a = pos < la[pid]
+        src = np.where(in_a, offsets[a][pid] + pos, offsets[b][pid] + pos - la[pid])
+        keyed = (pid.astype(np.uint64) << np.uint64(32)) | sets[src]
+        keyed.sort()
+        twice = keyed[1:] == keyed[:-1]
+        inter = np.bincount((keyed[1:][twice] >> np.uint64(32)).astype(np.int64), minlength=hi - lo)
+        out[lo:hi] = inter / (both - inter)
+        lo = hi
+    return out
 
 
 def first_of_exact(exact: np.ndarray) -> np.ndarray:
@@ -226,14 +287,20 @@ def first_of_exact(exact: np.ndarray) -> np.ndarray:
     return first[inverse.reshape(-1)]
 
 
-def near_duplicate_of(bands: np.ndarray, sk: np.ndarray, threshold: float) -> np.ndarray:
-    """For each question, an earlier question it nearly duplicates (estimated Jaccard >= threshold), else -1.
+def near_duplicate_of(bands: np.ndarray, sets: np.ndarray, sizes: np.ndarray, threshold: float,
+                      eligible: np.ndarray | None = None) -> np.ndarray:
+    """For each question, the earliest earlier KEPT question it nearly duplicates, else -1.
 
-    Candidates are the questions sharing a band key; within a band's group each
-    member is checked against the group's first member and its predecessor in
-    the group, which keeps the work linear however large a group grows. A
-    question linked to any earlier one is dropped, so the first question of
-    each cluster of near-copies is the one kept.
+    Questions are taken in order; one is dropped (linked) when the exact
+    Jaccard similarity of its shingle set with a kept earlier question reaches
+    the threshold, as Self-Instruct compares each new instruction with the pool
+    kept so far. So a~b, b~c with a not~c keeps a and c, drops b.
+
+    Candidates are the questions sharing an LSH band key (MinHash rows); within
+    a band's group each member is checked against the group's first member and
+    its predecessor in the group, which keeps the work linear however large a
+    group grows. Only `eligible` questions (default all) take part: the filter
+    leaves out exact duplicates, which are dropped anyway.
     """
     n = len(bands)
     dup_of = np.full(n, -1, dtype=np.int64)
@@ -242,6 +309,8 @@ def near_duplicate_of(bands: np.ndarray, sk: np.ndarray, threshold: float) -> np
     pairs = []
     for b in range(bands.shape[1]):
         order = np.argsort(bands[:, b], kind="stable")
+        if eligible is not None:
+            order = order[eligible[order]]
         keys = bands[order, b]
         new_group = np.r_[True, keys[1:] != keys[:-1]]
         later = np.flatnonzero(~new_group)
@@ -254,16 +323,18 @@ def near_duplicate_of(bands: np.ndarray, sk: np.ndarray, threshold: float) -> np
     if not pairs:
         return dup_of
     pairs = np.concatenate(pairs)
-    codes = np.unique(np.minimum(pairs[:, 0], pairs[:, 1]) * n + np.maximum(pairs[:, 0], pairs[:, 1]))
-    pairs = np.stack([codes // n, codes % n], axis=1)  # (earlier, later), each pair once
-    for lo in range(0, len(pairs), 1 << 18):
-        chunk = pairs[lo:lo + (1 << 18)]
-        similar = estimated_jaccard(sk[chunk[:, 0]], sk[chunk[:, 1]]) >= threshold
-        chunk = chunk[similar]
-        best = np.full(n, n, dtype=np.int64)
-        np.minimum.at(best, chunk[:, 1], chunk[:, 0])
-        hit = best < n
-        dup_of[hit] = np.where(dup_of[hit] >= 0, np.minimum(dup_of[hit], best[hit]), best[hit])
+    # Each pair once, as (earlier, later), sorted by the later question, then the earlier.
+    codes = np.unique(np.maximum(pairs[:, 0], pairs[:, 1]) * n + np.minimum(pairs[:, 0], pairs[:, 1]))
+    pairs = np.stack([codes % n, codes // n], axis=1)
+    del codes
+    offsets = np.cumsum(sizes, dtype=np.int64) - sizes
+    similar = pairs[pair_jaccard(pairs, sets, sizes, offsets) >= threshold]
+    kept = [True] * n
+    # In order of the later question: whether each earlier one is kept is settled by then.
+    for earlier, later in similar.tolist():
+        if kept[later] and kept[earlier]:
+            kept[later] = False
+            dup_of[later] = earlier
     return dup_of
 
 

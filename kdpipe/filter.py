@@ -17,11 +17,16 @@ removes a record's last sample, or the record itself, is its reason:
        rationale_restates_answer  rationale with nothing but the answer in it
     5. contaminated      (--against EVAL) question sharing a long n-gram with
                          an eval question, or near-duplicating one
-    6. duplicate         same question as an earlier kept record, after
-                         normalization (and the same options)
-    7. near_duplicate    MinHash-LSH estimated Jaccard of word shingles with
-                         an earlier record >= --near-threshold; the first of
-                         each cluster is kept
+    6. duplicate         same question as an earlier record, after
+                         normalization (and the same options); only the
+                         first of each text goes on to rule 7
+    7. near_duplicate    Jaccard similarity of the word shingles with an
+                         earlier KEPT record >= --near-threshold, computed
+                         exactly (on 32-bit shingle hashes) for the pairs
+                         MinHash-LSH proposes; LSH may miss a pair, more so
+                         near the threshold (a pair at 0.6 is proposed ~89%
+                         of the time, at 0.7 ~99%). a~b, b~c, a not~c keeps
+                         a and c (b went, so c is near no kept record)
 
 Records are the unit of 6 and 7: the samples of one question are never
 duplicates of each other. Records with no samples (gold-only seeds) meet only
@@ -29,10 +34,12 @@ rules 4-7.
 
 Rules 1-5 run record by record on chunks of lines (in worker processes when
 the input is large); survivors stream to a temporary file. Rules 6 and 7 need
-the whole set and work on compact hashes (see dedup.py): ~140 bytes held per
-surviving record whatever its size, and time linear in the input. Ids must be
-unique, as everywhere: a hash of each (16 bytes a record) finds one used twice. A second
-pass copies the survivors into the output. Numpy is imported when the stage
+the whole set and work on compact hashes (see dedup.py): ~90 bytes held per
+surviving record whatever its size, its shingle hashes (4 bytes a word) in a
+temporary file read back for candidate pairs only, and time linear in the
+input. Ids must be unique, as everywhere: a hash of each (16 bytes a record,
+read back at the end) finds one used twice. A second pass copies the
+survivors into the output. Numpy is imported when the stage
 runs, not with the CLI.
 """
 
@@ -206,10 +213,10 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
             is_dup = first != np.arange(n)
             dup_of[is_dup], rule[is_dup] = first[is_dup], 1
         if opts.near_dup and n:
-            # Over all survivors (no copies of the hash arrays): an exact duplicate links to its
-            # first occurrence anyway, and keeps its own reason.
-            near = dedup.near_duplicate_of(feats.bands, feats.sketch, opts.near_threshold)
-            hit = (near >= 0) & (rule == 0)
+            # Exact duplicates go anyway (linked to the first of their text): they take no part.
+            near = dedup.near_duplicate_of(feats.bands, feats.shingle_sets, feats.set_sizes,
+                                           opts.near_threshold, eligible=rule == 0)
+            hit = near >= 0
             dup_of[hit], rule[hit] = near[hit], 2
         del feats
         heads = set(dup_of[dup_of >= 0].tolist())
@@ -273,6 +280,8 @@ def _init_state(inp: Path, opts: FilterOptions, evals) -> None:
 
 def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
     """Rules 1-5 over a chunk of raw lines (in a worker process, or inline)."""
+    import numpy as np
+
     from kdpipe import dedup
 
     inp, opts, evals = _STATE["inp"], _STATE["opts"], _STATE["evals"]
@@ -329,9 +338,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
         else:
             reject(json.loads(line), f"contaminated: {w}", [None] * n_kept)
     keep = [w is None for w in why]
-    return _Chunk(survivors, rejected, rep, dedup.Features(feats.exact[keep], feats.bands[keep],
-                                                           feats.sketch[keep]),
-                  dedup.id_lines(ids))
+    return _Chunk(survivors, rejected, rep, feats.select(np.array(keep, dtype=bool)), dedup.id_lines(ids))
 
 
 def _read_chunks(inp: Path) -> Iterator[tuple[int, list[bytes]]]:
@@ -383,7 +390,8 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
     # The hashes of each chunk are appended to files and read back once at the end: memory then
     # holds the final arrays only (appending to numpy arrays would hold two copies or fragment).
     tmp = survivors_path.parent
-    shapes = {"exact": (np.uint64, ()), "bands": (np.uint32, (dedup.BANDS,)), "sketch": (np.uint8, (dedup.PERMS,))}
+    shapes = {"exact": (np.uint64, ()), "bands": (np.uint32, (dedup.BANDS,)), "set_sizes": (np.uint32, ()),
+              "shingle_sets": (np.uint32, ())}
     with contextlib.ExitStack() as files:
         surv = files.enter_context(open(survivors_path, "w", encoding="utf-8"))
         rej = files.enter_context(open(rejects_path, "w", encoding="utf-8"))
@@ -404,6 +412,10 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
                 getattr(chunk.feats, name).tofile(fp)
     if not rep.input:
         raise InputError(inp, "empty file: no records")
-    return dedup.Features(**{name: np.fromfile(tmp / f"{name}.bin", dtype=dtype).reshape(-1, *shape)
-                             for name, (dtype, shape) in shapes.items()})
+    feats = {name: np.fromfile(tmp / f"{name}.bin", dtype=dtype).reshape(-1, *shape)
+             for name, (dtype, shape) in shapes.items() if name != "shingle_sets"}
+    # The shingle sets (~4 bytes a word) stay on disk: near_duplicate_of reads those of candidate pairs.
+    sets_path = tmp / "shingle_sets.bin"
+    sets = np.memmap(sets_path, dtype=np.uint32, mode="r") if sets_path.stat().st_size else np.zeros(0, np.uint32)
+    return dedup.Features(sketch=None, shingle_sets=sets, **feats)
 

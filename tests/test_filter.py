@@ -136,6 +136,19 @@ def test_duplicates_keep_the_first_and_samples_are_not_duplicates(tmp_path, cli)
     assert len(kept) == 4
 
 
+def test_near_duplicate_chain_keeps_what_is_not_near_a_kept_question(tmp_path, cli):
+    # a ~ b (Jaccard 0.77), b ~ c (0.77), a not ~ c (0.59): b goes as a near-copy of a; c stays,
+    # since the only question it is near was dropped.
+    s = [f"word{i}" for i in range(50)]
+    records = [rec(id, question=" ".join(s[lo:lo + 40]), gold="1", answers=["1"])
+               for id, lo in (("a", 0), ("b", 5), ("c", 10))]
+    kept, rejected, report, _ = filter_cli(cli, tmp_path, records, "--near-threshold", "0.7")
+    assert [r.id for r in kept] == ["a", "c"]
+    assert [r["reason"] for r in rejected] == ["near_duplicate: near-copy of the question of a"]
+    kept, rejected, _, _ = filter_cli(cli, tmp_path, records, "--near-threshold", "0.55")
+    assert [r.id for r in kept] == ["a"] and [r["id"] for r in rejected] == ["b", "c"]
+
+
 def test_decontamination_against_eval(tmp_path, cli):
     eval_q = ("A baker made 144 cupcakes for the school fair and sold 89 of them in the morning before "
               "the rain started. How many cupcakes were left?")

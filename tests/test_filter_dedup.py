@@ -38,11 +38,63 @@ def test_near_duplicates_link_to_the_first_of_their_cluster():
         copies[len(questions)] = i
         questions.append(q)
     f = dedup.features(questions, [None] * len(questions), 2)
-    dup_of = dedup.near_duplicate_of(f.bands, f.sketch, 0.6)
+    dup_of = dedup.near_duplicate_of(f.bands, f.shingle_sets, f.set_sizes, 0.6)
     assert {i: int(d) for i, d in enumerate(dup_of) if d >= 0} == copies
     # deterministic: same signatures in a new computation
     g = dedup.features(questions, [None] * len(questions), 2)
     assert (g.bands == f.bands).all() and (g.sketch == f.sketch).all()
+
+
+def near_dups(questions, threshold=0.6):
+    f = dedup.features(questions, [None] * len(questions), 2)
+    return {i: int(d) for i, d in enumerate(dedup.near_duplicate_of(f.bands, f.shingle_sets, f.set_sizes,
+                                                                     threshold)) if d >= 0}
+
+
+def words(n, prefix="w"):
+    return [f"{prefix}{i}".encode() for i in range(n)]
+
+
+def test_exact_jaccard_decides_at_the_threshold():
+    # 20 words: 19 shingles. Replacing the last 3 words leaves 16 shared of 22 in all (J = 0.727);
+    # the threshold just above and just below that exact value decides, not an estimate.
+    a = words(20)
+    b = a[:17] + words(3, "x")
+    assert jaccard(a, b, 2) == 16 / 22
+    assert near_dups([a, b], threshold=16 / 22) == {1: 0}
+    assert near_dups([a, b], threshold=16 / 22 + 0.001) == {}
+    f = dedup.features([a, b], [None, None], 2)
+    offsets = np.cumsum(f.set_sizes, dtype=np.int64) - f.set_sizes
+    assert dedup.pair_jaccard(np.array([[0, 1]]), f.shingle_sets, f.set_sizes, offsets)[0] == 16 / 22
+
+
+def test_pairs_just_below_the_threshold_are_kept_however_the_sketch_falls():
+    # 300 pairs with exact Jaccard 29/49 = 0.592, just below 0.6: with a 64-value sketch
+    # (std ~0.06) about a third of them used to be estimated at 0.6 or more and dropped.
+    rng = random.Random(3)
+    vocab = [f"v{i}".encode() for i in range(100_000)]
+    questions = []
+    for _ in range(300):
+        a = rng.sample(vocab, 40)
+        b = a[:30] + rng.sample(vocab, 10)
+        assert jaccard(a, b, 2) == 29 / 49
+        questions += [a, b]
+    assert near_dups(questions, 0.6) == {}
+    # At a threshold of exactly 29/49, LSH proposes most of them (~85%) and all those are dropped.
+    found = near_dups(questions, 29 / 49)
+    assert len(found) > 0.7 * 300 and all(d == i - 1 and i % 2 for i, d in found.items())
+
+
+def test_a_question_is_dropped_only_when_near_an_earlier_kept_one():
+    # a ~ b and b ~ c but a is not ~ c: b goes (near a), c stays (its only near partner b was dropped).
+    s = words(50)
+    a, b, c = s[0:40], s[5:45], s[10:50]  # J(a, b) = J(b, c) = 34/44, J(a, c) = 29/49
+    ab, bc, ac = jaccard(a, b, 2), jaccard(b, c, 2), jaccard(a, c, 2)
+    threshold = 0.7
+    assert ab > threshold and bc > threshold and ac < threshold, (ab, bc, ac)
+    assert near_dups([a, b, c], threshold) == {1: 0}
+    # Without a, b is kept and c is its near-copy.
+    assert near_dups([b, c], threshold) == {1: 0}
 
 
 def test_exact_keys_ignore_case_punctuation_and_spacing_but_not_options():
