@@ -178,8 +178,10 @@ def minhash(words: Words, k: int) -> np.ndarray:
 
 
 def _minhash_of(h: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
-    first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     out = np.empty((n, PERMS), dtype=np.uint32)
+    if not n:  # a chunk whose records all went to rules 1-5
+        return out
+    first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     # Slices of ~32k shingles keep the (shingles x PERMS) temporary in cache.
     step = 512
     for lo in range(0, len(first), step):

@@ -149,6 +149,18 @@ def test_near_duplicate_chain_keeps_what_is_not_near_a_kept_question(tmp_path, c
     assert [r.id for r in kept] == ["a"] and [r["id"] for r in rejected] == ["b", "c"]
 
 
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_file_whose_records_all_fail_the_record_rules(tmp_path, cli, workers):
+    records = [rec("a", gold="4", answers=["5"]), rec("b", gold="1", answers=["2"])]
+    inp = write(tmp_path / "in.jsonl", records)
+    code, _, err = cli("filter", inp, "-o", tmp_path / "out.jsonl", "--rejected", tmp_path / "rej.jsonl",
+                       "--workers", workers)
+    assert code == 0, err
+    assert (tmp_path / "out.jsonl").read_text() == ""
+    assert [r["reason"].split(":")[0] for r in read_jsonl(tmp_path / "rej.jsonl")] == ["gold_mismatch"] * 2
+    assert "filter: 0 of 2 records kept" in err
+
+
 def test_decontamination_against_eval(tmp_path, cli):
     eval_q = ("A baker made 144 cupcakes for the school fair and sold 89 of them in the morning before "
               "the rain started. How many cupcakes were left?")
