@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdpipe.answers import normalize_text
+from kdpipe.answers import ARTICLES, normalize_text
 from kdpipe.errors import InputError
 from kdpipe.records import parse_json_line
 
@@ -52,7 +52,7 @@ _MIX = np.uint64(0x9E3779B97F4A7C15)
 # Every ASCII byte that is not a word character (regex \w) becomes a space.
 _NOT_WORD = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c) == "_"))
 _ASCII_PUNCT = bytes.maketrans(_NOT_WORD, b" " * len(_NOT_WORD))
-_ARTICLES = frozenset((b"a", b"an", b"the"))
+_ARTICLES = frozenset(w.encode("ascii") for w in ARTICLES)
 
 
 def words_of(text: str) -> list[bytes]:

@@ -19,7 +19,7 @@ RULES = ("teacher_error", "gold_mismatch", "no_consensus", "minority_answer", "q
 # Words that may surround an answer without making a rationale of it ("So the answer is 42.").
 _FILLER = frozenset("so thus therefore hence answer is it final correct we get that this which "
                     "means option choice result equals".split())
-_ARTICLES = frozenset(("a", "an", "the"))
+_NOT_OWN = _FILLER | answers.ARTICLES
 _PUNCT = string.punctuation + "“”‘’"
 
 
@@ -49,7 +49,7 @@ def restates_answer(rationale: str, answer: str) -> bool:
     for w in rationale.split():
         # Fast path on raw words: most rationales show two words of their own at once.
         w = w.strip(_PUNCT).casefold()
-        if len(w) > 1 and w.isalpha() and w not in answer_words and w not in _FILLER and w not in _ARTICLES:
+        if len(w) > 1 and w.isalpha() and w not in answer_words and w not in _NOT_OWN:
             own += 1
             if own >= 2:
                 return False

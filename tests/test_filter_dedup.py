@@ -123,3 +123,15 @@ def test_fast_word_split_equals_normalize_text(shared_data):
             texts.append(row.get("input") or row["question"])
     for t in texts:
         assert dedup.words_of(t) == [w.encode() for w in normalize_text(t).split()], t
+
+
+def test_word_lists_drop_exactly_the_articles_normalize_text_drops():
+    from kdpipe import answers
+    from kdpipe.filter_rules import restates_answer
+
+    for article in sorted(answers.ARTICLES):
+        text = f"{article.upper()} cat, {article} dog and {article.title()}-bird or {article}x"
+        assert dedup.words_of(text) == [w.encode() for w in answers.normalize_text(text).split()]
+        assert dedup.words_of(text) == dedup.words_of(text + " é")[:-1]  # ASCII fast path = slow path
+        # An article is not a word of the rationale's own: the fast path agrees with normalize_text.
+        assert restates_answer(f"{article} {article} 42", "42")
