@@ -17,28 +17,26 @@ them), so the fields below are the whole contract between stages:
     vote_share  self-consistency agreement of the kept samples, else None
     meta        source fields kdpipe does not interpret, kept for the user
 
-Writing goes through `atomic_output`: a temporary file beside the target,
-renamed into place only when the stage finished, with `<out>.meta.json`
-beside it (stage, parameters, input digests, counts, version, time).
+Writing goes through `atomic_file` (outputs.py, re-exported here): a
+temporary file beside the target, renamed into place only when the stage
+finished, with `<out>.meta.json` beside it (stage, parameters, input
+digests, counts, version, time).
 """
 
 from __future__ import annotations
 
-import contextlib
-import datetime as _dt
-import errno
-import hashlib
 import json
 import os
-import re
-import secrets
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from kdpipe import __version__
-from kdpipe.errors import InputError, KdpipeError
+from kdpipe.errors import InputError
+# Output files: re-exported here, where every stage has always imported them from.
+from kdpipe.outputs import (  # noqa: F401
+    atomic_file, cannot_write, check_outputs_differ, file_digest, meta_path, prepare_output, scrub,
+    text_digest, write_meta,
+)
 
 TASKS = ("numeric", "choice", "text")
 
@@ -291,154 +289,6 @@ class JsonlWriter:
             self.write(obj)
 
 
-# Errors of a write that are about the disk, not about kdpipe: reported as one line.
-_DISK_ERRNOS = frozenset(getattr(errno, name) for name in ("ENOSPC", "EDQUOT", "EFBIG", "EIO", "EROFS")
-                         if hasattr(errno, name))
-
-
-def cannot_write(path: str | os.PathLike, e: OSError) -> KdpipeError:
-    """The one-line error for an output that the file system refused."""
-    return KdpipeError(f"{path}: cannot write: {e.strerror or e}")
-
-
-def prepare_output(path: str | os.PathLike) -> Path:
-    """Create the folder of an output file, or fail with one line saying why it cannot be written.
-
-    Stages call it on all their outputs before any work, so a typo in -o costs nothing.
-    """
-    path = Path(path)
-    if path.is_dir():
-        raise KdpipeError(f"{path}: is a directory, expected an output file path")
-    for parent in reversed(path.parents):
-        if parent.exists() and not parent.is_dir():
-            raise KdpipeError(f"{path}: cannot write: {parent} is a file, not a folder")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise cannot_write(path, e) from None
-    return path
-
-
-@contextlib.contextmanager
-def atomic_file(path: str | os.PathLike, mode: str = "w"):
-    """Open a temporary file beside `path`; rename it onto `path` on success.
-
-    On any exception (Ctrl-C included) the temporary file is removed and an
-    existing `path` is left untouched, so Make never sees a half-written output.
-    A file system that refuses the output (no such folder, no permission, disk
-    full) gives a one-line KdpipeError naming `path`.
-    """
-    path = prepare_output(path)
-    try:
-        fd, tmp = _new_temp_file(path)
-    except OSError as e:
-        raise cannot_write(path, e) from None
-    try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fp:
-            try:
-                yield fp
-            except OSError as e:
-                if e.errno in _DISK_ERRNOS and e.filename is None:  # a write to fp, not another file
-                    raise cannot_write(path, e) from None
-                raise
-            try:
-                fp.flush()
-                os.fsync(fp.fileno())
-            except OSError as e:
-                raise cannot_write(path, e) from None
-        try:
-            os.replace(tmp, path)
-        except OSError as e:
-            raise cannot_write(path, e) from None
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _new_temp_file(path: Path) -> tuple[int, Path]:
-    """A new file beside `path`, created with mode 0666 less the umask like any other output.
-
-    (tempfile.mkstemp creates 0600, and the rename would keep that.)
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(errno.EEXIST, "no free temporary file name", str(path.parent))
-
-
-def meta_path(path: str | os.PathLike) -> Path:
-    """Where the metadata of an output lives: `<out>.meta.json` beside it."""
-    path = Path(path)
-    return path.with_name(path.name + ".meta.json")
-
-
-def file_digest(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fp:
-        for chunk in iter(lambda: fp.read(1 << 20), b""):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
-
-
-def text_digest(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-# Parameter names whose values must never be written anywhere.
-_SECRET_NAME = re.compile(r"(api[_-]?key|token|secret|password|authorization)$", re.I)
-_SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_\-]{8,}|Bearer\s+\S+)")
-
-
-def scrub(obj: Any) -> Any:
-    """Drop secret-looking keys and mask secret-looking values, recursively."""
-    if isinstance(obj, dict):
-        return {k: scrub(v) for k, v in obj.items() if not _SECRET_NAME.search(str(k))}
-    if isinstance(obj, (list, tuple)):
-        return [scrub(v) for v in obj]
-    if isinstance(obj, str):
-        return _SECRET_VALUE.sub("***", obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-def write_meta(
-    out: str | os.PathLike,
-    *,
-    stage: str,
-    params: dict[str, Any],
-    inputs: Iterable[str | os.PathLike] = (),
-    counts: dict[str, Any] | None = None,
-    started: float | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write `<out>.meta.json`: what produced `out`, from what, and how many."""
-    now = time.time()
-    meta = {
-        "stage": stage,
-        "kdpipe_version": __version__,
-        "output": Path(out).name,
-        "output_digest": file_digest(out) if Path(out).is_file() else None,
-        "created": _dt.datetime.fromtimestamp(now, _dt.timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(now - started, 3) if started is not None else None,
-        "params": scrub(params),
-        "inputs": {str(p): file_digest(p) for p in inputs if Path(p).is_file()},
-        "counts": counts or {},
-    }
-    if extra:
-        meta.update(scrub(extra))
-    target = meta_path(out)
-    with atomic_file(target) as fp:
-        json.dump(meta, fp, indent=2, ensure_ascii=False, default=str)
-        fp.write("\n")
-    return target
-
-
 def write_records(
     out: str | os.PathLike, records: Iterable[Record | dict[str, Any]]
 ) -> int:
@@ -447,11 +297,3 @@ def write_records(
         writer = JsonlWriter(fp)
         writer.write_all(records)
     return writer.count
-
-
-def check_outputs_differ(inputs: Iterable[str | os.PathLike], outputs: Iterable[str | os.PathLike]) -> None:
-    """Refuse to overwrite an input with an output of the same stage."""
-    resolved = {Path(p).resolve() for p in inputs}
-    for out in outputs:
-        if out is not None and Path(out).resolve() in resolved:
-            raise KdpipeError(f"{out}: output would overwrite an input file")
