@@ -289,7 +289,8 @@ def filter_(
                                help="Rule 6: drop exact duplicate questions (normalized)."),
     near_dup: bool = typer.Option(_Filter.near_dup, "--near-dup/--no-near-dup",
                                   help="Rule 7: drop a question near an earlier kept one (MinHash-LSH "
-                                       "proposes pairs, exact Jaccard decides)."),
+                                       "proposes pairs, so may miss one near the threshold; exact "
+                                       "Jaccard decides)."),
     near_threshold: float = typer.Option(_Filter.near_threshold, "--near-threshold",
                                          help="Jaccard similarity of word shingles from which a question "
                                               "is a near-duplicate."),
@@ -305,8 +306,7 @@ def filter_(
 
     Rules in this order, each one switchable: 1 teacher errors, 2 gold agreement, 3 self-consistency
     vote (no gold, several samples), 4 question/rationale length and restated answers,
-    5 contamination (--against), 6 exact duplicates, 7 near-duplicates of a kept question (MinHash-LSH
-    candidates, exact shingle Jaccard; LSH can miss a pair near the threshold).
+    5 contamination (--against), 6 exact duplicates, 7 near-duplicates of a kept question.
     The first rule that removes a record is its reason in --rejected.
     """
     from kdpipe.filter import FilterOptions, run_filter
