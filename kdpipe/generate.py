@@ -316,9 +316,12 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
             if c.error is not None:
                 counts[c.error if c.error == NOT_SENT else "transport"] += 1
                 continue
-            if c.finish_reason == "length":
+            proposed = parse_question_list(c.text)
+            if c.finish_reason == "length" and proposed:
+                # Cut off by --max-tokens: the last item is the one being written ("... How").
+                proposed.pop()
                 counts["truncated"] += 1
-            for q in parse_question_list(c.text):
+            for q in proposed:
                 counts["proposed"] += 1
                 key = answers.normalize_text(q)
                 if not key or key in seen:

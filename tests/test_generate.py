@@ -210,3 +210,16 @@ def test_ctrl_c_keeps_the_old_output_and_every_finished_response(shared_data, tm
     assert out.read_text() == "previous output\n"
     rows = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     assert answered - 2 <= rows <= answered  # at most the requests in flight were lost
+
+
+def test_expand_drops_the_question_an_answer_cut_off_by_max_tokens_was_writing(shared_data, tmp_path):
+    seeds = svamp_seeds(shared_data, tmp_path, limit=60)
+    test_rows = [json.loads(line) for line in open(shared_data / "dss/svamp/svamp_test.json")]
+    whole = [" ".join(row["input"].split()) for row in test_rows]
+    script = palm_script(shared_data, seeds) + [ScriptLine(q, ["x"], expand=True) for q in whole]
+    with running(script, faults={"truncated": 1.0}) as srv:
+        r = run_generate(seeds, tmp_path / "new.jsonl", opts(srv.base_url, tmp_path, mode="expand", num_new=5))
+    new = load_records(tmp_path / "new.jsonl")
+    assert new and r.counts["truncated"] >= 1
+    for n in new:  # every question kept is one the teacher wrote whole
+        assert " ".join(n.question.split()) in whole, n.question
