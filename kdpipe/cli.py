@@ -181,9 +181,11 @@ def generate(
                                       "bytes/2.5), output tokens (mean of earlier cached answers, else "
                                       "--max-tokens) and the cost range; cached requests are free."),
     max_usd: Optional[float] = typer.Option(_Gen.max_usd, "--max-usd",
-                                            help="Stop sending when spent plus the worst case of requests in "
-                                                 "flight would pass this many USD; unsent samples get error "
-                                                 "not_sent; rerun with a higher cap to continue."),
+                                            help="Never spend past this many USD: a request is sent only when "
+                                                 "spent plus the worst case of requests in flight and its own "
+                                                 "fits (else it waits for those in flight); the run stops "
+                                                 "within one request's worst case of the cap; unsent samples "
+                                                 "get error not_sent; rerun with a higher cap to continue."),
     batch: bool = typer.Option(_Gen.batch, "--batch",
                                help="Use the OpenAI Batch API (half price, results within 24 h); stop and "
                                     "rerun at any time: the batch is remembered in the cache."),

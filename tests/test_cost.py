@@ -201,3 +201,22 @@ def test_not_sent_is_a_sample_reason_that_round_trips(tmp_path):
     write_records(tmp_path / "r.jsonl", [rec])
     (back,) = load_records(tmp_path / "r.jsonl")
     assert back == rec and not back.samples[0].ok
+
+
+def test_max_usd_at_high_concurrency_spends_up_to_the_cap_and_never_past_it(tmp_path):
+    # Uniform requests (same prompt length) that cost most of their worst case: the prompt
+    # is billed, the one-token answer nearly free.
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i:03d} plus {i:03d}?",
+                                         "task": "numeric"}) + "\n" for i in range(252)))
+    records = load_records(seeds)
+    price = Price(1000.0, 0.001)
+    worst = max(price.cost(ByteCounter().count([{"content": _prompt_of(r)}])[2], 1) for r in records)
+    cap = 30 * worst
+    with running([], latency=0.002) as srv:
+        r = run_generate(seeds, tmp_path / "out.jsonl",
+                         opts(srv.base_url, tmp_path, concurrency=32, max_tokens=1, price_in=1000.0,
+                              price_out=0.001, max_usd=cap))
+    spent = ledger(tmp_path / "out.jsonl")
+    assert spent["stopped_at_max_usd"] and 0 < r.counts["not_sent"] < 252
+    assert cap - 2 * worst <= spent["cost_usd"] <= cap

@@ -187,7 +187,7 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
 
     async def worker():
         for r, missing, keys in queue:
-            reservation = budget.admit(requests[r].messages, len(missing)) if budget else None
+            reservation = await budget.wait_admit(requests[r].messages, len(missing)) if budget else None
             if budget and reservation is None:
                 for i in missing:
                     results[r][i - requests[r].first_sample] = Completion(i, error="not_sent",
