@@ -167,9 +167,13 @@ def generate(
     seeds_per_prompt: int = typer.Option(_Gen.seeds_per_prompt, "--seeds-per-prompt",
                                          help="Seed questions shown per expansion request."),
     price_in: Optional[float] = typer.Option(_Gen.price_in, "--price-in",
-                                             help="USD per million input tokens (default: built-in table)."),
+                                             help="USD per million input tokens (default: --prices, else "
+                                                  "built-in table; given alone, the output price still comes "
+                                                  "from there)."),
     price_out: Optional[float] = typer.Option(_Gen.price_out, "--price-out",
-                                              help="USD per million output tokens (default: built-in table)."),
+                                              help="USD per million output tokens (default: --prices, else "
+                                                   "built-in table; given alone, the input price still comes "
+                                                   "from there)."),
     timeout: float = typer.Option(_Gen.timeout, "--timeout", help="Seconds before a request is retried."),
     retries: int = typer.Option(_Gen.retries, "--retries", help="Retries per request (429, 5xx, timeouts)."),
     transport: str = typer.Option(_Gen.transport, "--transport",

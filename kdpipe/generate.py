@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import time
@@ -34,7 +33,7 @@ from kdpipe.records import (
 )
 from kdpipe.teacher.cache import default_cache_path
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
-from kdpipe.teacher.pricing import PRICES_ENV, Price, resolve_price
+from kdpipe.teacher.pricing import Price, prices_file_from_env, resolve_price
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
 
@@ -107,7 +106,7 @@ class GenerateOptions:
         return p + cost_problems(self) + self.teacher_config().problems(need_key=not self.dry_run)
 
     def resolved_prices_file(self) -> Path | None:
-        return self.prices or (Path(os.environ[PRICES_ENV]) if os.environ.get(PRICES_ENV) else None)
+        return prices_file_from_env(self.prices)
 
     def price(self) -> Price | None:
         """The price this run is billed at (batch price with --batch)."""

@@ -8,7 +8,7 @@ import pytest
 
 from kdpipe.teacher import ChatRequest, ResponseCache, Stats, TeacherConfig, TeacherFatalError, complete
 from kdpipe.teacher.loopback import ScriptLine, running
-from kdpipe.teacher.pricing import price_for
+from kdpipe.teacher.pricing import resolve_price
 
 SCRIPT = [ScriptLine(f"What is {i} plus {i}?", [f"{i} + {i} = {2 * i}. The answer is {2 * i}.",
                                                  f"Twice {i} is {2 * i}. The answer is {2 * i}."])
@@ -145,7 +145,7 @@ def test_config_problems_are_reported_together(monkeypatch):
 
 
 def test_price_table_and_override():
-    assert price_for("gpt-4o-mini").cost(1_000_000, 1_000_000) == pytest.approx(0.75)
-    assert price_for("openai/gpt-4o-2024-08-06").input == 2.50
-    assert price_for("my-local-model") is None
-    assert price_for("my-local-model", 1.0, 2.0).cost(500_000, 250_000) == pytest.approx(1.0)
+    assert resolve_price("gpt-4o-mini").cost(1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert resolve_price("openai/gpt-4o-2024-08-06").input == 2.50
+    assert resolve_price("my-local-model") is None
+    assert resolve_price("my-local-model", 1.0, 2.0).cost(500_000, 250_000) == pytest.approx(1.0)
