@@ -204,7 +204,12 @@ def generate(
                                         help="Seconds between batch status checks (--batch)."),
     quiet: bool = QUIET,
 ) -> None:
-    """Ask the teacher: label questions with rationales, or expand the seed set."""
+    """Ask the teacher: label questions with rationales, or expand the seed set.
+
+    Exit status: 0 when every sample was answered (or gave a recorded reason such as
+    truncated or unparseable); 3 when the output was written but some samples failed
+    (transport) or were not sent (--max-usd): rerun the same command to retry only those;
+    1 for other errors, 2 for bad options, 130 when interrupted."""
     from kdpipe.generate import GenerateOptions, run_generate
     from kdpipe.generate_cost import continue_hint
     from kdpipe.records import SAMPLE_ERRORS
@@ -244,6 +249,10 @@ def generate(
     say(quiet, f"teacher: {describe(r.stats, r.price)}")
     if r.extra.get("budget") is not None and r.extra["budget"].stopped:
         typer.echo(f"generate: {continue_hint(r.extra['budget'])}", err=True)
+    elif r.unfinished_line():
+        typer.echo(f"generate: {r.unfinished_line()}", err=True)
+    if r.exit_code:
+        raise typer.Exit(r.exit_code)
 
 
 # ------------------------------------------------------------------ filter and format

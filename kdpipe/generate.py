@@ -113,6 +113,9 @@ class GenerateOptions:
         return resolve_price(self.model, self.price_in, self.price_out, self.resolved_prices_file(), self.batch)
 
 
+INCOMPLETE_EXIT = 3  # the output is written, but some samples failed or were not sent: rerun to finish
+
+
 @dataclass
 class GenerateResult:
     counts: dict[str, Any]
@@ -120,6 +123,30 @@ class GenerateResult:
     price: Price | None
     cost_usd: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    mode: str = "label"
+    dry_run: bool = False
+
+    def unfinished(self) -> tuple[int, int]:
+        """(failed with a transport error, not sent under --max-usd): samples in label mode,
+        requests in expand mode. A rerun of the same command sends only these."""
+        if self.dry_run:
+            return 0, 0
+        return self.counts.get("transport", 0), self.counts.get(NOT_SENT, 0)
+
+    @property
+    def exit_code(self) -> int:
+        return INCOMPLETE_EXIT if any(self.unfinished()) else 0
+
+    def unfinished_line(self) -> str | None:
+        """One line saying what did not finish and how to finish it; None when all did."""
+        failed, not_sent = self.unfinished()
+        if not failed and not not_sent:
+            return None
+        unit = "samples" if self.mode == "label" else "expansion requests"
+        parts = ([f"{failed} {unit} failed (transport)"] if failed else []) + (
+            [f"{not_sent} {unit} were not sent (not_sent)"] if not_sent else [])
+        return (f"{' and '.join(parts)}; the output is written with them marked; rerun the same command "
+                f"to retry only those (the rest comes from the cache)")
 
 
 def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
@@ -151,7 +178,8 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
             result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
         if opts.dry_run:
             return GenerateResult(counts, stats, price, extra={"estimate": estimate(
-                config, send.requests, cache, token_counter(opts.tokenizer), price, opts.batch)})
+                config, send.requests, cache, token_counter(opts.tokenizer), price, opts.batch)},
+                mode=opts.mode, dry_run=True)
     write_records(out, result_records)
     cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
     usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
@@ -165,7 +193,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     params["base_url"] = config.provenance()["base_url_host"]
     write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
                extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
-    return GenerateResult(counts, stats, price, cost, extra={"budget": budget})
+    return GenerateResult(counts, stats, price, cost, extra={"budget": budget}, mode=opts.mode)
 
 
 # ------------------------------------------------------------------ prompts

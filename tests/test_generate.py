@@ -53,6 +53,7 @@ def test_label_800_svamp_questions_through_every_fault(shared_data, tmp_path):
     c = first.counts
     assert c["records"] == 800 and c["ok"] + sum(c[e] for e in SAMPLE_ERRORS) == 800
     assert c["empty"] == srv.stats["empty"] and c["ok"] > 650
+    assert first.exit_code == (3 if c["transport"] else 0) and again.exit_code == first.exit_code
     assert again.counts["cached"] == 800
     assert without_cached_flags(tmp_path / "out.jsonl") == without_cached_flags(tmp_path / "again.jsonl")
     meta = json.loads(meta_path(tmp_path / "out.jsonl").read_text())
@@ -223,3 +224,31 @@ def test_expand_drops_the_question_an_answer_cut_off_by_max_tokens_was_writing(s
     assert new and r.counts["truncated"] >= 1
     for n in new:  # every question kept is one the teacher wrote whole
         assert " ".join(n.question.split()) in whole, n.question
+
+
+def test_failed_requests_write_the_output_but_exit_3_and_a_rerun_retries_only_those(cli, tmp_path):
+    import socket
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus {i}?",
+                                         "task": "numeric"}) + "\n" for i in range(6)))
+    script = [ScriptLine(f"What is {i} plus {i}?", [f"{i} + {i} = {2 * i}. The answer is {2 * i}."])
+              for i in range(6)]
+    with socket.socket() as s:  # a port nothing listens on: the endpoint is down
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    base = ["generate", seeds, "-o", tmp_path / "out.jsonl", "--model", "loopback", "--cache",
+            tmp_path / "cache.sqlite", "--retries", "0", "--timeout", "2"]
+    code, _, err = cli(*base, "--base-url", down)
+    assert code == 3, err
+    assert "6 samples failed (transport)" in err and "rerun the same command to retry only those" in err
+    assert [r.samples[0].error for r in load_records(tmp_path / "out.jsonl")] == ["transport"] * 6
+    _, usage, _ = cli("generate", "--help")
+    assert "3 when the output was written" in " ".join(usage.split())
+    with running(script) as srv:
+        code, _, err = cli(*base, "--base-url", srv.base_url)
+        assert code == 0, err
+        assert srv.stats["requests"] == 6
+        code, _, err = cli(*base, "--base-url", srv.base_url)
+        assert code == 0 and srv.stats["requests"] == 6  # up to date: everything from the cache
+    assert all(r.samples[0].answer == str(2 * i) for i, r in enumerate(load_records(tmp_path / "out.jsonl")))
