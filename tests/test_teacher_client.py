@@ -149,3 +149,33 @@ def test_price_table_and_override():
     assert resolve_price("openai/gpt-4o-2024-08-06").input == 2.50
     assert resolve_price("my-local-model") is None
     assert resolve_price("my-local-model", 1.0, 2.0).cost(500_000, 250_000) == pytest.approx(1.0)
+
+
+def test_a_base_url_with_credentials_is_refused_without_echoing_them(cli, tmp_path):
+    url = "http://user:sk-SECRET-in-url@127.0.0.1:9/v1"
+    problems = TeacherConfig(model="m", base_url=url).problems()
+    assert problems == ["--base-url must not hold credentials (user:password@host); put the key in $OPENAI_API_KEY"]
+    assert TeacherConfig(model="m", base_url=url).provenance()["base_url_host"] == "127.0.0.1:9"
+    assert TeacherConfig(model="m", base_url="http://127.0.0.1:x/v1").problems() == [
+        "--base-url has a bad port: 'http://127.0.0.1:x/v1'"]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"id": "a", "question": "1+1?", "task": "numeric"}\n')
+    code, out, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url", url,
+                         "--cache", tmp_path / "c.sqlite")
+    assert code == 2 and err.count("\n") == 1 and "must not hold credentials" in err
+    assert "SECRET" not in out + err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_an_unexpected_transport_exception_is_a_failed_attempt_not_a_traceback(tmp_path, monkeypatch):
+    from kdpipe.teacher import transport
+
+    async def broken_send(self, body):
+        raise ValueError("something inside the client library")
+
+    monkeypatch.setattr(transport._AiohttpTransport, "send", broken_send)
+    with running([ScriptLine("q", ["The answer is 1."])]) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        stats = Stats()
+        (got,) = complete(config(srv.base_url, transport="aiohttp", retries=1, backoff=0.001), [ask(0)], cache, stats)
+        assert len(cache) == 0
+    assert got[0].error == "transport" and "unexpected ValueError: something inside" in got[0].detail
+    assert stats.retries == 1
