@@ -16,12 +16,14 @@ written whole, in input order, at the end.
 from __future__ import annotations
 
 import hashlib
+import os
 import json
 import random
 import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
@@ -37,7 +39,9 @@ from kdpipe.teacher.pricing import Price, prices_file_from_env, resolve_price
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+# The default prompts ship inside the package (kdpipe/prompts/, package data); the
+# repository's top-level prompts/ is a symlink to them for the Makefile and users.
+PROMPTS_DIR = resources.files("kdpipe") / "prompts"
 MODES = ("label", "expand")
 NEW_PER_REQUEST = 8  # questions asked for in one expansion request
 MAX_EMPTY_ROUNDS = 3  # expansion rounds in a row without a new question before giving up
@@ -199,9 +203,10 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
 # ------------------------------------------------------------------ prompts
 
 
-def _read_prompt(path: Path) -> tuple[str, str, str]:
-    """(file name, digest, text) of a prompt template."""
-    path = Path(path)
+def _read_prompt(path) -> tuple[str, str, str]:
+    """(file name, digest, text) of a prompt template: a path, or a packaged default."""
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:

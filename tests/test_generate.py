@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kdpipe.generate import GenerateOptions, parse_question_list, run_generate, to_sample
+from kdpipe.generate import PROMPTS_DIR, GenerateOptions, parse_question_list, run_generate, to_sample
 from kdpipe.records import SAMPLE_ERRORS, Record, load_records, meta_path
 from kdpipe.teacher.client import Completion
 from kdpipe.teacher.loopback import ScriptLine, running
@@ -252,3 +252,31 @@ def test_failed_requests_write_the_output_but_exit_3_and_a_rerun_retries_only_th
         code, _, err = cli(*base, "--base-url", srv.base_url)
         assert code == 0 and srv.stats["requests"] == 6  # up to date: everything from the cache
     assert all(r.samples[0].answer == str(2 * i) for i, r in enumerate(load_records(tmp_path / "out.jsonl")))
+
+
+def test_a_built_wheel_carries_the_default_prompts(tmp_path):
+    """Installed from a wheel (no repository around it), generate still finds its prompts."""
+    import shutil
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"
+    shutil.copytree(repo / "kdpipe", src / "kdpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, timeout=300, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("kdpipe-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    check = ("from kdpipe.generate import PROMPTS_DIR, _read_prompt\n"
+             "for t in ('numeric', 'choice', 'text', 'expand'):\n"
+             "    name, digest, text = _read_prompt(PROMPTS_DIR / f'{t}.txt')\n"
+             "    print(name, len(text) > 100)\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    got = subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.split() == ["numeric.txt", "True", "choice.txt", "True", "text.txt", "True",
+                                  "expand.txt", "True"]
+    assert (repo / "prompts" / "numeric.txt").read_text() == (PROMPTS_DIR / "numeric.txt").read_text()
