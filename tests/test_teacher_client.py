@@ -179,3 +179,19 @@ def test_an_unexpected_transport_exception_is_a_failed_attempt_not_a_traceback(t
         assert len(cache) == 0
     assert got[0].error == "transport" and "unexpected ValueError: something inside" in got[0].detail
     assert stats.retries == 1
+
+
+def test_the_declared_openai_bound_is_the_tested_release_and_provides_what_transport_uses():
+    import tomllib
+    from pathlib import Path
+
+    import openai
+
+    repo = Path(__file__).resolve().parent.parent
+    deps = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
+    (bound,) = [d.split("#")[0].split(">=")[1].strip() for d in deps if d.startswith("openai")]
+    pins = dict(line.strip().split("==") for line in (repo / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    as_tuple = lambda v: tuple(int(x) for x in v.split(".")[:2])  # noqa: E731
+    assert as_tuple(bound) == as_tuple(pins["openai"]) == as_tuple(openai.__version__)
+    assert hasattr(openai, "DefaultAioHttpClient") and hasattr(openai, "DEFAULT_CONNECTION_LIMITS")

@@ -66,7 +66,7 @@ class _OpenAITransport:
             base_url=self._url, api_key=config.api_key(), max_retries=0, timeout=config.timeout,
             http_client=openai.DefaultAioHttpClient(
                 timeout=config.timeout,
-                limits=_httpx_limits(config.concurrency)),
+                limits=_connection_limits(openai, config.concurrency)),
         )
 
     async def send(self, body: dict) -> dict:
@@ -88,10 +88,11 @@ class _OpenAITransport:
         await self._client.close()
 
 
-def _httpx_limits(concurrency: int):
-    import httpx2
-
-    return httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+def _connection_limits(openai, concurrency: int):
+    # The Limits class of the HTTP library this openai release is built on (httpx2 in 3.x),
+    # taken from the SDK itself rather than imported by a name that changes between releases.
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)
+    return limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
 
 class _AiohttpTransport:
