@@ -195,3 +195,16 @@ def test_the_declared_openai_bound_is_the_tested_release_and_provides_what_trans
     as_tuple = lambda v: tuple(int(x) for x in v.split(".")[:2])  # noqa: E731
     assert as_tuple(bound) == as_tuple(pins["openai"]) == as_tuple(openai.__version__)
     assert hasattr(openai, "DefaultAioHttpClient") and hasattr(openai, "DEFAULT_CONNECTION_LIMITS")
+
+
+@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+def test_a_refused_connection_is_reported_as_such_not_as_a_timeout(tmp_path, transport):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        (got,) = complete(config(url, transport=transport, retries=0, timeout=30), [ask(0)], cache)
+    assert got[0].error == "transport" and got[0].detail.startswith("connection error:"), got[0].detail
+    assert "no response within" not in got[0].detail

@@ -78,7 +78,11 @@ class _OpenAITransport:
         except openai.APIStatusError as e:
             _classify(e.status_code, _short(e.message), e.response.headers.get("retry-after"),
                       self._model, self._url)
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as e:
+            # The SDK's aiohttp adapter reports a refused connection as a connect timeout.
+            cause = _refused_cause(e)
+            if cause is not None:
+                raise _Retryable(f"connection error: {_short(str(cause))}") from None
             raise _Retryable(f"no response within {self._timeout_s:g} s") from None
         except openai.APIConnectionError as e:
             raise _Retryable(f"connection error: {_short(str(e.__cause__ or e))}") from None
@@ -86,6 +90,17 @@ class _OpenAITransport:
 
     async def close(self) -> None:
         await self._client.close()
+
+
+def _refused_cause(error: BaseException) -> BaseException | None:
+    """The OSError (connection refused, unreachable, DNS) behind `error`, if it is not a timeout."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and not isinstance(error, TimeoutError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _connection_limits(openai, concurrency: int):
