@@ -174,7 +174,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     with open_cache(opts.cache or default_cache_path(), opts.dry_run) as cache:
         send = make_sender(opts, cache, budget, on_batch_step)
         if opts.mode == "label":
-            prompts = _label_prompts(records, opts.prompt)
+            prompts = label_prompts(records, opts.prompt)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
         else:
             template = _read_prompt(opts.prompt or PROMPTS_DIR / "expand.txt")
@@ -214,10 +214,18 @@ def _read_prompt(path) -> tuple[str, str, str]:
     return path.name, text_digest(text), text
 
 
-def _label_prompts(records: list[Record], prompt: Path | None) -> dict[str, tuple[str, str, str]]:
-    """Task -> prompt template: --prompt for every task, else prompts/<task>.txt."""
+def label_prompts(records: list[Record], prompt: Path | None) -> dict[str, tuple[str, str, str]]:
+    """Task -> (file name, digest, text) of its prompt: --prompt for every task, else prompts/<task>.txt."""
     tasks = sorted({r.task for r in records})
     return {t: _read_prompt(prompt or PROMPTS_DIR / f"{t}.txt") for t in tasks}
+
+
+def label_requests(records: list[Record], prompts: dict[str, tuple[str, str, str]],
+                   samples: int) -> list[ChatRequest]:
+    """The label-mode teacher request of each record (`samples` samples): what generate sends
+    and `eval --teacher` asks again, so both share the response cache."""
+    return [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples,
+                        id=r.id) for r in records]
 
 
 def render_label_prompt(template: str, record: Record) -> str:
@@ -236,9 +244,7 @@ def render_label_prompt(template: str, record: Record) -> str:
 def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress, send=complete):
     """Label records in place with `samples` teacher samples each; returns (records, counts).
     `send` answers the requests: the online client, the Batch API or a dry run (generate_cost.py)."""
-    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples,
-                            id=r.id) for r in records]
-    results = send(config, requests, cache, stats, on_progress)
+    results = send(config, label_requests(records, prompts, samples), cache, stats, on_progress)
     counts: Counter = Counter()
     for record, completions in zip(records, results):
         name, digest, _ = prompts[record.task]

@@ -57,13 +57,11 @@ def prepare_teacher(opts: "EvalOptions") -> TeacherSetup:
 
 def ask_teacher(setup: TeacherSetup, records: list[Record], opts: "EvalOptions"):
     """(texts, seconds, cost in USD or None, token counts) of the teacher's answers."""
-    from kdpipe.generate import _label_prompts, render_label_prompt
+    from kdpipe.generate import label_prompts, label_requests
     from kdpipe.teacher.cache import ResponseCache
-    from kdpipe.teacher.client import ChatRequest, Stats, complete
+    from kdpipe.teacher.client import Stats, complete
 
-    prompts = _label_prompts(records, setup.prompt)
-    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], 1)
-                for r in records]
+    requests = label_requests(records, label_prompts(records, setup.prompt), 1)
     stats = Stats()
     started = time.perf_counter()
     with ResponseCache(setup.cache_path) as cache:

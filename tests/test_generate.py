@@ -280,3 +280,23 @@ def test_a_built_wheel_carries_the_default_prompts(tmp_path):
     assert got.stdout.split() == ["numeric.txt", "True", "choice.txt", "True", "text.txt", "True",
                                   "expand.txt", "True"]
     assert (repo / "prompts" / "numeric.txt").read_text() == (PROMPTS_DIR / "numeric.txt").read_text()
+
+
+def test_eval_teacher_asks_what_generate_asked_so_the_cache_answers_it(shared_data, tmp_path):
+    from kdpipe.evaluate import EvalOptions
+    from kdpipe.teacher_eval import ask_teacher, prepare_teacher
+
+    seeds = svamp_seeds(shared_data, tmp_path, limit=30)
+    with running(palm_script(shared_data, seeds)) as srv:
+        run_generate(seeds, tmp_path / "out.jsonl", opts(srv.base_url, tmp_path))
+        sent = srv.stats["requests"]
+        setup = prepare_teacher(EvalOptions(teacher="loopback", teacher_base_url=srv.base_url,
+                                            teacher_cache=tmp_path / "cache.sqlite"))
+        texts, _, _, tokens = ask_teacher(setup, load_records(seeds), EvalOptions())
+        assert srv.stats["requests"] == sent and tokens["cached_answers"] == 30
+    assert texts == [r.samples[0].text for r in load_records(tmp_path / "out.jsonl")]
+    from kdpipe.generate import label_prompts, label_requests
+
+    records = load_records(seeds)
+    (req, *_) = label_requests(records, label_prompts(records, None), 3)
+    assert (req.n, req.id) == (3, records[0].id) and records[0].question in req.messages[0]["content"]
