@@ -149,7 +149,10 @@ def generate(
     api_key_env: str = typer.Option(_Gen.api_key_env, "--api-key-env",
                                     help="Environment variable holding the API key."),
     concurrency: int = typer.Option(_Gen.concurrency, "--concurrency", help="Requests in flight."),
-    samples: int = typer.Option(_Gen.samples, "--samples", help="Completions per question (label mode)."),
+    samples: int = typer.Option(_Gen.samples, "--samples",
+                                help="Completions per question (label mode only). Raising it later pays only "
+                                     "for the new samples at the same temperature; from 1 to several the "
+                                     "default temperature changes (0 to 0.7), so every sample is asked anew."),
     temperature: Optional[float] = typer.Option(_Gen.temperature, "--temperature",
                                                 help="Sampling temperature (default: 0 for one sample, "
                                                      "0.7 for several or for expand)."),

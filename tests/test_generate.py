@@ -300,3 +300,10 @@ def test_eval_teacher_asks_what_generate_asked_so_the_cache_answers_it(shared_da
     records = load_records(seeds)
     (req, *_) = label_requests(records, label_prompts(records, None), 3)
     assert (req.n, req.id) == (3, records[0].id) and records[0].question in req.messages[0]["content"]
+
+
+def test_samples_help_says_when_raising_it_reuses_the_cache(cli):
+    _, usage, _ = cli("generate", "--help")
+    text = " ".join(usage.replace("│", " ").split())
+    assert "pays only for the new samples at the same temperature" in text
+    assert "from 1 to several the default temperature changes (0 to 0.7)" in text

@@ -9,7 +9,10 @@ the messages, the sampling parameters and the sample index. It leaves out
 how the run was made (concurrency, output path, base URL, API key), so
 changing those reuses the cache. `n` is left out too: sample 2 of a question
 is the same request whether 3 or 5 samples were asked for, so raising
-`--samples` pays only for the new samples.
+`--samples` from 3 to 5 pays only for samples 3 and 4. The temperature is in
+the key, though, and generate's default changes with the sample count (0 for
+one sample, 0.7 for several): going from 1 sample to several without
+--temperature asks for every sample anew.
 """
 
 from __future__ import annotations
