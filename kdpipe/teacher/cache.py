@@ -66,10 +66,6 @@ class ResponseCache:
         except sqlite3.Error as e:
             raise KdpipeError(f"{self.path}: cannot open the response cache: {e}") from None
 
-    def get(self, key: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
-
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The stored responses among `keys`, in one query per 500 keys."""
         found = {}

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
@@ -349,8 +349,3 @@ async def _with_retries(config, transport, body, stats: Stats) -> dict:
             delay = max(delay, min(error.retry_after, 60.0))
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def requests_for(messages: Iterable[list[dict[str, str]]], n: int = 1) -> list[ChatRequest]:
-    """One request of `n` samples per message list."""
-    return [ChatRequest(m, n) for m in messages]
