@@ -214,10 +214,7 @@ def generate(
     (transport) or were not sent (--max-usd): rerun the same command to retry only those;
     1 for other errors, 2 for bad options, 130 when interrupted."""
     from kdpipe.generate import GenerateOptions, run_generate
-    from kdpipe.generate_cost import continue_hint
-    from kdpipe.records import SAMPLE_ERRORS
-    from kdpipe.teacher.estimate import describe_estimate
-    from kdpipe.teacher.progress import ProgressLine, describe
+    from kdpipe.teacher.progress import ProgressLine
 
     opts = GenerateOptions(mode=mode, model=model, base_url=base_url, api_key_env=api_key_env,
                            concurrency=concurrency, samples=samples, temperature=temperature,
@@ -226,34 +223,19 @@ def generate(
                            price_out=price_out, timeout=timeout, retries=retries, transport=transport,
                            dry_run=dry_run, max_usd=max_usd, batch=batch, prices=prices, tokenizer=tokenizer,
                            poll_interval=poll_interval)
-    price = None if opts.problems() else opts.price()  # run_generate reports the problems
-    progress = ProgressLine(f"generate {mode}", price, quiet or dry_run)
+    progress = ProgressLine(f"generate {mode}", None, quiet or dry_run)
     try:
-        r = run_generate(seeds, out, opts, on_progress=progress,
+        r = run_generate(seeds, out, opts, on_progress=progress, on_price=progress.set_price,
                          on_batch_step=lambda job, message: say(quiet, f"batch {job}: {message}"))
     finally:
         progress.close()
     if dry_run:
-        scope = "" if mode == "label" else " (expand: the first round of requests only; duplicates add rounds)"
-        typer.echo(f"dry run, nothing sent{scope}:")
-        for line in describe_estimate(r.extra["estimate"], max_tokens):
-            typer.echo(f"  {line}")
+        typer.echo("\n".join(r.summary()))
         return
-    c = r.counts
-    if mode == "label":
-        errors = ", ".join(f"{k} {c[k]}" for k in SAMPLE_ERRORS if c.get(k))
-        say(quiet, f"generate: {c['records']} records, {c['samples']} samples: {c['ok']} answered"
-                   + (f", {errors}" if errors else "") + f"; written to {out}")
-    else:
-        say(quiet, f"generate: {c['written']} new questions from {c.get('requests', 0)} requests "
-                   f"({c.get('duplicates', 0)} duplicates dropped"
-                   + (f", {c['short_of_target']} short of --num-new" if c["short_of_target"] else "")
-                   + f"); written to {out}")
-    say(quiet, f"teacher: {describe(r.stats, r.price)}")
-    if r.extra.get("budget") is not None and r.extra["budget"].stopped:
-        typer.echo(f"generate: {continue_hint(r.extra['budget'])}", err=True)
-    elif r.unfinished_line():
-        typer.echo(f"generate: {r.unfinished_line()}", err=True)
+    for line in r.summary():
+        say(quiet, line)
+    if r.notice():
+        typer.echo(f"generate: {r.notice()}", err=True)
     if r.exit_code:
         raise typer.Exit(r.exit_code)
 

@@ -16,20 +16,21 @@ written whole, in input order, at the end.
 from __future__ import annotations
 
 import hashlib
-import os
 import json
+import os
 import random
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from kdpipe import answers
 from kdpipe.errors import InputError, UsageError
 from kdpipe.generate_cost import cost_problems, make_budget, make_sender, open_cache
+from kdpipe.generate_result import GenerateResult
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, text_digest, write_meta, write_records,
 )
@@ -117,46 +118,14 @@ class GenerateOptions:
         return resolve_price(self.model, self.price_in, self.price_out, self.resolved_prices_file(), self.batch)
 
 
-INCOMPLETE_EXIT = 3  # the output is written, but some samples failed or were not sent: rerun to finish
-
-
-@dataclass
-class GenerateResult:
-    counts: dict[str, Any]
-    stats: Stats
-    price: Price | None
-    cost_usd: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    mode: str = "label"
-    dry_run: bool = False
-
-    def unfinished(self) -> tuple[int, int]:
-        """(failed with a transport error, not sent under --max-usd): samples in label mode,
-        requests in expand mode. A rerun of the same command sends only these."""
-        if self.dry_run:
-            return 0, 0
-        return self.counts.get("transport", 0), self.counts.get(NOT_SENT, 0)
-
-    @property
-    def exit_code(self) -> int:
-        return INCOMPLETE_EXIT if any(self.unfinished()) else 0
-
-    def unfinished_line(self) -> str | None:
-        """One line saying what did not finish and how to finish it; None when all did."""
-        failed, not_sent = self.unfinished()
-        if not failed and not not_sent:
-            return None
-        unit = "samples" if self.mode == "label" else "expansion requests"
-        parts = ([f"{failed} {unit} failed (transport)"] if failed else []) + (
-            [f"{not_sent} {unit} were not sent (not_sent)"] if not_sent else [])
-        return (f"{' and '.join(parts)}; the output is written with them marked; rerun the same command "
-                f"to retry only those (the rest comes from the cache)")
-
-
 def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
                  on_progress: Callable[[Stats], None] | None = None,
-                 on_batch_step: Callable[[str, str], None] | None = None) -> GenerateResult:
+                 on_batch_step: Callable[[str, str], None] | None = None,
+                 on_price: Callable[[Price | None], None] | None = None) -> GenerateResult:
     """Run label or expand mode from a seeds file to `out` (+ `out.meta.json`).
+
+    `on_price` hears the price the run is billed at (None: unknown) before anything is sent,
+    for a progress line that shows the cost so far.
 
     With opts.dry_run nothing is sent or written: the result's extra["estimate"] holds the
     cost estimate (kdpipe/teacher/estimate.py)."""
@@ -168,6 +137,8 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     records = load_records(seeds)
     started = time.time()
     price = opts.price()
+    if on_price is not None:
+        on_price(price)
     config = opts.teacher_config()
     stats = Stats()
     budget = make_budget(opts, price)
@@ -183,7 +154,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
         if opts.dry_run:
             return GenerateResult(counts, stats, price, extra={"estimate": estimate(
                 config, send.requests, cache, token_counter(opts.tokenizer), price, opts.batch)},
-                mode=opts.mode, dry_run=True)
+                mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
     write_records(out, result_records)
     cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
     usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
@@ -197,7 +168,8 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     params["base_url"] = config.provenance()["base_url_host"]
     write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
                extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
-    return GenerateResult(counts, stats, price, cost, extra={"budget": budget}, mode=opts.mode)
+    return GenerateResult(counts, stats, price, cost, extra={"budget": budget}, mode=opts.mode, out=out,
+                          max_tokens=opts.max_tokens)
 
 
 # ------------------------------------------------------------------ prompts

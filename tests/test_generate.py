@@ -307,3 +307,18 @@ def test_samples_help_says_when_raising_it_reuses_the_cache(cli):
     text = " ".join(usage.replace("│", " ").split())
     assert "pays only for the new samples at the same temperature" in text
     assert "from 1 to several the default temperature changes (0 to 0.7)" in text
+
+
+def test_the_result_says_what_was_written_and_what_it_cost(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus {i}?",
+                                         "task": "numeric"}) + "\n" for i in range(5)))
+    script = [ScriptLine(f"What is {i} plus {i}?", [f"The answer is {2 * i}."]) for i in range(5)]
+    prices = []
+    with running(script) as srv:
+        r = run_generate(seeds, tmp_path / "out.jsonl", opts(srv.base_url, tmp_path, price_in=2.0, price_out=8.0),
+                         on_price=prices.append)
+    first, teacher = r.summary()
+    assert first == f"generate: 5 records, 5 samples: 5 answered; written to {tmp_path / 'out.jsonl'}"
+    assert teacher.startswith("teacher: 5/5 samples (0 cached)") and f"${r.cost_usd:.4f}" in teacher
+    assert prices == [r.price] and r.price.input == 2.0 and r.notice() is None and r.exit_code == 0
