@@ -166,9 +166,9 @@ def generate(
     prompt: Optional[Path] = typer.Option(_Gen.prompt, "--prompt",
                                           help="Prompt template (default: prompts/<task>.txt, "
                                                "prompts/expand.txt)."),
-    num_new: int = typer.Option(_Gen.num_new, "--num-new", help="New questions to write (expand mode)."),
+    num_new: int = typer.Option(_Gen.num_new, "--num-new", help="New questions to write (expand mode only)."),
     seeds_per_prompt: int = typer.Option(_Gen.seeds_per_prompt, "--seeds-per-prompt",
-                                         help="Seed questions shown per expansion request."),
+                                         help="Seed questions shown per expansion request (expand mode only)."),
     price_in: Optional[float] = typer.Option(_Gen.price_in, "--price-in",
                                              help="USD per million input tokens (default: --prices, else "
                                                   "built-in table; given alone, the output price still comes "

@@ -99,6 +99,15 @@ class GenerateOptions:
             p.append("--num-new must be at least 1")
         if self.seeds_per_prompt < 1:
             p.append("--seeds-per-prompt must be at least 1")
+        # An option of the other mode would be silently ignored: say so instead.
+        if self.mode == "expand" and self.samples != GenerateOptions.samples:
+            p.append("--samples is for label mode (expand asks for one completion per request)")
+        if self.mode == "label":
+            wrong = [flag for flag, name in (("--num-new", "num_new"), ("--seeds-per-prompt", "seeds_per_prompt"))
+                     if getattr(self, name) != getattr(GenerateOptions, name)]
+            if wrong:
+                p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
+                         "not label mode")
         for name in ("price_in", "price_out"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 p.append(f"--{name.replace('_', '-')} must not be negative")

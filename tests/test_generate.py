@@ -322,3 +322,16 @@ def test_the_result_says_what_was_written_and_what_it_cost(tmp_path):
     assert first == f"generate: 5 records, 5 samples: 5 answered; written to {tmp_path / 'out.jsonl'}"
     assert teacher.startswith("teacher: 5/5 samples (0 cached)") and f"${r.cost_usd:.4f}" in teacher
     assert prices == [r.price] and r.price.input == 2.0 and r.notice() is None and r.exit_code == 0
+
+
+def test_an_option_of_the_other_mode_is_reported_not_ignored(cli, tmp_path):
+    url = "http://127.0.0.1:1/v1"
+    assert GenerateOptions(mode="expand", model="m", base_url=url, samples=3).problems() == [
+        "--samples is for label mode (expand asks for one completion per request)"]
+    assert GenerateOptions(model="m", base_url=url, num_new=10, seeds_per_prompt=5).problems() == [
+        "--num-new and --seeds-per-prompt are for expand mode, not label mode"]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"id": "a", "question": "1+1?", "task": "numeric"}) + "\n")
+    code, _, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url", url,
+                       "--num-new", "10")
+    assert code == 2 and "--num-new is for expand mode" in err and not (tmp_path / "o.jsonl").exists()
