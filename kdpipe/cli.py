@@ -160,7 +160,10 @@ def generate(
     api_key_env: str = typer.Option(_Gen.api_key_env, "--api-key-env",
                                     help="Environment variable holding the API key."),
     concurrency: int = typer.Option(_Gen.concurrency, "--concurrency", help="Requests in flight."),
-    samples: int = typer.Option(_Gen.samples, "--samples", help="Completions per question (label mode)."),
+    samples: int = typer.Option(_Gen.samples, "--samples",
+                                help="Completions per question (label mode only). Raising it later pays only "
+                                     "for the new samples at the same temperature; from 1 to several the "
+                                     "default temperature changes (0 to 0.7), so every sample is asked anew."),
     temperature: Optional[float] = typer.Option(_Gen.temperature, "--temperature",
                                                 help="Sampling temperature (default: 0 for one sample, "
                                                      "0.7 for several or for expand)."),
@@ -174,13 +177,17 @@ def generate(
     prompt: Optional[Path] = typer.Option(_Gen.prompt, "--prompt",
                                           help="Prompt template (default: prompts/<task>.txt, "
                                                "prompts/expand.txt)."),
-    num_new: int = typer.Option(_Gen.num_new, "--num-new", help="New questions to write (expand mode)."),
+    num_new: int = typer.Option(_Gen.num_new, "--num-new", help="New questions to write (expand mode only)."),
     seeds_per_prompt: int = typer.Option(_Gen.seeds_per_prompt, "--seeds-per-prompt",
-                                         help="Seed questions shown per expansion request."),
+                                         help="Seed questions shown per expansion request (expand mode only)."),
     price_in: Optional[float] = typer.Option(_Gen.price_in, "--price-in",
-                                             help="USD per million input tokens (default: built-in table)."),
+                                             help="USD per million input tokens (default: --prices, else "
+                                                  "built-in table; given alone, the output price still comes "
+                                                  "from there)."),
     price_out: Optional[float] = typer.Option(_Gen.price_out, "--price-out",
-                                              help="USD per million output tokens (default: built-in table)."),
+                                              help="USD per million output tokens (default: --prices, else "
+                                                   "built-in table; given alone, the input price still comes "
+                                                   "from there)."),
     timeout: float = typer.Option(_Gen.timeout, "--timeout", help="Seconds before a request is retried."),
     retries: int = typer.Option(_Gen.retries, "--retries", help="Retries per request (429, 5xx, timeouts)."),
     transport: str = typer.Option(_Gen.transport, "--transport",
@@ -192,9 +199,11 @@ def generate(
                                       "bytes/2.5), output tokens (mean of earlier cached answers, else "
                                       "--max-tokens) and the cost range; cached requests are free."),
     max_usd: Optional[float] = typer.Option(_Gen.max_usd, "--max-usd",
-                                            help="Stop sending when spent plus the worst case of requests in "
-                                                 "flight would pass this many USD; unsent samples get error "
-                                                 "not_sent; rerun with a higher cap to continue."),
+                                            help="Never spend past this many USD: a request is sent only when "
+                                                 "spent plus the worst case of requests in flight and its own "
+                                                 "fits (else it waits for those in flight); the run stops "
+                                                 "within one request's worst case of the cap; unsent samples "
+                                                 "get error not_sent; rerun with a higher cap to continue."),
     batch: bool = typer.Option(_Gen.batch, "--batch",
                                help="Use the OpenAI Batch API (half price, results within 24 h); stop and "
                                     "rerun at any time: the batch is remembered in the cache."),
@@ -209,12 +218,14 @@ def generate(
                                         help="Seconds between batch status checks (--batch)."),
     quiet: bool = QUIET,
 ) -> None:
-    """Ask the teacher: label questions with rationales, or expand the seed set."""
+    """Ask the teacher: label questions with rationales, or expand the seed set.
+
+    Exit status: 0 when every sample was answered (or gave a recorded reason such as
+    truncated or unparseable); 3 when the output was written but some samples failed
+    (transport) or were not sent (--max-usd): rerun the same command to retry only those;
+    1 for other errors, 2 for bad options, 130 when interrupted."""
     from kdpipe.generate import GenerateOptions, run_generate
-    from kdpipe.generate_cost import continue_hint
-    from kdpipe.records import SAMPLE_ERRORS
-    from kdpipe.teacher.estimate import describe_estimate
-    from kdpipe.teacher.progress import ProgressLine, describe
+    from kdpipe.teacher.progress import ProgressLine
 
     opts = GenerateOptions(mode=mode, model=model, base_url=base_url, api_key_env=api_key_env,
                            concurrency=concurrency, samples=samples, temperature=temperature,
@@ -223,32 +234,21 @@ def generate(
                            price_out=price_out, timeout=timeout, retries=retries, transport=transport,
                            dry_run=dry_run, max_usd=max_usd, batch=batch, prices=prices, tokenizer=tokenizer,
                            poll_interval=poll_interval)
-    price = None if opts.problems() else opts.price()  # run_generate reports the problems
-    progress = ProgressLine(f"generate {mode}", price, quiet or dry_run)
+    progress = ProgressLine(f"generate {mode}", None, quiet or dry_run)
     try:
-        r = run_generate(seeds, out, opts, on_progress=progress,
+        r = run_generate(seeds, out, opts, on_progress=progress, on_price=progress.set_price,
                          on_batch_step=lambda job, message: say(quiet, f"batch {job}: {message}"))
     finally:
         progress.close()
     if dry_run:
-        scope = "" if mode == "label" else " (expand: the first round of requests only; duplicates add rounds)"
-        typer.echo(f"dry run, nothing sent{scope}:")
-        for line in describe_estimate(r.extra["estimate"], max_tokens):
-            typer.echo(f"  {line}")
+        typer.echo("\n".join(r.summary()))
         return
-    c = r.counts
-    if mode == "label":
-        errors = ", ".join(f"{k} {c[k]}" for k in SAMPLE_ERRORS if c.get(k))
-        say(quiet, f"generate: {c['records']} records, {c['samples']} samples: {c['ok']} answered"
-                   + (f", {errors}" if errors else "") + f"; written to {out}")
-    else:
-        say(quiet, f"generate: {c['written']} new questions from {c.get('requests', 0)} requests "
-                   f"({c.get('duplicates', 0)} duplicates dropped"
-                   + (f", {c['short_of_target']} short of --num-new" if c["short_of_target"] else "")
-                   + f"); written to {out}")
-    say(quiet, f"teacher: {describe(r.stats, r.price)}")
-    if r.extra.get("budget") is not None and r.extra["budget"].stopped:
-        typer.echo(f"generate: {continue_hint(r.extra['budget'])}", err=True)
+    for line in r.summary():
+        say(quiet, line)
+    if r.notice():
+        typer.echo(f"generate: {r.notice()}", err=True)
+    if r.exit_code:
+        raise typer.Exit(r.exit_code)
 
 
 # ------------------------------------------------------------------ filter and format

@@ -22,23 +22,27 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from kdpipe import answers
 from kdpipe.errors import InputError, UsageError
 from kdpipe.generate_cost import cost_problems, make_budget, make_sender, open_cache
+from kdpipe.generate_result import GenerateResult
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, text_digest, write_meta, write_records,
 )
 from kdpipe.teacher.cache import default_cache_path
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
-from kdpipe.teacher.pricing import PRICES_ENV, Price, resolve_price
+from kdpipe.teacher.pricing import Price, prices_file_from_env, resolve_price
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
 
-PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+# The default prompts ship inside the package (kdpipe/prompts/, package data); the
+# repository's top-level prompts/ is a symlink to them for the Makefile and users.
+PROMPTS_DIR = resources.files("kdpipe") / "prompts"
 MODES = ("label", "expand")
 NEW_PER_REQUEST = 8  # questions asked for in one expansion request
 MAX_EMPTY_ROUNDS = 3  # expansion rounds in a row without a new question before giving up
@@ -95,6 +99,15 @@ class GenerateOptions:
             p.append("--num-new must be at least 1")
         if self.seeds_per_prompt < 1:
             p.append("--seeds-per-prompt must be at least 1")
+        # An option of the other mode would be silently ignored: say so instead.
+        if self.mode == "expand" and self.samples != GenerateOptions.samples:
+            p.append("--samples is for label mode (expand asks for one completion per request)")
+        if self.mode == "label":
+            wrong = [flag for flag, name in (("--num-new", "num_new"), ("--seeds-per-prompt", "seeds_per_prompt"))
+                     if getattr(self, name) != getattr(GenerateOptions, name)]
+            if wrong:
+                p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
+                         "not label mode")
         for name in ("price_in", "price_out"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 p.append(f"--{name.replace('_', '-')} must not be negative")
@@ -107,26 +120,21 @@ class GenerateOptions:
         return p + cost_problems(self) + self.teacher_config().problems(need_key=not self.dry_run)
 
     def resolved_prices_file(self) -> Path | None:
-        return self.prices or (Path(os.environ[PRICES_ENV]) if os.environ.get(PRICES_ENV) else None)
+        return prices_file_from_env(self.prices)
 
     def price(self) -> Price | None:
         """The price this run is billed at (batch price with --batch)."""
         return resolve_price(self.model, self.price_in, self.price_out, self.resolved_prices_file(), self.batch)
 
 
-@dataclass
-class GenerateResult:
-    counts: dict[str, Any]
-    stats: Stats
-    price: Price | None
-    cost_usd: float | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
                  on_progress: Callable[[Stats], None] | None = None,
-                 on_batch_step: Callable[[str, str], None] | None = None) -> GenerateResult:
+                 on_batch_step: Callable[[str, str], None] | None = None,
+                 on_price: Callable[[Price | None], None] | None = None) -> GenerateResult:
     """Run label or expand mode from a seeds file to `out` (+ `out.meta.json`).
+
+    `on_price` hears the price the run is billed at (None: unknown) before anything is sent,
+    for a progress line that shows the cost so far.
 
     With opts.dry_run nothing is sent or written: the result's extra["estimate"] holds the
     cost estimate (kdpipe/teacher/estimate.py)."""
@@ -138,13 +146,15 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     records = load_records(seeds)
     started = time.time()
     price = opts.price()
+    if on_price is not None:
+        on_price(price)
     config = opts.teacher_config()
     stats = Stats()
     budget = make_budget(opts, price)
     with open_cache(opts.cache or default_cache_path(), opts.dry_run) as cache:
         send = make_sender(opts, cache, budget, on_batch_step)
         if opts.mode == "label":
-            prompts = _label_prompts(records, opts.prompt)
+            prompts = label_prompts(records, opts.prompt)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
         else:
             template = _read_prompt(opts.prompt or PROMPTS_DIR / "expand.txt")
@@ -152,7 +162,8 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
             result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
         if opts.dry_run:
             return GenerateResult(counts, stats, price, extra={"estimate": estimate(
-                config, send.requests, cache, token_counter(opts.tokenizer), price, opts.batch)})
+                config, send.requests, cache, token_counter(opts.tokenizer), price, opts.batch)},
+                mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
     write_records(out, result_records)
     cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
     usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
@@ -166,15 +177,17 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     params["base_url"] = config.provenance()["base_url_host"]
     write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
                extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
-    return GenerateResult(counts, stats, price, cost, extra={"budget": budget})
+    return GenerateResult(counts, stats, price, cost, extra={"budget": budget}, mode=opts.mode, out=out,
+                          max_tokens=opts.max_tokens)
 
 
 # ------------------------------------------------------------------ prompts
 
 
-def _read_prompt(path: Path) -> tuple[str, str, str]:
-    """(file name, digest, text) of a prompt template."""
-    path = Path(path)
+def _read_prompt(path) -> tuple[str, str, str]:
+    """(file name, digest, text) of a prompt template: a path, or a packaged default."""
+    if isinstance(path, (str, os.PathLike)):
+        path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -182,10 +195,18 @@ def _read_prompt(path: Path) -> tuple[str, str, str]:
     return path.name, text_digest(text), text
 
 
-def _label_prompts(records: list[Record], prompt: Path | None) -> dict[str, tuple[str, str, str]]:
-    """Task -> prompt template: --prompt for every task, else prompts/<task>.txt."""
+def label_prompts(records: list[Record], prompt: Path | None) -> dict[str, tuple[str, str, str]]:
+    """Task -> (file name, digest, text) of its prompt: --prompt for every task, else prompts/<task>.txt."""
     tasks = sorted({r.task for r in records})
     return {t: _read_prompt(prompt or PROMPTS_DIR / f"{t}.txt") for t in tasks}
+
+
+def label_requests(records: list[Record], prompts: dict[str, tuple[str, str, str]],
+                   samples: int) -> list[ChatRequest]:
+    """The label-mode teacher request of each record (`samples` samples): what generate sends
+    and `eval --teacher` asks again, so both share the response cache."""
+    return [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples,
+                        id=r.id) for r in records]
 
 
 def render_label_prompt(template: str, record: Record) -> str:
@@ -204,9 +225,7 @@ def render_label_prompt(template: str, record: Record) -> str:
 def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress, send=complete):
     """Label records in place with `samples` teacher samples each; returns (records, counts).
     `send` answers the requests: the online client, the Batch API or a dry run (generate_cost.py)."""
-    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples,
-                            id=r.id) for r in records]
-    results = send(config, requests, cache, stats, on_progress)
+    results = send(config, label_requests(records, prompts, samples), cache, stats, on_progress)
     counts: Counter = Counter()
     for record, completions in zip(records, results):
         name, digest, _ = prompts[record.task]
@@ -316,9 +335,12 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
             if c.error is not None:
                 counts[c.error if c.error == NOT_SENT else "transport"] += 1
                 continue
-            if c.finish_reason == "length":
+            proposed = parse_question_list(c.text)
+            if c.finish_reason == "length" and proposed:
+                # Cut off by --max-tokens: the last item is the one being written ("... How").
+                proposed.pop()
                 counts["truncated"] += 1
-            for q in parse_question_list(c.text):
+            for q in proposed:
                 counts["proposed"] += 1
                 key = answers.normalize_text(q)
                 if not key or key in seen:

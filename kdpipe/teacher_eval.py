@@ -26,12 +26,15 @@ class TeacherSetup:
     config: object  # kdpipe.teacher.TeacherConfig
     cache_path: Path
     prompt: Path | None
+    price: object = None  # kdpipe.teacher.pricing.Price, or None when unknown
 
 
 def prepare_teacher(opts: "EvalOptions") -> TeacherSetup:
     """Validate the teacher options before any model loads or request is sent."""
     from kdpipe.teacher.cache import default_cache_path
+    from kdpipe.errors import KdpipeError
     from kdpipe.teacher.client import TeacherConfig
+    from kdpipe.teacher.pricing import prices_file_from_env, resolve_price
 
     config = TeacherConfig(model=opts.teacher or "", base_url=opts.teacher_base_url,
                            api_key_env=opts.api_key_env, temperature=0.0, max_tokens=opts.teacher_max_tokens,
@@ -42,21 +45,23 @@ def prepare_teacher(opts: "EvalOptions") -> TeacherSetup:
     for name in ("price_in", "price_out"):
         if getattr(opts, name) is not None and getattr(opts, name) < 0:
             problems.append(f"--{name.replace('_', '-')} must not be negative")
+    price = None
+    try:  # the rule generate bills by: flags, else $KDPIPE_PRICES, else the built-in table
+        price = resolve_price(config.model, opts.price_in, opts.price_out, prices_file_from_env())
+    except KdpipeError as e:
+        problems.append(str(e))
     if problems:
         raise UsageError("; ".join(p.replace("--model", "--teacher") for p in problems))
-    return TeacherSetup(config, Path(opts.teacher_cache or default_cache_path()), opts.teacher_prompt)
+    return TeacherSetup(config, Path(opts.teacher_cache or default_cache_path()), opts.teacher_prompt, price)
 
 
 def ask_teacher(setup: TeacherSetup, records: list[Record], opts: "EvalOptions"):
     """(texts, seconds, cost in USD or None, token counts) of the teacher's answers."""
-    from kdpipe.generate import _label_prompts, render_label_prompt
+    from kdpipe.generate import label_prompts, label_requests
     from kdpipe.teacher.cache import ResponseCache
-    from kdpipe.teacher.client import ChatRequest, Stats, complete
-    from kdpipe.teacher.pricing import price_for
+    from kdpipe.teacher.client import Stats, complete
 
-    prompts = _label_prompts(records, setup.prompt)
-    requests = [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], 1)
-                for r in records]
+    requests = label_requests(records, label_prompts(records, setup.prompt), 1)
     stats = Stats()
     started = time.perf_counter()
     with ResponseCache(setup.cache_path) as cache:
@@ -65,8 +70,7 @@ def ask_teacher(setup: TeacherSetup, records: list[Record], opts: "EvalOptions")
     texts = [(c[0].text or "") if c and c[0].error is None else "" for c in results]
     prompt_tokens = sum(int(c[0].usage.get("prompt_tokens", 0)) for c in results if c)
     completion_tokens = sum(int(c[0].usage.get("completion_tokens", 0)) for c in results if c)
-    price = price_for(setup.config.model, opts.price_in, opts.price_out)
-    cost = price.cost(prompt_tokens, completion_tokens) if price else None
+    cost = setup.price.cost(prompt_tokens, completion_tokens) if setup.price else None
     tokens = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
               "cached_answers": stats.cached, "transport_errors": stats.errors,
               "spent_prompt_tokens": stats.prompt_tokens, "spent_completion_tokens": stats.completion_tokens}

@@ -250,3 +250,59 @@ def test_a_job_another_run_left_unsent_is_dropped(tmp_path):
                                      on_step=lambda job, m: steps.append(m))
         assert steps[0].startswith("dropped") and srv.stats["batches_created"] == 1
     assert all(r[0].text for r in results)
+
+
+@pytest.mark.parametrize("lost", ["upload", "create"])
+def test_a_lost_file_or_batch_is_found_past_the_first_page_of_the_listing(tmp_path, lost):
+    import openai
+
+    from kdpipe.teacher.loopback_batch import PAGE_SIZE
+
+    requests = [ChatRequest([{"role": "user", "content": f"What is {i} plus {i}?"}]) for i in range(N)]
+    with running(SCRIPT) as srv:
+        config = TeacherConfig(model="loopback", base_url=srv.base_url)
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            with pytest.raises(Stop):
+                complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02),
+                               on_step=stop_at(STEPS["created" if lost == "create" else "uploaded"]))
+        db = sqlite3.connect(tmp_path / "c.sqlite")
+        if lost == "create":
+            db.execute("UPDATE batch_jobs SET state = 'uploaded', batch_id = NULL")
+        else:
+            db.execute("UPDATE batch_jobs SET state = 'written', file_id = NULL")
+        db.commit()
+        # Newer files and batches of other work push ours off the first page of the listings.
+        client = openai.OpenAI(base_url=srv.base_url, api_key="unused")
+        for k in range(PAGE_SIZE + 5):
+            f = client.files.create(file=(f"other-{k}.jsonl", b"{}\n"), purpose="batch")
+            client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")
+        made = srv.stats["files_uploaded"], srv.stats["batches_created"]
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            results = complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02))
+        # Found, not made again (stopped after the upload, the batch itself was still to create).
+        assert srv.stats["files_uploaded"] == made[0]
+        assert srv.stats["batches_created"] == made[1] + (lost == "upload")
+    assert all(r[0].text for r in results)
+
+
+def test_a_corrupt_downloaded_file_is_one_error_naming_it(tmp_path):
+    from kdpipe.errors import KdpipeError
+
+    requests = [ChatRequest([{"role": "user", "content": f"What is {i} plus {i}?"}]) for i in range(N)]
+    work = tmp_path / "c.sqlite.batches"
+    with running(SCRIPT) as srv:
+        config = TeacherConfig(model="loopback", base_url=srv.base_url)
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            with pytest.raises(Stop):
+                complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02),
+                               on_step=stop_at(STEPS["downloaded"]))
+        (output,) = work.glob("*.output.jsonl")
+        output.write_text(output.read_text()[:-40] + "\n")  # cut short: the last line is broken
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            with pytest.raises(KdpipeError, match=rf"{output.name}:{N}: the downloaded Batch API output file "
+                                                  "is corrupt .*delete it and rerun"):
+                complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02))
+        output.unlink()
+        with ResponseCache(tmp_path / "c.sqlite") as cache:
+            results = complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02))
+        assert all(r[0].text for r in results) and paid_once_each(srv)

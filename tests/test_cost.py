@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from kdpipe.errors import InputError
+from kdpipe.errors import InputError, UsageError
 from kdpipe.generate import GenerateOptions, run_generate
 from kdpipe.records import Record, Sample, load_records, meta_path, write_records
 from kdpipe.teacher.estimate import ByteCounter, TokenizerCounter
@@ -114,7 +114,7 @@ def test_max_usd_stops_within_one_round_and_a_higher_cap_finishes_from_the_cache
                 tmp_path / "cache.sqlite", "--concurrency", str(concurrency), "--price-in", "3", "--price-out", "12"]
         code, _, err = cli(*base, "-o", tmp_path / "out.jsonl", "--max-usd", str(cap))
         sent = srv.stats["requests"]
-        assert code == 0, err
+        assert code == 3, err  # written, but not finished: make runs it again
         assert "stopped at --max-usd 0.2" in err and "rerun the same command with a higher --max-usd" in err
         spent = ledger(tmp_path / "out.jsonl")
         records = load_records(tmp_path / "out.jsonl")
@@ -201,3 +201,47 @@ def test_not_sent_is_a_sample_reason_that_round_trips(tmp_path):
     write_records(tmp_path / "r.jsonl", [rec])
     (back,) = load_records(tmp_path / "r.jsonl")
     assert back == rec and not back.samples[0].ok
+
+
+def test_max_usd_at_high_concurrency_spends_up_to_the_cap_and_never_past_it(tmp_path):
+    # Uniform requests (same prompt length) that cost most of their worst case: the prompt
+    # is billed, the one-token answer nearly free.
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i:03d} plus {i:03d}?",
+                                         "task": "numeric"}) + "\n" for i in range(252)))
+    records = load_records(seeds)
+    price = Price(1000.0, 0.001)
+    worst = max(price.cost(ByteCounter().count([{"content": _prompt_of(r)}])[2], 1) for r in records)
+    cap = 30 * worst
+    with running([], latency=0.002) as srv:
+        r = run_generate(seeds, tmp_path / "out.jsonl",
+                         opts(srv.base_url, tmp_path, concurrency=32, max_tokens=1, price_in=1000.0,
+                              price_out=0.001, max_usd=cap))
+    spent = ledger(tmp_path / "out.jsonl")
+    assert spent["stopped_at_max_usd"] and 0 < r.counts["not_sent"] < 252
+    assert cap - 2 * worst <= spent["cost_usd"] <= cap
+
+
+def test_one_price_flag_overrides_its_side_only_and_never_makes_the_other_free(cli, tmp_path, monkeypatch):
+    assert resolve_price("gpt-4o-mini", price_in=1.0) == Price(1.0, 0.60)
+    assert resolve_price("gpt-4o-mini", price_out=2.0, batch=True) == Price(0.075, 1.0)
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"my-model": {"input": 1, "output": 4}}))
+    assert resolve_price("my-model", price_out=9, prices_file=prices) == Price(1, 9)
+    with pytest.raises(UsageError, match="--price-in without --price-out: 'my-local' is not in the price table"):
+        resolve_price("my-local", price_in=1.0)
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"id": "a", "question": "1+1?", "task": "numeric"}) + "\n")
+    code, _, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "my-local", "--base-url",
+                       "http://127.0.0.1:9/v1", "--price-out", "2", "--max-usd", "1")
+    assert code == 2 and err.count("\n") == 1 and "--price-out without --price-in" in err
+    assert "needs a price" not in err and not (tmp_path / "o.jsonl").exists()
+    # eval --teacher follows the same rule, and reads $KDPIPE_PRICES like generate.
+    from kdpipe.evaluate import EvalOptions
+    from kdpipe.teacher_eval import prepare_teacher
+
+    base = dict(teacher_base_url="http://127.0.0.1:9/v1", teacher_cache=tmp_path / "c.sqlite")
+    with pytest.raises(UsageError, match="--price-in without --price-out"):
+        prepare_teacher(EvalOptions(teacher="my-local", price_in=1.0, **base))
+    monkeypatch.setenv("KDPIPE_PRICES", str(prices))
+    assert prepare_teacher(EvalOptions(teacher="my-model", price_in=3.0, **base)).price == Price(3.0, 4)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from kdpipe.generate import GenerateOptions, parse_question_list, run_generate, to_sample
+from kdpipe.generate import PROMPTS_DIR, GenerateOptions, parse_question_list, run_generate, to_sample
 from kdpipe.records import SAMPLE_ERRORS, Record, load_records, meta_path
 from kdpipe.teacher.client import Completion
 from kdpipe.teacher.loopback import ScriptLine, running
@@ -53,6 +53,7 @@ def test_label_800_svamp_questions_through_every_fault(shared_data, tmp_path):
     c = first.counts
     assert c["records"] == 800 and c["ok"] + sum(c[e] for e in SAMPLE_ERRORS) == 800
     assert c["empty"] == srv.stats["empty"] and c["ok"] > 650
+    assert first.exit_code == (3 if c["transport"] else 0) and again.exit_code == first.exit_code
     assert again.counts["cached"] == 800
     assert without_cached_flags(tmp_path / "out.jsonl") == without_cached_flags(tmp_path / "again.jsonl")
     meta = json.loads(meta_path(tmp_path / "out.jsonl").read_text())
@@ -210,3 +211,127 @@ def test_ctrl_c_keeps_the_old_output_and_every_finished_response(shared_data, tm
     assert out.read_text() == "previous output\n"
     rows = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
     assert answered - 2 <= rows <= answered  # at most the requests in flight were lost
+
+
+def test_expand_drops_the_question_an_answer_cut_off_by_max_tokens_was_writing(shared_data, tmp_path):
+    seeds = svamp_seeds(shared_data, tmp_path, limit=60)
+    test_rows = [json.loads(line) for line in open(shared_data / "dss/svamp/svamp_test.json")]
+    whole = [" ".join(row["input"].split()) for row in test_rows]
+    script = palm_script(shared_data, seeds) + [ScriptLine(q, ["x"], expand=True) for q in whole]
+    with running(script, faults={"truncated": 1.0}) as srv:
+        r = run_generate(seeds, tmp_path / "new.jsonl", opts(srv.base_url, tmp_path, mode="expand", num_new=5))
+    new = load_records(tmp_path / "new.jsonl")
+    assert new and r.counts["truncated"] >= 1
+    for n in new:  # every question kept is one the teacher wrote whole
+        assert " ".join(n.question.split()) in whole, n.question
+
+
+def test_failed_requests_write_the_output_but_exit_3_and_a_rerun_retries_only_those(cli, tmp_path):
+    import socket
+
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus {i}?",
+                                         "task": "numeric"}) + "\n" for i in range(6)))
+    script = [ScriptLine(f"What is {i} plus {i}?", [f"{i} + {i} = {2 * i}. The answer is {2 * i}."])
+              for i in range(6)]
+    with socket.socket() as s:  # a port nothing listens on: the endpoint is down
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    base = ["generate", seeds, "-o", tmp_path / "out.jsonl", "--model", "loopback", "--cache",
+            tmp_path / "cache.sqlite", "--retries", "0", "--timeout", "2"]
+    code, _, err = cli(*base, "--base-url", down)
+    assert code == 3, err
+    assert "6 samples failed (transport)" in err and "rerun the same command to retry only those" in err
+    assert [r.samples[0].error for r in load_records(tmp_path / "out.jsonl")] == ["transport"] * 6
+    _, usage, _ = cli("generate", "--help")
+    assert "3 when the output was written" in " ".join(usage.split())
+    with running(script) as srv:
+        code, _, err = cli(*base, "--base-url", srv.base_url)
+        assert code == 0, err
+        assert srv.stats["requests"] == 6
+        code, _, err = cli(*base, "--base-url", srv.base_url)
+        assert code == 0 and srv.stats["requests"] == 6  # up to date: everything from the cache
+    assert all(r.samples[0].answer == str(2 * i) for i, r in enumerate(load_records(tmp_path / "out.jsonl")))
+
+
+def test_a_built_wheel_carries_the_default_prompts(tmp_path):
+    """Installed from a wheel (no repository around it), generate still finds its prompts."""
+    import shutil
+    import zipfile
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"
+    shutil.copytree(repo / "kdpipe", src / "kdpipe", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                    str(tmp_path / "dist"), str(src)], check=True, timeout=300, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("kdpipe-*.whl")
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)
+    check = ("from kdpipe.generate import PROMPTS_DIR, _read_prompt\n"
+             "for t in ('numeric', 'choice', 'text', 'expand'):\n"
+             "    name, digest, text = _read_prompt(PROMPTS_DIR / f'{t}.txt')\n"
+             "    print(name, len(text) > 100)\n")
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    got = subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.split() == ["numeric.txt", "True", "choice.txt", "True", "text.txt", "True",
+                                  "expand.txt", "True"]
+    assert (repo / "prompts" / "numeric.txt").read_text() == (PROMPTS_DIR / "numeric.txt").read_text()
+
+
+def test_eval_teacher_asks_what_generate_asked_so_the_cache_answers_it(shared_data, tmp_path):
+    from kdpipe.evaluate import EvalOptions
+    from kdpipe.teacher_eval import ask_teacher, prepare_teacher
+
+    seeds = svamp_seeds(shared_data, tmp_path, limit=30)
+    with running(palm_script(shared_data, seeds)) as srv:
+        run_generate(seeds, tmp_path / "out.jsonl", opts(srv.base_url, tmp_path))
+        sent = srv.stats["requests"]
+        setup = prepare_teacher(EvalOptions(teacher="loopback", teacher_base_url=srv.base_url,
+                                            teacher_cache=tmp_path / "cache.sqlite"))
+        texts, _, _, tokens = ask_teacher(setup, load_records(seeds), EvalOptions())
+        assert srv.stats["requests"] == sent and tokens["cached_answers"] == 30
+    assert texts == [r.samples[0].text for r in load_records(tmp_path / "out.jsonl")]
+    from kdpipe.generate import label_prompts, label_requests
+
+    records = load_records(seeds)
+    (req, *_) = label_requests(records, label_prompts(records, None), 3)
+    assert (req.n, req.id) == (3, records[0].id) and records[0].question in req.messages[0]["content"]
+
+
+def test_samples_help_says_when_raising_it_reuses_the_cache(cli):
+    _, usage, _ = cli("generate", "--help")
+    text = " ".join(usage.replace("│", " ").split())
+    assert "pays only for the new samples at the same temperature" in text
+    assert "from 1 to several the default temperature changes (0 to 0.7)" in text
+
+
+def test_the_result_says_what_was_written_and_what_it_cost(tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": f"What is {i} plus {i}?",
+                                         "task": "numeric"}) + "\n" for i in range(5)))
+    script = [ScriptLine(f"What is {i} plus {i}?", [f"The answer is {2 * i}."]) for i in range(5)]
+    prices = []
+    with running(script) as srv:
+        r = run_generate(seeds, tmp_path / "out.jsonl", opts(srv.base_url, tmp_path, price_in=2.0, price_out=8.0),
+                         on_price=prices.append)
+    first, teacher = r.summary()
+    assert first == f"generate: 5 records, 5 samples: 5 answered; written to {tmp_path / 'out.jsonl'}"
+    assert teacher.startswith("teacher: 5/5 samples (0 cached)") and f"${r.cost_usd:.4f}" in teacher
+    assert prices == [r.price] and r.price.input == 2.0 and r.notice() is None and r.exit_code == 0
+
+
+def test_an_option_of_the_other_mode_is_reported_not_ignored(cli, tmp_path):
+    url = "http://127.0.0.1:1/v1"
+    assert GenerateOptions(mode="expand", model="m", base_url=url, samples=3).problems() == [
+        "--samples is for label mode (expand asks for one completion per request)"]
+    assert GenerateOptions(model="m", base_url=url, num_new=10, seeds_per_prompt=5).problems() == [
+        "--num-new and --seeds-per-prompt are for expand mode, not label mode"]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text(json.dumps({"id": "a", "question": "1+1?", "task": "numeric"}) + "\n")
+    code, _, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url", url,
+                       "--num-new", "10")
+    assert code == 2 and "--num-new is for expand mode" in err and not (tmp_path / "o.jsonl").exists()

@@ -8,7 +8,7 @@ import pytest
 
 from kdpipe.teacher import ChatRequest, ResponseCache, Stats, TeacherConfig, TeacherFatalError, complete
 from kdpipe.teacher.loopback import ScriptLine, running
-from kdpipe.teacher.pricing import price_for
+from kdpipe.teacher.pricing import resolve_price
 
 SCRIPT = [ScriptLine(f"What is {i} plus {i}?", [f"{i} + {i} = {2 * i}. The answer is {2 * i}.",
                                                  f"Twice {i} is {2 * i}. The answer is {2 * i}."])
@@ -145,7 +145,66 @@ def test_config_problems_are_reported_together(monkeypatch):
 
 
 def test_price_table_and_override():
-    assert price_for("gpt-4o-mini").cost(1_000_000, 1_000_000) == pytest.approx(0.75)
-    assert price_for("openai/gpt-4o-2024-08-06").input == 2.50
-    assert price_for("my-local-model") is None
-    assert price_for("my-local-model", 1.0, 2.0).cost(500_000, 250_000) == pytest.approx(1.0)
+    assert resolve_price("gpt-4o-mini").cost(1_000_000, 1_000_000) == pytest.approx(0.75)
+    assert resolve_price("openai/gpt-4o-2024-08-06").input == 2.50
+    assert resolve_price("my-local-model") is None
+    assert resolve_price("my-local-model", 1.0, 2.0).cost(500_000, 250_000) == pytest.approx(1.0)
+
+
+def test_a_base_url_with_credentials_is_refused_without_echoing_them(cli, tmp_path):
+    url = "http://user:sk-SECRET-in-url@127.0.0.1:9/v1"
+    problems = TeacherConfig(model="m", base_url=url).problems()
+    assert problems == ["--base-url must not hold credentials (user:password@host); put the key in $OPENAI_API_KEY"]
+    assert TeacherConfig(model="m", base_url=url).provenance()["base_url_host"] == "127.0.0.1:9"
+    assert TeacherConfig(model="m", base_url="http://127.0.0.1:x/v1").problems() == [
+        "--base-url has a bad port: 'http://127.0.0.1:x/v1'"]
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"id": "a", "question": "1+1?", "task": "numeric"}\n')
+    code, out, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url", url,
+                         "--cache", tmp_path / "c.sqlite")
+    assert code == 2 and err.count("\n") == 1 and "must not hold credentials" in err
+    assert "SECRET" not in out + err and not (tmp_path / "o.jsonl").exists()
+
+
+def test_an_unexpected_transport_exception_is_a_failed_attempt_not_a_traceback(tmp_path, monkeypatch):
+    from kdpipe.teacher import transport
+
+    async def broken_send(self, body):
+        raise ValueError("something inside the client library")
+
+    monkeypatch.setattr(transport._AiohttpTransport, "send", broken_send)
+    with running([ScriptLine("q", ["The answer is 1."])]) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        stats = Stats()
+        (got,) = complete(config(srv.base_url, transport="aiohttp", retries=1, backoff=0.001), [ask(0)], cache, stats)
+        assert len(cache) == 0
+    assert got[0].error == "transport" and "unexpected ValueError: something inside" in got[0].detail
+    assert stats.retries == 1
+
+
+def test_the_declared_openai_bound_is_the_tested_release_and_provides_what_transport_uses():
+    import tomllib
+    from pathlib import Path
+
+    import openai
+
+    repo = Path(__file__).resolve().parent.parent
+    deps = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"]
+    (bound,) = [d.split("#")[0].split(">=")[1].strip() for d in deps if d.startswith("openai")]
+    pins = dict(line.strip().split("==") for line in (repo / "constraints.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    as_tuple = lambda v: tuple(int(x) for x in v.split(".")[:2])  # noqa: E731
+    assert as_tuple(bound) == as_tuple(pins["openai"]) == as_tuple(openai.__version__)
+    assert hasattr(openai, "DefaultAioHttpClient") and hasattr(openai, "DEFAULT_CONNECTION_LIMITS")
+
+
+@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+def test_a_refused_connection_is_reported_as_such_not_as_a_timeout(tmp_path, transport):
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    with ResponseCache(tmp_path / "c.sqlite") as cache:
+        (got,) = complete(config(url, transport=transport, retries=0, timeout=30), [ask(0)], cache)
+    assert got[0].error == "transport" and got[0].detail.startswith("connection error:"), got[0].detail
+    assert "no response within" not in got[0].detail

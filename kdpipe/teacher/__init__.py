@@ -17,9 +17,9 @@ from kdpipe.teacher.cache import ResponseCache, default_cache_path, request_key
 from kdpipe.teacher.client import (
     ChatRequest, Completion, Stats, TeacherConfig, TeacherFatalError, acomplete, complete,
 )
-from kdpipe.teacher.pricing import Price, price_for
+from kdpipe.teacher.pricing import Price, resolve_price
 
 __all__ = [
     "ChatRequest", "Completion", "Price", "ResponseCache", "Stats", "TeacherConfig", "TeacherFatalError",
-    "acomplete", "complete", "default_cache_path", "price_for", "request_key",
+    "acomplete", "complete", "default_cache_path", "resolve_price", "request_key",
 ]

@@ -77,16 +77,19 @@ class BatchApi:
             raise KdpipeError(f"{self._url}: Batch API {what}: {e}; rerun the same command to resume") from None
 
     def find_file(self, name: str, size: int) -> str | None:
-        page = self._call("list files", self._client.files.list, purpose="batch")
-        return next((f.id for f in page.data if f.filename == name and f.bytes == size), None)
+        # Iterating the page fetches the following pages (`after` the last id) as needed.
+        return self._call("list files", lambda: next(
+            (f.id for f in self._client.files.list(purpose="batch") if f.filename == name and f.bytes == size),
+            None))
 
     def upload(self, path: Path, name: str) -> str:
         # Bytes, not a file object: the body then has a Content-Length, which every server takes.
         return self._call("upload", self._client.files.create, file=(name, path.read_bytes()), purpose="batch").id
 
     def find_batch(self, job: str):
-        page = self._call("list batches", self._client.batches.list, limit=100)
-        return next((b for b in page.data if (b.metadata or {}).get("kdpipe_job") == job), None)
+        return self._call("list batches", lambda: next(
+            (b for b in self._client.batches.list(limit=100) if (b.metadata or {}).get("kdpipe_job") == job),
+            None))
 
     def create(self, file_id: str, job: str, window: str):
         return self._call("create batch", self._client.batches.create, input_file_id=file_id, endpoint=ENDPOINT,
@@ -306,10 +309,16 @@ class _BatchRun:
             path = self.work_dir / f"{job.job}.{kind}.jsonl"
             if not path.exists():
                 continue
-            for raw in path.read_text(encoding="utf-8").splitlines():
+            for number, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
                 if not raw.strip():
                     continue
-                entry = json.loads(raw)
+                try:
+                    entry = json.loads(raw)
+                    if not isinstance(entry, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as e:
+                    raise KdpipeError(f"{path}:{number}: the downloaded Batch API {kind} file is corrupt ({e}); "
+                                      "delete it and rerun the same command to download it again") from None
                 keys = lines.get(entry.get("custom_id"))
                 if keys is None:
                     continue

@@ -9,7 +9,10 @@ the messages, the sampling parameters and the sample index. It leaves out
 how the run was made (concurrency, output path, base URL, API key), so
 changing those reuses the cache. `n` is left out too: sample 2 of a question
 is the same request whether 3 or 5 samples were asked for, so raising
-`--samples` pays only for the new samples.
+`--samples` from 3 to 5 pays only for samples 3 and 4. The temperature is in
+the key, though, and generate's default changes with the sample count (0 for
+one sample, 0.7 for several): going from 1 sample to several without
+--temperature asks for every sample anew.
 """
 
 from __future__ import annotations
@@ -62,10 +65,6 @@ class ResponseCache:
             )
         except sqlite3.Error as e:
             raise KdpipeError(f"{self.path}: cannot open the response cache: {e}") from None
-
-    def get(self, key: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
-        return json.loads(row[0]) if row else None
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """The stored responses among `keys`, in one query per 500 keys."""

@@ -17,11 +17,11 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
-from kdpipe.teacher.transport import TeacherFatalError, _Rejected, _Retryable, make_transport
+from kdpipe.teacher.transport import TeacherFatalError, _Rejected, _Retryable, _short, make_transport
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -66,8 +66,18 @@ class TeacherConfig:
         if self.transport not in TRANSPORTS:
             p.append(f"transport must be one of {', '.join(TRANSPORTS)}")
         url = self.resolved_base_url()
-        if urlsplit(url).scheme not in ("http", "https"):
+        parts = urlsplit(url)
+        if parts.username is not None or parts.password is not None:
+            # Never echo it: the user part often is the key itself.
+            p.append(f"--base-url must not hold credentials (user:password@host); put the key in "
+                     f"${self.api_key_env}")
+        elif parts.scheme not in ("http", "https") or not parts.hostname:
             p.append(f"--base-url must be an http(s) URL, got {url!r}")
+        else:
+            try:
+                parts.port
+            except ValueError:
+                p.append(f"--base-url has a bad port: {url!r}")
         if need_key and not os.environ.get(self.api_key_env) and not _is_loopback(url):
             p.append(f"no API key: set {self.api_key_env} (or name another variable with --api-key-env)")
         return p
@@ -86,8 +96,20 @@ class TeacherConfig:
 
     def provenance(self) -> dict[str, Any]:
         """The teacher call as recorded on records: never the key, only the endpoint's host."""
-        return {"model": self.model, "base_url_host": urlsplit(self.resolved_base_url()).netloc,
+        return {"model": self.model, "base_url_host": endpoint_host(self.resolved_base_url()),
                 **self.sampling_params()}
+
+
+def endpoint_host(url: str) -> str:
+    """host[:port] of a URL, without any user:password@ it carries."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port else host
 
 
 def _is_loopback(url: str) -> bool:
@@ -187,7 +209,7 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
 
     async def worker():
         for r, missing, keys in queue:
-            reservation = budget.admit(requests[r].messages, len(missing)) if budget else None
+            reservation = await budget.wait_admit(requests[r].messages, len(missing)) if budget else None
             if budget and reservation is None:
                 for i in missing:
                     results[r][i - requests[r].first_sample] = Completion(i, error="not_sent",
@@ -315,6 +337,10 @@ async def _with_retries(config, transport, body, stats: Stats) -> dict:
             error = _Retryable(f"no response within {config.timeout:g} s")
         except _Retryable as e:
             error = e
+        except (TeacherFatalError, _Rejected):
+            raise
+        except Exception as e:  # noqa: BLE001  a client library's surprise: a failed attempt, not a traceback
+            error = _Retryable(f"unexpected {type(e).__name__}: {_short(str(e))}")
         if attempt == config.retries:
             raise _Retryable(f"{error} (gave up after {attempt + 1} attempts)")
         stats.retries += 1
@@ -323,8 +349,3 @@ async def _with_retries(config, transport, body, stats: Stats) -> dict:
             delay = max(delay, min(error.retry_after, 60.0))
         await asyncio.sleep(delay)
     raise AssertionError("unreachable")
-
-
-def requests_for(messages: Iterable[list[dict[str, str]]], n: int = 1) -> list[ChatRequest]:
-    """One request of `n` samples per message list."""
-    return [ChatRequest(m, n) for m in messages]

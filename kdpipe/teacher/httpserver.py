@@ -6,7 +6,8 @@ spends a fraction of that, so the server stays out of the client's way.
 
 It speaks what OpenAI-compatible clients send: one request at a time per
 keep-alive connection, bodies with Content-Length. A handler is
-`async (method, path, headers, body) -> (status, headers, body bytes)`; when
+`async (method, target, headers, body) -> (status, headers, body bytes)`, the
+target being the path with its query string; when
 the client hangs up, the handler is cancelled.
 """
 
@@ -58,11 +59,11 @@ class _Connection(asyncio.Protocol):
         body = bytes(self.buffer[end + 4: end + 4 + length])
         del self.buffer[: end + 4 + length]
         keep_alive = headers.get("connection", "").lower() != "close"
-        self.task = asyncio.ensure_future(self._respond(method, target.split("?", 1)[0], headers, body, keep_alive))
+        self.task = asyncio.ensure_future(self._respond(method, target, headers, body, keep_alive))
 
-    async def _respond(self, method, path, headers, body, keep_alive):
+    async def _respond(self, method, target, headers, body, keep_alive):
         try:
-            status, extra, payload = await self.handler(method, path, headers, body)
+            status, extra, payload = await self.handler(method, target, headers, body)
         except asyncio.CancelledError:
             return
         self._write(status, extra, payload, keep_alive)

@@ -179,8 +179,9 @@ def _json(status: int, obj, headers: dict | None = None):
     return status, headers or {}, json.dumps(obj).encode("utf-8")
 
 
-async def handle(teacher: LoopbackTeacher, method: str, path: str, headers: dict, body: bytes):
+async def handle(teacher: LoopbackTeacher, method: str, target: str, headers: dict, body: bytes):
     """One HTTP request -> (status, headers, body): the OpenAI chat API as the loopback speaks it."""
+    path, _, query = target.partition("?")
     if method == "GET" and path == "/v1/models":
         return _json(200, {"object": "list", "data": [
             {"id": "loopback", "object": "model", "created": 0, "owned_by": "kdpipe"}]})
@@ -190,7 +191,7 @@ async def handle(teacher: LoopbackTeacher, method: str, path: str, headers: dict
         from kdpipe.teacher.loopback_batch import BatchEndpoints
 
         teacher.batch_api = teacher.batch_api or BatchEndpoints(teacher)
-        return await teacher.batch_api.handle(method, path, headers, body)
+        return await teacher.batch_api.handle(method, path, headers, body, query)
     if method != "POST" or path != "/v1/chat/completions":
         return _json(404, {"error": {"message": f"no route {method} {path}"}})
     teacher.stats["requests"] += 1

@@ -1,9 +1,9 @@
 """The loopback teacher's Files and Batch API: /v1/files and /v1/batches, as OpenAI serves them.
 
     POST /v1/files                 multipart (purpose, file) -> file object
-    GET  /v1/files[?purpose=]      list;  GET /v1/files/{id};  GET /v1/files/{id}/content
+    GET  /v1/files[?purpose=&after=&limit=]  list, paged;  GET /v1/files/{id};  GET /v1/files/{id}/content
     POST /v1/batches               {input_file_id, endpoint, completion_window, metadata} -> batch
-    GET  /v1/batches               list, newest first;  GET /v1/batches/{id}
+    GET  /v1/batches[?after=&limit=]  list, newest first, paged;  GET /v1/batches/{id}
     POST /v1/batches/{id}/cancel
 
 A batch is validated (each line JSON with a unique custom_id, method POST,
@@ -31,6 +31,7 @@ import time
 from kdpipe.teacher.loopback import LoopbackTeacher, _json, _usage, bill
 
 TERMINAL = ("completed", "expired", "failed", "cancelled")
+PAGE_SIZE = 20  # most items per list page (OpenAI allows up to 100 for batches)
 LINE_FAILURES = {"rate_limit": 429, "server_error": 500, "malformed": 500, "hang": 504}
 
 
@@ -44,7 +45,7 @@ class BatchEndpoints:
         self._tasks: set = set()
         self._ids = itertools.count(1)
 
-    async def handle(self, method: str, path: str, headers: dict, body: bytes):
+    async def handle(self, method: str, path: str, headers: dict, body: bytes, query: str = ""):
         """One request under /v1/files or /v1/batches -> (status, headers, body)."""
         t = self.teacher
         if t.api_key is not None and headers.get("authorization") != f"Bearer {t.api_key}":
@@ -55,7 +56,7 @@ class BatchEndpoints:
         if route == ("POST", "files", 1, None):
             return self._upload(headers, body)
         if route == ("GET", "files", 1, None):
-            return _json(200, _listing([f["object"] for f in self.files.values()]))
+            return _json(200, _listing([f["object"] for f in self.files.values()], query))
         if route[:3] == ("GET", "files", 2) or route == ("GET", "files", 3, "content"):
             f = self.files.get(item)
             if f is None:
@@ -67,7 +68,7 @@ class BatchEndpoints:
         if route == ("POST", "batches", 1, None):
             return self._create(body)
         if route == ("GET", "batches", 1, None):
-            return _json(200, _listing(list(self.batches.values())))
+            return _json(200, _listing(list(self.batches.values()), query))
         if route[:3] == ("GET", "batches", 2) or route == ("POST", "batches", 3, "cancel"):
             b = self.batches.get(item)
             if b is None:
@@ -162,9 +163,25 @@ class BatchEndpoints:
             batch.update(status="completed", completed_at=now)
 
 
-def _listing(items: list[dict]) -> dict:
-    """A list response, newest first, as OpenAI pages them (one page here)."""
-    return {"object": "list", "data": items[::-1], "has_more": False}
+def _listing(items: list[dict], query: str = "") -> dict:
+    """A list response, newest first, paged as OpenAI pages them: `limit` items (default
+    PAGE_SIZE, small so that clients are seen to page) after the id `after`."""
+    from urllib.parse import parse_qs
+
+    params = {k: v[-1] for k, v in parse_qs(query).items()}
+    newest_first = items[::-1]
+    if params.get("purpose"):
+        newest_first = [i for i in newest_first if i.get("purpose", params["purpose"]) == params["purpose"]]
+    start = 0
+    if params.get("after"):
+        ids = [i["id"] for i in newest_first]
+        start = ids.index(params["after"]) + 1 if params["after"] in ids else len(ids)
+    try:
+        limit = max(1, min(int(params.get("limit") or PAGE_SIZE), PAGE_SIZE))
+    except ValueError:
+        limit = PAGE_SIZE
+    page = newest_first[start:start + limit]
+    return {"object": "list", "data": page, "has_more": start + limit < len(newest_first)}
 
 
 def _not_found(what: str):

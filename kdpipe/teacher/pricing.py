@@ -41,14 +41,6 @@ PRICES: dict[str, Price] = {
 }
 
 
-def price_for(model: str, price_in: float | None = None, price_out: float | None = None) -> Price | None:
-    """The price of a model: the flags when given, else the table; None when unknown."""
-    if price_in is not None or price_out is not None:
-        return Price(price_in or 0.0, price_out or 0.0)
-    match = _longest_prefix(model, PRICES)
-    return PRICES[match] if match else None
-
-
 # ------------------------------------------------------------------ batch prices and price files
 
 # The OpenAI Batch API bills half the standard price (input and output). A price file
@@ -108,19 +100,38 @@ def load_price_file(path) -> tuple[dict[str, Price], dict[str, Price]]:
 def resolve_price(model: str, price_in: float | None = None, price_out: float | None = None,
                   prices_file=None, batch: bool = False) -> Price | None:
     """The price a run is billed at: --price-in/--price-out, else the price file, else the
-    built-in table; with `batch`, the file's batch price or BATCH_SHARE of the standard one."""
+    built-in table; with `batch`, the file's batch price or BATCH_SHARE of the standard one.
+    One flag alone overrides its side only: the other comes from the file or table, and a
+    model neither knows is a UsageError (a missing side is never taken as free)."""
     table, batch_table = dict(PRICES), {}
     if prices_file:
         file_prices, batch_table = load_price_file(prices_file)
         table.update(file_prices)
+    match = _longest_prefix(model, table)
+    standard = table[match] if match else None
     if price_in is not None or price_out is not None:
-        standard, match = Price(price_in or 0.0, price_out or 0.0), None
-    else:
-        match = _longest_prefix(model, table)
-        standard = table[match] if match else None
+        if standard is None and (price_in is None or price_out is None):
+            from kdpipe.errors import UsageError
+
+            given, missing = ("--price-in", "--price-out") if price_out is None else ("--price-out", "--price-in")
+            raise UsageError(f"{given} without {missing}: {model!r} is not in the price table or price file, "
+                             f"so give {missing} too")
+        standard = Price(standard.input if price_in is None else price_in,
+                         standard.output if price_out is None else price_out)
+        match = None  # the flags' price: the batch share of it, not the file's batch entry
     if standard is None or not batch:
         return standard
     return batch_table.get(match) or standard.batch()
+
+
+def prices_file_from_env(prices_file=None):
+    """--prices, else $KDPIPE_PRICES, else None."""
+    import os
+    from pathlib import Path
+
+    if prices_file:
+        return Path(prices_file)
+    return Path(os.environ[PRICES_ENV]) if os.environ.get(PRICES_ENV) else None
 
 
 def _longest_prefix(model: str, table: dict) -> str | None:

@@ -37,6 +37,10 @@ class ProgressLine:
         self._last = 0.0 if self.tty else time.monotonic()
         self._drawn = False
 
+    def set_price(self, price: Price | None) -> None:
+        """The price to show the cost at, once the run knows it."""
+        self.price = price
+
     def __call__(self, stats: Stats) -> None:
         if self.quiet:
             return

@@ -66,7 +66,7 @@ class _OpenAITransport:
             base_url=self._url, api_key=config.api_key(), max_retries=0, timeout=config.timeout,
             http_client=openai.DefaultAioHttpClient(
                 timeout=config.timeout,
-                limits=_httpx_limits(config.concurrency)),
+                limits=_connection_limits(openai, config.concurrency)),
         )
 
     async def send(self, body: dict) -> dict:
@@ -78,7 +78,11 @@ class _OpenAITransport:
         except openai.APIStatusError as e:
             _classify(e.status_code, _short(e.message), e.response.headers.get("retry-after"),
                       self._model, self._url)
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as e:
+            # The SDK's aiohttp adapter reports a refused connection as a connect timeout.
+            cause = _refused_cause(e)
+            if cause is not None:
+                raise _Retryable(f"connection error: {_short(str(cause))}") from None
             raise _Retryable(f"no response within {self._timeout_s:g} s") from None
         except openai.APIConnectionError as e:
             raise _Retryable(f"connection error: {_short(str(e.__cause__ or e))}") from None
@@ -88,10 +92,22 @@ class _OpenAITransport:
         await self._client.close()
 
 
-def _httpx_limits(concurrency: int):
-    import httpx2
+def _refused_cause(error: BaseException) -> BaseException | None:
+    """The OSError (connection refused, unreachable, DNS) behind `error`, if it is not a timeout."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and not isinstance(error, TimeoutError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
-    return httpx2.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+def _connection_limits(openai, concurrency: int):
+    # The Limits class of the HTTP library this openai release is built on (httpx2 in 3.x),
+    # taken from the SDK itself rather than imported by a name that changes between releases.
+    limits = type(openai.DEFAULT_CONNECTION_LIMITS)
+    return limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
 
 class _AiohttpTransport:

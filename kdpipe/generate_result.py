@@ -1,0 +1,87 @@
+"""What a `kdpipe generate` run reports: its counts, cost, summary lines and exit status.
+
+The command line prints `summary()` and `notice()` and exits with
+`exit_code`; tests and scripts read the same object from run_generate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdpipe.records import SAMPLE_ERRORS
+from kdpipe.teacher.budget import NOT_SENT
+from kdpipe.teacher.client import Stats
+from kdpipe.teacher.pricing import Price
+
+INCOMPLETE_EXIT = 3  # the output is written, but some samples failed or were not sent: rerun to finish
+
+
+@dataclass
+class GenerateResult:
+    counts: dict[str, Any]
+    stats: Stats
+    price: Price | None
+    cost_usd: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # "estimate" (dry run), "budget" (--max-usd)
+    mode: str = "label"
+    dry_run: bool = False
+    out: Path | None = None
+    max_tokens: int | None = None
+
+    def unfinished(self) -> tuple[int, int]:
+        """(failed with a transport error, not sent under --max-usd): samples in label mode,
+        requests in expand mode. A rerun of the same command sends only these."""
+        if self.dry_run:
+            return 0, 0
+        return self.counts.get("transport", 0), self.counts.get(NOT_SENT, 0)
+
+    @property
+    def exit_code(self) -> int:
+        return INCOMPLETE_EXIT if any(self.unfinished()) else 0
+
+    def unfinished_line(self) -> str | None:
+        """One line saying what did not finish and how to finish it; None when all did."""
+        failed, not_sent = self.unfinished()
+        if not failed and not not_sent:
+            return None
+        unit = "samples" if self.mode == "label" else "expansion requests"
+        parts = ([f"{failed} {unit} failed (transport)"] if failed else []) + (
+            [f"{not_sent} {unit} were not sent (not_sent)"] if not_sent else [])
+        return (f"{' and '.join(parts)}; the output is written with them marked; rerun the same command "
+                f"to retry only those (the rest comes from the cache)")
+
+    def summary(self) -> list[str]:
+        """The lines a finished run reports: what was written and what the teacher cost; for a
+        dry run, the estimate."""
+        from kdpipe.teacher.estimate import describe_estimate
+        from kdpipe.teacher.progress import describe
+
+        if self.dry_run:
+            scope = "" if self.mode == "label" else \
+                " (expand: the first round of requests only; duplicates add rounds)"
+            return [f"dry run, nothing sent{scope}:"] + [
+                f"  {line}" for line in describe_estimate(self.extra["estimate"], self.max_tokens)]
+        c = self.counts
+        if self.mode == "label":
+            errors = ", ".join(f"{k} {c[k]}" for k in SAMPLE_ERRORS if c.get(k))
+            first = (f"generate: {c['records']} records, {c['samples']} samples: {c['ok']} answered"
+                     + (f", {errors}" if errors else "") + f"; written to {self.out}")
+        else:
+            first = (f"generate: {c['written']} new questions from {c.get('requests', 0)} requests "
+                     f"({c.get('duplicates', 0)} duplicates dropped"
+                     + (f", {c.get('truncated')} cut off by --max-tokens" if c.get("truncated") else "")
+                     + (f", {c['short_of_target']} short of --num-new" if c["short_of_target"] else "")
+                     + f"); written to {self.out}")
+        return [first, f"teacher: {describe(self.stats, self.price)}"]
+
+    def notice(self) -> str | None:
+        """What a user must know even with --quiet: the run stopped at its cap, or some samples
+        did not finish (and how to finish them)."""
+        from kdpipe.generate_cost import continue_hint
+
+        budget = self.extra.get("budget")
+        if budget is not None and budget.stopped:
+            return continue_hint(budget)
+        return self.unfinished_line()
