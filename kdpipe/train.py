@@ -3,8 +3,8 @@
 LoRA (PEFT) by default, full fine-tuning with `--full`, 4-bit QLoRA with
 `--qlora` (CUDA + bitsandbytes). Loss falls on the completion only: the rows
 are prompt/completion pairs and TRL masks the prompt. For Distilling
-step-by-step data the rationale rows' loss is scaled by `rationale_weight`
-(see kdpipe/weighted.py).
+step-by-step data the loss is L_label + λ·L_rationale, each task's mean
+token loss taken separately (λ = `rationale_weight`; see kdpipe/weighted.py).
 
 RUN_DIR after a run:
     adapter_model.safetensors + adapter_config.json   (or full weights with --full)
@@ -169,13 +169,16 @@ def _load_model(opts: TrainOptions):
     return AutoModelForCausalLM.from_pretrained(opts.student, **kwargs), cuda, bf16
 
 
-def _dataset(rows: list[dict[str, Any]], weight: float | None):
+def _dataset(rows: list[dict[str, Any]], with_task: bool):
+    """prompt/completion rows for TRL; `with_task` adds the dss task column of the two-task loss."""
     from datasets import Dataset
 
+    from kdpipe.weighted import TASK_COLUMN
+
     data = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
-    if weight is not None:
+    if with_task:
         for d, r in zip(data, rows):
-            d["loss_weight"] = weight if r["task"] == "rationale" else 1.0
+            d[TASK_COLUMN] = int(r["task"] == "rationale")
     return Dataset.from_list(data)
 
 
@@ -186,11 +189,13 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     opts.validate()
     sft_path, run_dir = Path(sft_path), Path(run_dir)
     data: SftData = read_sft(sft_path)
-    weighted = data.has_rationale and opts.rationale_weight != 1.0
+    # dss data always takes the two-task loss (even at λ = 1, where a plain token
+    # mean would still weigh each task by its share of completion tokens).
+    weighted = data.has_rationale
     notes = []
     if opts.packing and weighted:
-        raise UsageError("--packing cannot be combined with --rationale-weight on dss data "
-                         "(packed batches cannot carry a per-example weight)")
+        raise UsageError("--packing cannot be used on dss data (packed batches cannot keep the label "
+                         "and rationale tasks apart for the two-task loss)")
     if opts.rationale_weight != 1.0 and not data.has_rationale:
         notes.append("--rationale-weight has no effect: the data has no rationale rows")
     if data.prompt_format_inferred:
@@ -220,8 +225,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     if quiet:
         quiet_libraries()
     model, cuda, bf16 = _load_model(opts)
-    weight = opts.rationale_weight if weighted else None
-    train_ds, val_ds = _dataset(train_rows, weight), (_dataset(val_rows, weight) if val_rows else None)
+    train_ds, val_ds = _dataset(train_rows, weighted), (_dataset(val_rows, weighted) if val_rows else None)
     args = SFTConfig(
         output_dir=str(run_dir / CHECKPOINTS), seed=opts.seed, learning_rate=opts.lr,
         lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
@@ -232,7 +236,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         bf16=bf16, fp16=False, dataloader_pin_memory=cuda, report_to="none",
         logging_steps=opts.log_every, eval_strategy="steps" if val_ds is not None else "no",
         eval_steps=opts.eval_every, save_strategy="steps", save_steps=opts.save_every,
-        save_total_limit=2, disable_tqdm=quiet, remove_unused_columns=weight is None,
+        save_total_limit=2, disable_tqdm=quiet, remove_unused_columns=not weighted,
     )
     peft_config = None if opts.full else LoraConfig(
         r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
@@ -243,6 +247,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     if weighted:
         collator_cls, trainer_cls = weighted_trainer_classes()
         kwargs["data_collator"] = collator_cls(pad_token_id=tokenizer.pad_token_id)
+        kwargs["rationale_weight"] = opts.rationale_weight
     trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
                           processing_class=tokenizer, peft_config=peft_config, callbacks=[log], **kwargs)
     if quiet:
@@ -274,7 +279,10 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
             "kdpipe_version": __version__, "student": opts.student, "trust_remote_code": opts.trust_remote_code,
             "options": asdict(opts),
             "resolved": {"learning_rate": opts.lr, "device": "cuda" if cuda else "cpu", "bf16": bf16,
-                         "weighted_loss": weighted, "lora_targets": None if opts.full else opts.targets(),
+                         "weighted_loss": weighted,
+                         "loss": (f"L_label + {opts.rationale_weight:g} * L_rationale (per-task token means)"
+                                  if weighted else "token mean over completion tokens"),
+                         "lora_targets": None if opts.full else opts.targets(),
                          "world_size": trainer.args.world_size},
             "data": {"path": str(sft_path), "digest": file_digest(sft_path), "chat": data.chat,
                      "tasks": dict(data.tasks), "train_rows": len(train_rows), "val_rows": len(val_rows),

@@ -79,10 +79,10 @@ def test_qlora_without_cuda_is_a_clear_error(student, tmp_path):
         run_train(sft, tmp_path / "run", TrainOptions(student=str(student), qlora=True))
 
 
-def test_packing_refused_with_rationale_weighting(student, tmp_path):
+def test_packing_refused_on_dss_data(student, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "dss")
-    with pytest.raises(UsageError, match="--packing cannot be combined with --rationale-weight"):
-        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), packing=True, rationale_weight=0.5))
+    with pytest.raises(UsageError, match="--packing cannot be used on dss data"):
+        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), packing=True))
 
 
 def test_non_empty_run_dir_needs_resume_or_overwrite(label_run, student, tmp_path):
@@ -94,19 +94,8 @@ def test_non_empty_run_dir_needs_resume_or_overwrite(label_run, student, tmp_pat
 # ------------------------------------------------------------------ the weighted DSS loss
 
 
-def _loss_on_one_batch(student: Path, sft: Path, weight: float, weighted: bool) -> float:
+def _trainer(student: Path, sft: Path, weight: float, dss: bool, **config):
     import torch
-
-    trainer = _trainer(student, sft, weight, weighted)
-    batch = next(iter(trainer.get_train_dataloader()))
-    trainer.model.eval()
-    with torch.no_grad():
-        return float(trainer.compute_loss(trainer.model, dict(batch)))
-
-
-def _trainer(student: Path, sft: Path, weight: float, weighted: bool):
-    import torch
-    from datasets import Dataset  # noqa: F401
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
@@ -119,17 +108,75 @@ def _trainer(student: Path, sft: Path, weight: float, weighted: bool):
     data = read_sft(sft)
     tokenizer = load_tokenizer(str(student))
     model = AutoModelForCausalLM.from_pretrained(student)
-    args = SFTConfig(output_dir=str(sft.parent / "out"), bf16=False, report_to="none", max_length=96,
-                     activation_checkpointing=False,
-                     dataloader_pin_memory=False, remove_unused_columns=not weighted,
-                     per_device_train_batch_size=len(data.train))
+    args = SFTConfig(**{**dict(output_dir=str(sft.parent / "out"), bf16=False, report_to="none", max_length=96,
+                               activation_checkpointing=False, dataloader_pin_memory=False,
+                               remove_unused_columns=not dss, per_device_train_batch_size=len(data.train),
+                               disable_tqdm=True), **config})
     kwargs = {}
     cls = SFTTrainer
-    if weighted:
+    if dss:
         collator, cls = weighted_trainer_classes()
         kwargs["data_collator"] = collator(pad_token_id=tokenizer.pad_token_id)
-    return cls(model=model, args=args, train_dataset=_dataset(data.train, weight if weighted else None),
-               processing_class=tokenizer, **kwargs)
+        kwargs["rationale_weight"] = weight
+    return cls(model=model, args=args, train_dataset=_dataset(data.train, dss), processing_class=tokenizer,
+               **kwargs)
+
+
+def _task_means_by_hand(model, tokenizer, batch) -> tuple[float, float]:
+    """(mean token loss of the label rows, of the rationale rows), from the model's logits, one token at a time.
+
+    A row's task is read from its own prompt text ("explain: ..." is the rationale task), not from the
+    task column the trainer uses.
+    """
+    import torch
+
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    sums, counts = {"label": 0.0, "rationale": 0.0}, {"label": 0, "rationale": 0}
+    for row in range(batch["input_ids"].shape[0]):
+        text = tokenizer.decode(batch["input_ids"][row], skip_special_tokens=True)
+        task = "rationale" if "explain: " in text else "label"
+        assert ("predict: " in text) != (task == "rationale")
+        for t in range(1, batch["labels"].shape[1]):
+            target = int(batch["labels"][row, t])
+            if target != -100:
+                sums[task] -= float(torch.log_softmax(logits[row, t - 1], dim=-1)[target])
+                counts[task] += 1
+    assert counts["label"] and counts["rationale"]
+    assert counts["rationale"] > counts["label"]  # rationales are longer: a token mean would favour them
+    return sums["label"] / counts["label"], sums["rationale"] / counts["rationale"]
+
+
+def test_dss_loss_is_label_mean_plus_lambda_rationale_mean(student, tmp_path):
+    """The trainer's loss on a fixed batch is L_label + λ·L_rationale, each a mean over its own tokens."""
+    import torch
+
+    sft = st.write_sft(tmp_path / "sft.jsonl", "dss", repeats=2)
+    got = {}
+    for weight in (0.25, 3.0):
+        trainer = _trainer(student, sft, weight, dss=True)
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.model.eval()
+        label, rationale = _task_means_by_hand(trainer.model, trainer.processing_class, batch)
+        with torch.no_grad():
+            got[weight] = float(trainer.compute_loss(trainer.model, dict(batch)))
+        assert got[weight] == pytest.approx(label + weight * rationale, rel=1e-4)
+    assert abs(label - rationale) > 0.05 * rationale  # λ on the wrong rows would give another number
+    assert got[3.0] - got[0.25] == pytest.approx(2.75 * rationale, rel=1e-4)  # λ scales the rationale rows
+
+
+def test_dss_loss_with_one_task_missing_from_the_batch(student, tmp_path):
+    """A micro-batch with label rows only has loss L_label (the absent task adds 0, not NaN)."""
+    import torch
+
+    from kdpipe.weighted import dss_loss
+
+    logits = torch.randn(2, 5, 11)
+    labels = torch.tensor([[-100, -100, 3, 4, 5], [-100, 7, 8, -100, -100]])
+    total, label, rationale = dss_loss(logits, labels, torch.tensor([0, 0]), 2.0)
+    assert float(rationale) == 0.0 and float(total) == pytest.approx(float(label))
+    flat = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1))
+    assert float(label) == pytest.approx(float(flat), rel=1e-5)
 
 
 def test_loss_falls_on_the_completion_only(student, tmp_path):
@@ -139,7 +186,7 @@ def test_loss_falls_on_the_completion_only(student, tmp_path):
 
     sft = st.write_sft(tmp_path / "sft.jsonl", "cot", repeats=1)
     data = read_sft(sft)
-    trainer = _trainer(student, sft, 1.0, weighted=False)
+    trainer = _trainer(student, sft, 1.0, dss=False)
     lengths = prompt_lengths(data.train, load_tokenizer(str(student)), chat=True)
     labels = [list(x) for x in trainer.train_dataset["labels"]]
     assert len(labels) == len(lengths)
@@ -147,17 +194,6 @@ def test_loss_falls_on_the_completion_only(student, tmp_path):
     for (p, pc), (n, lab) in zip(sorted(lengths, key=lambda x: x[1]), by_length):
         assert n == pc
         assert all(t == -100 for t in lab[:p]) and all(t != -100 for t in lab[p:])
-
-
-def test_rationale_weight_changes_the_loss_and_one_equals_trl(student, tmp_path):
-    sft = st.write_sft(tmp_path / "sft.jsonl", "dss", repeats=2)
-    plain = _loss_on_one_batch(student, sft, 1.0, weighted=False)
-    same = _loss_on_one_batch(student, sft, 1.0, weighted=True)
-    down = _loss_on_one_batch(student, sft, 0.1, weighted=True)
-    up = _loss_on_one_batch(student, sft, 3.0, weighted=True)
-    # Weight 1 is TRL's own token-mean loss; the weight scales the rationale rows' share.
-    assert same == pytest.approx(plain, rel=1e-4)
-    assert down < same < up
 
 
 # ------------------------------------------------------------------ a real LoRA run
