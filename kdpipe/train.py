@@ -93,6 +93,9 @@ class TrainOptions:
             problems.append("--merge only applies to adapters; --full already saves full weights")
         if self.resume and self.overwrite:
             problems.append("--resume and --overwrite exclude each other")
+        scheduler_problem = _check_scheduler(self.lr_scheduler)
+        if scheduler_problem:
+            problems.append(scheduler_problem)
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -131,10 +134,32 @@ def _check_qlora() -> None:
         raise KdpipeError("--qlora needs the bitsandbytes package: pip install bitsandbytes")
 
 
-def _prepare_run_dir(run_dir: Path, opts: TrainOptions) -> None:
-    # Under `accelerate launch` every process runs this; only the main one checks and
+# Schedules transformers knows but kdpipe cannot drive: they need arguments it does not pass.
+_SCHEDULERS_REFUSED = {"cosine_with_min_lr": "needs a minimum learning rate",
+                       "cosine_warmup_with_min_lr": "needs a minimum learning rate",
+                       "reduce_lr_on_plateau": "follows a validation metric, not the step count"}
+
+
+def _check_scheduler(name: str) -> str | None:
+    from transformers.trainer_utils import SchedulerType
+
+    usable = [s.value for s in SchedulerType if s.value not in _SCHEDULERS_REFUSED]
+    if name in _SCHEDULERS_REFUSED:
+        return f"--lr-scheduler {name} {_SCHEDULERS_REFUSED[name]}; use one of {', '.join(usable)}"
+    if name not in usable:
+        return f"--lr-scheduler must be one of {', '.join(usable)}, got {name!r}"
+    return None
+
+
+def _main_process() -> bool:
+    # Under `accelerate launch` every process runs run_train; only the main one checks and
     # clears RUN_DIR (the others would otherwise see its first files and refuse).
-    if int(os.environ.get("RANK", "0")) != 0:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _check_run_dir(run_dir: Path, opts: TrainOptions) -> None:
+    """Refuse RUN_DIR when it cannot be used as asked; changes nothing."""
+    if not _main_process():
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise KdpipeError(f"{run_dir}: exists and is not a directory")
@@ -147,6 +172,11 @@ def _prepare_run_dir(run_dir: Path, opts: TrainOptions) -> None:
         if not opts.overwrite:
             raise KdpipeError(f"{run_dir}: not empty; pass --resume to continue its run or --overwrite "
                               "to start over")
+
+
+def _clear_run_dir(run_dir: Path, opts: TrainOptions) -> None:
+    """--overwrite: delete the previous run, once everything that could refuse the new one has been built."""
+    if _main_process() and opts.overwrite and run_dir.is_dir():
         shutil.rmtree(run_dir)
 
 
@@ -213,7 +243,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     if length_stats["dropped_prompt_too_long"]:
         notes.append(f"{length_stats['dropped_prompt_too_long']} rows dropped: prompt alone is "
                      f"--max-length {opts.max_length} tokens or more")
-    _prepare_run_dir(run_dir, opts)
+    _check_run_dir(run_dir, opts)
 
     import torch
     from peft import LoraConfig
@@ -248,8 +278,15 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         collator_cls, trainer_cls = weighted_trainer_classes()
         kwargs["data_collator"] = collator_cls(pad_token_id=tokenizer.pad_token_id)
         kwargs["rationale_weight"] = opts.rationale_weight
-    trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=[log], **kwargs)
+    from peft.utils.error import NoMatchingPeftModuleError
+
+    try:
+        trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=[log], **kwargs)
+    except NoMatchingPeftModuleError:
+        raise KdpipeError(f"--lora-targets {opts.lora_targets}: no such module in {opts.student}; its linear "
+                          f"layers are {', '.join(_linear_names(model))} (or use all-linear)") from None
+    _clear_run_dir(run_dir, opts)  # the old run stays until the new one is ready to start
     if quiet:
         from transformers import PrinterCallback
 
@@ -297,6 +334,13 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         _write_json(run_dir / TRAIN_CONFIG, config)
     return TrainResult(run_dir, len(train_rows), len(val_rows), trainer.state.global_step,
                        output.training_loss, eval_loss, tokens_per_s, seconds, weighted, notes)
+
+
+def _linear_names(model) -> list[str]:
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and name})
 
 
 def quiet_libraries() -> None:

@@ -91,6 +91,27 @@ def test_non_empty_run_dir_needs_resume_or_overwrite(label_run, student, tmp_pat
         run_train(sft, run, TrainOptions(student=str(student), **FAST))
 
 
+def test_overwrite_keeps_the_old_run_when_options_are_bad(label_run, student, cli, tmp_path):
+    """--overwrite deletes the previous run only once the new one is built; bad options are one line."""
+    import shutil
+
+    old, sft = label_run
+    run = tmp_path / "run"
+    shutil.copytree(old, run)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    fast = ("--max-steps", "2", "--max-length", "96", "--overwrite", "-q")
+    code, _, err = cli("train", sft, "-o", run, "--student", student, "--lr-scheduler", "foo", *fast)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--lr-scheduler must be one of linear, cosine" in err and "'foo'" in err
+    code, _, err = cli("train", sft, "-o", run, "--student", student, "--lr-scheduler", "cosine_with_min_lr",
+                       *fast)
+    assert code == 2 and "needs a minimum learning rate" in err
+    code, _, err = cli("train", sft, "-o", run, "--student", student, "--lora-targets", "nope_proj", *fast)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "--lora-targets nope_proj: no such module" in err and "q_proj" in err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
 # ------------------------------------------------------------------ the weighted DSS loss
 
 
