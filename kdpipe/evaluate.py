@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from kdpipe.answers import answers_agree, canonical_answer, parse_completion
 from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.format import PromptFormat, answer_in_sentence, load_prompt_format
 from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
 
 
@@ -101,9 +102,20 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     return (lo, hi)
 
 
-def read_answer(text: str, asked_task: str, record: Record) -> tuple[str | None, str | None]:
-    """(canonical answer, error) of a completion: CoT completions end "The answer is X."."""
+def read_answer(text: str, asked_task: str, record: Record,
+                fmt: PromptFormat | None = None) -> tuple[str | None, str | None]:
+    """(canonical answer, error) of a completion.
+
+    CoT completions end in the student's answer sentence (`fmt.answer_sentence`, as
+    `format --answer-sentence` stored it); when that sentence is missing or holds no
+    answer of the task, the generic markers of answers.parse_completion ("The answer
+    is X", "Answer: X", ...) are tried.
+    """
     if asked_task == "cot":
+        raw = answer_in_sentence(fmt, text) if fmt is not None else None
+        answer = canonical_answer(raw, record.task, record.choices) if raw is not None else None
+        if answer is not None:
+            return answer, None
         parsed = parse_completion(text, record.task, record.choices)
         return parsed.answer, parsed.error
     if not text.strip():
@@ -113,10 +125,10 @@ def read_answer(text: str, asked_task: str, record: Record) -> tuple[str | None,
 
 
 def score(role: str, model: str, records: list[Record], texts: list[str], asked_task: str,
-          prompt_style: str, seconds: float) -> tuple[ModelScore, list[Prediction]]:
+          prompt_style: str, seconds: float, fmt: PromptFormat | None = None) -> tuple[ModelScore, list[Prediction]]:
     preds = []
     for rec, text in zip(records, texts):
-        answer, error = read_answer(text, asked_task, rec)
+        answer, error = read_answer(text, asked_task, rec, fmt)
         preds.append(Prediction(rec.id, role, text, answer, rec.gold,
                                 answers_agree(answer, rec.gold, rec.task, rec.choices), error))
     n, correct = len(preds), sum(p.correct for p in preds)
@@ -198,7 +210,8 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format,
                                               quiet=quiet)
 
-        s, p = score(role, spec, records, texts, student_task(fmt), fmt.get("style", "?"), seconds)
+        s, p = score(role, spec, records, texts, student_task(fmt), fmt.get("style", "?"), seconds,
+                     load_prompt_format(fmt, f"{spec}: prompt format"))
         scores.append(s)
         preds.extend(p)
     if teacher_client is not None:

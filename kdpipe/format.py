@@ -124,6 +124,38 @@ def render_completion(fmt: PromptFormat, task: str, answer: str, choices: list[s
     return shown
 
 
+def answer_in_sentence(fmt: PromptFormat, text: str) -> str | None:
+    """The raw answer a completion states in `fmt`'s answer sentence (the text where
+    `{answer}` stands, after the last occurrence of the sentence's lead-in), or None
+    when the completion has no such sentence. A sentence that starts with `{answer}`
+    has no lead-in to find: None (the caller falls back to the generic markers).
+    """
+    before, _, after = fmt.answer_sentence.partition("{answer}")
+    lead, tail = _literal(before).strip(), _literal(after).strip()
+    at = text.rfind(lead) if lead else -1
+    if at < 0:
+        return None
+    rest = text[at + len(lead):].strip().split("\n", 1)[0].strip()
+    if tail and rest.endswith(tail):
+        rest = rest[: -len(tail)].strip()
+    return rest or None
+
+
+def _literal(template_part: str) -> str:
+    return template_part.replace("{{", "{").replace("}}", "}")
+
+
+def load_prompt_format(obj: object, where: str) -> PromptFormat:
+    """A stored prompt format (from `<sft>.meta.json` or a run's prompt_format.json), checked;
+    a KdpipeError naming `where` when it is not one."""
+    if not isinstance(obj, dict):
+        raise KdpipeError(f"{where}: the prompt format must be a JSON object, got {type(obj).__name__}")
+    try:
+        return PromptFormat.from_dict(obj)
+    except (ValueError, TypeError, UsageError) as e:
+        raise KdpipeError(f"{where}: the stored prompt format is not valid: {e}") from None
+
+
 # ------------------------------------------------------------------ the stage
 
 
@@ -231,9 +263,3 @@ def run_format(inp: str | Path, out: str | Path, opts: FormatOptions | None = No
     return FormatResult(records=len(records), rows=len(rows), train=counts["train"], val=counts["val"],
                         skipped=skipped)
 
-
-def load_prompt_format(meta: dict) -> PromptFormat:
-    """The prompt format stored in a `format` output's metadata."""
-    if "prompt_format" not in meta:
-        raise ValueError("metadata has no 'prompt_format' (was the data written by `kdpipe format`?)")
-    return PromptFormat.from_dict(meta["prompt_format"])

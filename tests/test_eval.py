@@ -37,6 +37,34 @@ def test_answers_read_with_the_filter_rules():
     assert read_answer("green", "label", choice) == (None, "unparseable")
 
 
+@pytest.mark.parametrize("sentence", ["Therefore: {answer}", "The answer is {answer}.", "So it is {answer}!",
+                                      "Final: <{answer}>"])
+def test_cot_answers_read_with_the_stored_answer_sentence(sentence):
+    """Whatever `format --answer-sentence` wrote the training completions with, eval reads the answer back."""
+    from kdpipe.format import PromptFormat, render_completion
+
+    fmt = PromptFormat(style="cot", answer_sentence=sentence)
+    choice = Record(id="c", question="?", task="choice", choices=["red", "blue", "green"], gold="blue")
+    num = Record(id="n", question="?", task="numeric", gold="2.5")
+    for rec, answer in ((choice, "blue"), (choice, "green"), (num, "2.5"), (num, "-3")):
+        text = render_completion(fmt, "cot", answer, rec.choices, "Some steps: 1 then 2.")
+        assert read_answer(text, "cot", rec, fmt) == (answer, None), text
+    # a completion without the student's sentence still gets the generic markers
+    assert read_answer("Thinking. The answer is (b).", "cot", choice, fmt) == ("blue", None)
+
+
+def test_cot_student_with_its_own_answer_sentence_is_scored(tmp_path):
+    """A cot run trained with "Therefore: {answer}" scores its answers (it was read as unparseable)."""
+    from kdpipe.evaluate import score
+    from kdpipe.format import load_prompt_format
+
+    recs = st.eval_records()
+    fmt = load_prompt_format(dict(st.prompt_format("cot"), answer_sentence="Therefore: {answer}"), "test")
+    texts = [f"Everyone has seen it. Therefore: ({chr(97 + st.CHOICES.index(r.gold))}) {r.gold}" for r in recs]
+    s, preds = score("student", "run", recs, texts, "cot", "cot", 1.0, fmt)
+    assert s.correct == len(recs) and s.unparsed == 0
+
+
 def test_eval_prompt_is_the_training_prompt(tmp_path):
     """The student is asked with exactly the token ids its completions followed in training."""
     from kdpipe.student import encode_prompt, load_tokenizer, render_prompt, student_task

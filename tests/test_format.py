@@ -51,7 +51,7 @@ def test_dss_two_tasks_per_sample_with_prefixes(tmp_path, cli):
     expl = by[("n1", 2, "rationale")]
     assert expl["prompt"][0]["content"] == "explain: Jack has 3 pens and buys 4. How many pens?"
     assert expl["completion"][0]["content"] == "He has 3, then 4 more: 7."
-    fmt = load_prompt_format(meta)
+    fmt = load_prompt_format(meta["prompt_format"], "meta")
     assert fmt == PromptFormat(style="dss")
     # eval rebuilds exactly the training prompt of the label task from the stored format
     assert inference_task(fmt) == "label"
