@@ -48,6 +48,12 @@ class PromptFormat:
     choices_header: str = "Answer Choices:"
     choice_template: str = "({letter}) {text}"
     answer_sentence: str = "The answer is {answer}."
+    # Plain-text (--no-chat) prompts end with this, so that the completion starts a new
+    # token: TRL tokenizes prompt + completion as one string, and a prompt running
+    # straight into its answer ("Compute 12 + 5" + "17") merges tokens across the
+    # boundary, training on a context eval never asks with. Chat prompts end with the
+    # chat template's own generation prompt instead.
+    plain_prompt_end: str = "\n"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -70,6 +76,8 @@ class PromptFormat:
             problems.append("the answer sentence must contain {answer}")
         if "{letter}" not in self.choice_template or "{text}" not in self.choice_template:
             problems.append("the choice template must contain {letter} and {text}")
+        if not self.plain_prompt_end or not self.plain_prompt_end[-1].isspace():
+            problems.append("the plain-text prompt end must end in whitespace (a token boundary)")
         if self.style == "dss" and self.label_prefix.strip() == self.rationale_prefix.strip():
             problems.append("the label and rationale prefixes must differ")
         if problems:
@@ -85,15 +93,16 @@ def _question_block(fmt: PromptFormat, question: str, choices: list[str] | None)
 
 
 def render_prompt(fmt: PromptFormat, question: str, choices: list[str] | None, task: str) -> str:
-    """The user-message text for a task: "label", "rationale" (dss), "cot" or "answer"."""
+    """The prompt text for a task: "label", "rationale" (dss), "cot" or "answer".
+
+    In chat form it is the user message; in plain-text form the whole prompt, ending with
+    `plain_prompt_end`. `format` writes training rows with it and `eval` asks with it.
+    """
     if task not in PROMPT_TASKS:
         raise ValueError(f"task must be one of {', '.join(PROMPT_TASKS)}, got {task!r}")
-    block = _question_block(fmt, question, choices)
-    if task == "label":
-        return fmt.label_prefix + block
-    if task == "rationale":
-        return fmt.rationale_prefix + block
-    return block
+    prefix = {"label": fmt.label_prefix, "rationale": fmt.rationale_prefix}.get(task, "")
+    text = prefix + _question_block(fmt, question, choices)
+    return text if fmt.chat else text + fmt.plain_prompt_end
 
 
 def inference_task(fmt: PromptFormat) -> str:

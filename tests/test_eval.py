@@ -65,24 +65,61 @@ def test_cot_student_with_its_own_answer_sentence_is_scored(tmp_path):
     assert s.correct == len(recs) and s.unparsed == 0
 
 
-def test_eval_prompt_is_the_training_prompt(tmp_path):
-    """The student is asked with exactly the token ids its completions followed in training."""
+SUMS = [(f"Compute {a} + {b}", str(a + b)) for a, b in ((12, 5), (3, 4), (40, 2), (7, 70))]
+
+
+def _sum_records():
+    return [Record(id=f"s{i}", question=q, task="numeric", gold=a) for i, (q, a) in enumerate(SUMS)]
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_eval_prompt_is_the_training_prompt(tmp_path, chat):
+    """TRL's own tokenization of each training row (SFTTrainer's train_dataset) starts with exactly the
+    tokens of the prompt alone, its completion right after them, and eval asks with those same tokens.
+
+    A plain-text prompt that ran straight into its completion ("Compute 12 + 5" + "17") would have
+    its last tokens merged with the completion's first ones, and would fail here.
+    """
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from kdpipe.format import FormatOptions, run_format
+    from kdpipe.records import write_records
+    from kdpipe.sftdata import read_sft
     from kdpipe.student import encode_prompt, load_tokenizer, render_prompt, student_task
     from kdpipe.tiny import build_tiny_student
+    from kdpipe.train import _dataset
 
-    student = build_tiny_student(tmp_path / "s", st.corpus_texts())
+    # Text in which the end of a question runs into its answer ("+ 517", "?(a)"), as a real tokenizer's
+    # training text would have it: BPE learns tokens across that boundary.
+    joined = [q + a for q, a in SUMS] + [q + f"({chr(97 + st.CHOICES.index(a))}) {a}" for q, a in st.FACTS]
+    student = build_tiny_student(tmp_path / "s", st.corpus_texts() + joined * 20)
     tokenizer = load_tokenizer(str(student))
-    for style, chat in (("dss", True), ("label", False), ("cot", True), ("gold", True)):
-        sft = st.write_sft(tmp_path / f"{style}.jsonl", style, chat=chat, repeats=1)
-        fmt = json.loads((tmp_path / f"{style}.jsonl.meta.json").read_text())["prompt_format"]
+    model = AutoModelForCausalLM.from_pretrained(student)
+    sums = tmp_path / "sums.records.jsonl"
+    write_records(sums, _sum_records())
+    cases = [(st.write_sft(tmp_path / f"{style}.jsonl", style, chat=chat, repeats=1), st.CHOICES,
+              lambda rid: st.FACTS[int(rid[1])][0]) for style in ("dss", "label", "cot", "gold")]
+    run_format(sums, tmp_path / "sums.jsonl", FormatOptions(style="gold", chat=chat, val_frac=0))
+    cases.append((tmp_path / "sums.jsonl", None, lambda rid: SUMS[int(rid[1:])][0]))
+    for sft, choices, question_of in cases:
+        data = read_sft(sft)
+        fmt = data.prompt_format
         task = student_task(fmt)
-        rows = [json.loads(x) for x in sft.read_text().splitlines()]
-        trained = {tuple(tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
-                                                       return_dict=True)["input_ids"] if chat
-                         else tokenizer(text=r["prompt"])["input_ids"]) for r in rows if r["task"] == task}
-        asked = {tuple(encode_prompt(tokenizer, render_prompt(fmt, q, st.CHOICES, task), chat))
-                 for q, _ in st.FACTS}
-        assert asked == trained, style
+        args = SFTConfig(output_dir=str(tmp_path / "out"), bf16=False, report_to="none", max_length=512,
+                         activation_checkpointing=False, dataloader_pin_memory=False, disable_tqdm=True, completion_only_loss=True)
+        trained = SFTTrainer(model=model, args=args, train_dataset=_dataset(data.train, False),
+                             processing_class=tokenizer).train_dataset
+        assert len(trained) == len(data.train)
+        ids_of = [json.loads(x)["id"] for x in sft.read_text().splitlines() if json.loads(x)["split"] == "train"]
+        for row, rid, example in zip(data.train, ids_of, trained):
+            prompt_len = next(i for i, t in enumerate(example["labels"]) if t != -100)
+            prompt_ids = list(example["input_ids"][:prompt_len])
+            text = row["prompt"][-1]["content"] if chat else row["prompt"]
+            assert encode_prompt(tokenizer, text, chat) == prompt_ids, (sft.name, text)
+            if row["task"] == task:
+                asked = encode_prompt(tokenizer, render_prompt(fmt, question_of(rid), choices, task), chat)
+                assert asked == prompt_ids, (sft.name, text)
 
 
 def test_eval_errors_are_one_line(cli, tmp_path):

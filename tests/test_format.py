@@ -85,6 +85,8 @@ def test_answer_only_styles(tmp_path, cli, style):
     else:
         assert got == [("c1", None, "(d) math problem"), ("n1", None, "7"), ("n2", None, "2.5")]
     assert all(isinstance(r["prompt"], str) and not r["prompt"].startswith("predict") for r in rows)
+    # a plain-text prompt ends on a token boundary before its completion (see test_eval)
+    assert all(r["prompt"].endswith("\n") and not r["completion"][0].isspace() for r in rows)
 
 
 def test_rendered_answers_read_back_canonical():
