@@ -72,16 +72,31 @@ class PromptFormat:
         problems = []
         if self.style not in STYLES:
             problems.append(f"--style must be one of {', '.join(STYLES)}, got {self.style!r}")
-        if "{answer}" not in self.answer_sentence:
-            problems.append("the answer sentence must contain {answer}")
-        if "{letter}" not in self.choice_template or "{text}" not in self.choice_template:
-            problems.append("the choice template must contain {letter} and {text}")
+        problems += _template_problems("the answer sentence", self.answer_sentence, ("answer",))
+        problems += _template_problems("the choice template", self.choice_template, ("letter", "text"))
         if not self.plain_prompt_end or not self.plain_prompt_end[-1].isspace():
             problems.append("the plain-text prompt end must end in whitespace (a token boundary)")
         if self.style == "dss" and self.label_prefix.strip() == self.rationale_prefix.strip():
             problems.append("the label and rationale prefixes must differ")
         if problems:
             raise UsageError("; ".join(problems))
+
+
+def _template_problems(what: str, template: str, names: tuple[str, ...]) -> list[str]:
+    """Problems of a str.format template that must hold exactly the fields `names`."""
+    import string
+
+    wanted = " and ".join("{" + n + "}" for n in names)
+    try:
+        used = {field for _, field, _, _ in string.Formatter().parse(template) if field is not None}
+        template.format(**{n: "x" for n in names})
+    except (ValueError, IndexError, KeyError, AttributeError) as e:
+        return [f"{what} {template!r} is not a valid template ({type(e).__name__}: {e}); it must contain "
+                f"{wanted}, and literal braces are written {{{{ and }}}}"]
+    # Each field plain ({answer}, not {answer:>5}): eval finds the answer by the text around it.
+    if not set(names) <= used or not all("{" + n + "}" in template for n in names):
+        return [f"{what} must contain {wanted}"]
+    return []
 
 
 def _question_block(fmt: PromptFormat, question: str, choices: list[str] | None) -> str:

@@ -131,3 +131,13 @@ def test_unusable_input_and_bad_options(tmp_path, cli):
                        "--answer-sentence", "Answer:")
     assert code == 2
     assert "--style must be one of" in err and "--val-frac" in err and "{answer}" in err
+
+
+@pytest.mark.parametrize("sentence", ["The answer is {answer}. {0}", "x {answer} {foo}", "{answer", "{answer.x}"])
+def test_answer_sentence_that_is_not_a_template_is_a_usage_error(tmp_path, cli, sentence):
+    inp = write(tmp_path / "in.jsonl", records())
+    code, _, err = cli("format", inp, "-o", tmp_path / "o.jsonl", "--style", "cot", "--answer-sentence", sentence)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is not a valid template" in err and "must contain {answer}" in err
+    assert not (tmp_path / "o.jsonl").exists()
+    assert PromptFormat(answer_sentence="So {{it}} is {answer}.").validate() is None  # escaped braces are fine
