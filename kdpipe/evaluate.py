@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kdpipe.answers import answers_agree, canonical_answer, parse_completion
+from kdpipe.answers import answers_agree, canonical_answer, parse_completion, safe_eval
 from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.format import PromptFormat, answer_in_sentence, load_prompt_format
 from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
@@ -120,8 +121,31 @@ def read_answer(text: str, asked_task: str, record: Record,
         return parsed.answer, parsed.error
     if not text.strip():
         return None, "empty"
-    answer = canonical_answer(text.strip(), record.task, record.choices)
+    answer = _whole_answer(text, record, fmt)
     return answer, None if answer is not None else "unparseable"
+
+
+_EDGE_PUNCTUATION = " \t\r\n.,;:!?\"'"
+_NUMBER_DECORATION = re.compile(r"[$€£¥₹%,\s]")
+
+
+def _whole_answer(text: str, record: Record, fmt: PromptFormat | None) -> str | None:
+    """The canonical answer when an answer-only completion is the answer itself (give or take
+    surrounding whitespace and punctuation, or the student's answer sentence around it); else None.
+
+    answers.canonical_answer alone would take the one number out of any text, so that a random
+    model's "arore them Gus 26 frien" would count as the answer 26.
+    """
+    core = text.strip()
+    in_sentence = answer_in_sentence(fmt, core) if fmt is not None else None
+    if in_sentence is not None:
+        core = in_sentence
+    core = core.strip(_EDGE_PUNCTUATION)
+    if not core:
+        return None
+    if record.task == "numeric" and safe_eval(_NUMBER_DECORATION.sub("", core)) is None:
+        return None
+    return canonical_answer(core, record.task, record.choices)
 
 
 def score(role: str, model: str, records: list[Record], texts: list[str], asked_task: str,

@@ -37,6 +37,22 @@ def test_answers_read_with_the_filter_rules():
     assert read_answer("green", "label", choice) == (None, "unparseable")
 
 
+def test_answer_only_completions_must_be_the_answer_itself():
+    """A random model's garbage that happens to hold one number is not an answer (it was read as 26)."""
+    from kdpipe.format import PromptFormat
+
+    fmt = PromptFormat(style="label")
+    num = Record(id="n", question="?", task="numeric", gold="26")
+    assert read_answer("arore them Gus andYu … 26 frien", "answer", num, fmt) == (None, "unparseable")
+    assert read_answer("3 apples and 26", "label", num, fmt) == (None, "unparseable")
+    for text in ("26", " 26.\n", "$26.00", "(13 * 2)", "The answer is 26."):
+        assert read_answer(text, "answer", num, fmt) == ("26", None), text
+    choice = Record(id="c", question="?", task="choice", choices=["red", "blue"], gold="blue")
+    for text in ("(b)", "(b) blue", "blue.", "The answer is (b) blue."):
+        assert read_answer(text, "label", choice, fmt) == ("blue", None), text
+    assert read_answer("I think blue", "label", choice, fmt) == (None, "unparseable")
+
+
 @pytest.mark.parametrize("sentence", ["Therefore: {answer}", "The answer is {answer}.", "So it is {answer}!",
                                       "Final: <{answer}>"])
 def test_cot_answers_read_with_the_stored_answer_sentence(sentence):
