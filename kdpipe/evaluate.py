@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from kdpipe.answers import answers_agree, canonical_answer, parse_completion, safe_eval
 from kdpipe.errors import KdpipeError, UsageError
-from kdpipe.format import PromptFormat, answer_in_sentence, load_prompt_format
+from kdpipe.format import PromptFormat, answer_in_sentence, inference_task, load_prompt_format, render_prompt
 from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
 
 
@@ -164,9 +164,9 @@ def score(role: str, model: str, records: list[Record], texts: list[str], asked_
 
 
 def ask_local_model(spec: str, records: list[Record], opts: EvalOptions, fmt_override: dict[str, Any] | None = None,
-                    quiet: bool = False) -> tuple[list[str], dict[str, Any], float]:
+                    quiet: bool = False) -> tuple[list[str], PromptFormat, float]:
     """Greedy answers of a run directory or model; returns (texts, prompt format, seconds)."""
-    from kdpipe.student import encode_prompt, generate, load_student, render_prompt, resolve_source, student_task
+    from kdpipe.student import encode_prompt, generate, load_student, resolve_source
 
     if quiet:
         from kdpipe.train import quiet_libraries
@@ -174,13 +174,14 @@ def ask_local_model(spec: str, records: list[Record], opts: EvalOptions, fmt_ove
         quiet_libraries()
 
     src = resolve_source(spec)
-    fmt = src.prompt_format if src.run_dir or fmt_override is None else fmt_override
+    fmt = load_prompt_format(src.prompt_format if src.run_dir or fmt_override is None else fmt_override,
+                             f"{spec}: prompt format")
     model, tokenizer = load_student(src)
-    chat = bool(fmt.get("chat", True))
-    if chat and not tokenizer.chat_template:
+    if fmt.chat and not tokenizer.chat_template:
         raise KdpipeError(f"{spec}: the tokenizer has no chat template, but the prompt format is chat")
-    task = student_task(fmt)
-    prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), chat) for r in records]
+    task = inference_task(fmt)
+    prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), fmt.chat)
+               for r in records]
     max_new = opts.max_new_tokens or (256 if task == "cot" else 32)
     started = time.perf_counter()
     texts = generate(model, tokenizer, prompts, max_new, opts.batch_size)
@@ -215,7 +216,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     """Score the student (and baseline, teacher) on `eval_path`; write outputs when `out` is set."""
     say = progress or (lambda _m: None)
     opts.validate()
-    from kdpipe.student import resolve_source, student_task
+    from kdpipe.student import resolve_source
 
     records, skipped = load_eval_records(eval_path, opts.limit)
     teacher_client = None
@@ -234,8 +235,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format,
                                               quiet=quiet)
 
-        s, p = score(role, spec, records, texts, student_task(fmt), fmt.get("style", "?"), seconds,
-                     load_prompt_format(fmt, f"{spec}: prompt format"))
+        s, p = score(role, spec, records, texts, inference_task(fmt), fmt.style, seconds, fmt)
         scores.append(s)
         preds.extend(p)
     if teacher_client is not None:

@@ -19,7 +19,6 @@ class MetricsLog(TrainerCallback):
         self.path = Path(path)
         self._start: float | None = None
         self._last: tuple[float, float] | None = None  # (time, cumulative tokens) at the last log
-        self._first_tokens: float | None = None  # tokens already counted when this process began
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = time.time()
@@ -31,9 +30,7 @@ class MetricsLog(TrainerCallback):
         row = {"step": state.global_step, "epoch": state.epoch, **logs, "time": round(now, 3)}
         tokens = logs.get("num_tokens")
         if tokens is not None and "loss" in logs and self._start is not None:
-            since, before = self._last or (self._start, self._first_tokens or 0.0)
-            if self._first_tokens is None:
-                self._first_tokens = 0.0
+            since, before = self._last or (self._start, 0.0)
             if now > since:
                 row["tokens_per_s"] = round((tokens - before) / (now - since), 1)
             self._last = (now, tokens)

@@ -102,7 +102,8 @@ def test_eval_prompt_is_the_training_prompt(tmp_path, chat):
     from kdpipe.format import FormatOptions, run_format
     from kdpipe.records import write_records
     from kdpipe.sftdata import read_sft
-    from kdpipe.student import encode_prompt, load_tokenizer, render_prompt, student_task
+    from kdpipe.format import inference_task, load_prompt_format, render_prompt
+    from kdpipe.student import encode_prompt, load_tokenizer
     from kdpipe.tiny import build_tiny_student
     from kdpipe.train import _dataset
 
@@ -120,8 +121,8 @@ def test_eval_prompt_is_the_training_prompt(tmp_path, chat):
     cases.append((tmp_path / "sums.jsonl", None, lambda rid: SUMS[int(rid[1:])][0]))
     for sft, choices, question_of in cases:
         data = read_sft(sft)
-        fmt = data.prompt_format
-        task = student_task(fmt)
+        fmt = load_prompt_format(data.prompt_format, sft.name)
+        task = inference_task(fmt)
         args = SFTConfig(output_dir=str(tmp_path / "out"), bf16=False, report_to="none", max_length=512,
                          activation_checkpointing=False, dataloader_pin_memory=False, disable_tqdm=True, completion_only_loss=True)
         trained = SFTTrainer(model=model, args=args, train_dataset=_dataset(data.train, False),

@@ -53,6 +53,21 @@ def test_wrong_data_shape_names_file_and_line(cli, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+def test_stored_prompt_format_is_checked(cli, tmp_path):
+    """train copies the data's prompt format into the run for eval: a broken one is refused up front."""
+    sft = st.write_sft(tmp_path / "sft.jsonl")
+    meta = tmp_path / "sft.jsonl.meta.json"
+    stored = json.loads(meta.read_text())
+    for bad, says in (({"style": "nope"}, "--style must be one of"), ({"style": "label", "colour": 1},
+                      "unknown prompt format field(s) colour"), ({"style": "label", "chat": False},
+                      "says chat=False, but the rows")):
+        meta.write_text(json.dumps(dict(stored, prompt_format=bad)))
+        code, _, err = cli("train", sft, "-o", tmp_path / "run", "--student", "whatever")
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert str(meta) in err and says in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_missing_model_folder_is_one_line(cli, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl")
     code, _, err = cli("train", sft, "-o", tmp_path / "run", "--student", str(tmp_path / "no-such-model"))
