@@ -52,7 +52,7 @@ def run_kdpipe(student: str, data: Path, args, out: Path) -> dict:
     opts = TrainOptions(student=student, max_steps=args.steps, batch_size=args.batch_size,
                         max_length=args.max_length, lora_r=args.lora_r, log_every=max(1, args.steps // 10),
                         eval_every=10**9, save_every=10**9)
-    r = run_train(data, out, opts, quiet=True)
+    r = run_train(data, out, opts)
     return {"tokens_per_s": r.tokens_per_s, "steps": r.steps}
 
 

@@ -163,16 +163,14 @@ def score(role: str, model: str, records: list[Record], texts: list[str], asked_
                       ), preds
 
 
-def ask_local_model(spec: str, records: list[Record], opts: EvalOptions, fmt_override: dict[str, Any] | None = None,
-                    quiet: bool = False) -> tuple[list[str], PromptFormat, float]:
+def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
+                    fmt_override: dict[str, Any] | None = None) -> tuple[list[str], PromptFormat, float]:
     """Greedy answers of a run directory or model; returns (texts, prompt format, seconds)."""
     from kdpipe.student import encode_prompt, generate, load_student, resolve_source
 
-    if quiet:
-        from kdpipe.train import quiet_libraries
+    from kdpipe.train import quiet_libraries
 
-        quiet_libraries()
-
+    quiet_libraries()
     src = resolve_source(spec)
     fmt = load_prompt_format(src.prompt_format if src.run_dir or fmt_override is None else fmt_override,
                              f"{spec}: prompt format")
@@ -212,7 +210,7 @@ class EvalReport:
 
 
 def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.PathLike | None = None,
-             progress: Callable[[str], None] | None = None, quiet: bool = False) -> EvalReport:
+             progress: Callable[[str], None] | None = None) -> EvalReport:
     """Score the student (and baseline, teacher) on `eval_path`; write outputs when `out` is set."""
     say = progress or (lambda _m: None)
     opts.validate()
@@ -232,8 +230,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
     for role, spec in runs:
         say(f"eval: asking the {role} ({spec}) {len(records)} questions")
-        texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format,
-                                              quiet=quiet)
+        texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format)
 
         s, p = score(role, spec, records, texts, inference_task(fmt), fmt.style, seconds, fmt)
         scores.append(s)

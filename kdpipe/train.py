@@ -213,8 +213,11 @@ def _dataset(rows: list[dict[str, Any]], with_task: bool):
 
 
 def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: TrainOptions,
-              progress: Callable[[str], None] | None = None, quiet: bool = False) -> TrainResult:
-    """Train the student on `sft_path` into `run_dir`; validate everything before training."""
+              progress: Callable[[str], None] | None = None) -> TrainResult:
+    """Train the student on `sft_path` into `run_dir`; validate everything before training.
+
+    `progress` gets kdpipe's own lines (one per logging step); the libraries' bars stay off.
+    """
     say = progress or (lambda _m: None)
     opts.validate()
     sft_path, run_dir = Path(sft_path), Path(run_dir)
@@ -252,8 +255,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     from kdpipe.trainlog import MetricsLog, plot_losses
     from kdpipe.weighted import weighted_trainer_classes
 
-    if quiet:
-        quiet_libraries()
+    quiet_libraries()
     model, cuda, bf16 = _load_model(opts)
     train_ds, val_ds = _dataset(train_rows, weighted), (_dataset(val_rows, weighted) if val_rows else None)
     args = SFTConfig(
@@ -266,12 +268,12 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         bf16=bf16, fp16=False, dataloader_pin_memory=cuda, report_to="none",
         logging_steps=opts.log_every, eval_strategy="steps" if val_ds is not None else "no",
         eval_steps=opts.eval_every, save_strategy="steps", save_steps=opts.save_every,
-        save_total_limit=2, disable_tqdm=quiet, remove_unused_columns=not weighted,
+        save_total_limit=2, disable_tqdm=True, remove_unused_columns=not weighted,
     )
     peft_config = None if opts.full else LoraConfig(
         r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
         target_modules=opts.targets(), task_type="CAUSAL_LM")
-    log = MetricsLog(run_dir / METRICS)
+    log = MetricsLog(run_dir / METRICS, say)
     kwargs: dict[str, Any] = {}
     trainer_cls = SFTTrainer
     if weighted:
@@ -287,10 +289,9 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         raise KdpipeError(f"--lora-targets {opts.lora_targets}: no such module in {opts.student}; its linear "
                           f"layers are {', '.join(_linear_names(model))} (or use all-linear)") from None
     _clear_run_dir(run_dir, opts)  # the old run stays until the new one is ready to start
-    if quiet:
-        from transformers import PrinterCallback
+    from transformers import PrinterCallback
 
-        trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(PrinterCallback)  # MetricsLog says a concise line instead
     say(f"train: {len(train_rows)} train rows, {len(val_rows)} val rows, "
         f"{'full fine-tuning' if opts.full else 'QLoRA' if opts.qlora else 'LoRA'} on "
         f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}")
@@ -344,7 +345,8 @@ def _linear_names(model) -> list[str]:
 
 
 def quiet_libraries() -> None:
-    """Silence the libraries' progress bars and info logs (for --quiet)."""
+    """Silence the libraries' progress bars, info logs and deprecation notes: kdpipe says its
+    own concise progress lines (and --quiet silences those)."""
     import warnings
 
     import datasets

@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 from transformers import TrainerCallback  # noqa: F401  (this module is imported lazily by train.py)
 
 
 class MetricsLog(TrainerCallback):
-    """Appends every log event (loss, learning rate, eval loss, tokens/s) to a JSONL file.
+    """Appends every log event (loss, learning rate, eval loss, tokens/s) to a JSONL file, and
+    says one progress line per event through `say` (the library's own printer stays off).
 
     Appending keeps the lines of an interrupted run when it is resumed.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, say: Callable[[str], None] | None = None):
         self.path = Path(path)
+        self.say = say or (lambda _m: None)
         self._start: float | None = None
         self._last: tuple[float, float] | None = None  # (time, cumulative tokens) at the last log
 
@@ -37,12 +40,32 @@ class MetricsLog(TrainerCallback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fp:
             fp.write(json.dumps(row, default=str) + "\n")
+        line = progress_line(row, state.max_steps)
+        if line:
+            self.say(line)
 
     def tokens_per_s(self) -> float | None:
         """Training tokens (prompt + completion, no padding) per second of training so far."""
         if self._last is None or self._start is None or self._last[0] <= self._start:
             return None
         return round(self._last[1] / (self._last[0] - self._start), 1)
+
+
+def progress_line(row: dict, total_steps: int) -> str | None:
+    """'train: step 5/40 loss 2.3456 lr 2.00e-04 1234 tokens/s' for a training log event,
+    'train: step 20/40 eval loss 1.2345' for a validation one; None for the end-of-run summary."""
+    parts = []
+    if "loss" in row:
+        parts.append(f"loss {row['loss']:.4f}")
+        if row.get("learning_rate") is not None:
+            parts.append(f"lr {row['learning_rate']:.2e}")
+        if row.get("tokens_per_s") is not None:
+            parts.append(f"{row['tokens_per_s']:.0f} tokens/s")
+    if "eval_loss" in row:
+        parts.append(f"eval loss {row['eval_loss']:.4f}")
+    if not parts:
+        return None
+    return f"train: step {row['step']}/{total_steps} " + " ".join(parts)
 
 
 def plot_losses(metrics: Path, out: Path) -> Path | None:

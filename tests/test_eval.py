@@ -208,7 +208,7 @@ def test_run_directory_reproduces_its_predictions(label_pipeline):
     student_first = [p["text"] for p in first if p["model"] == "student"]
     (d / "run" / "merged").rename(d / "merged-aside")  # force the adapter-on-base path
     try:
-        again = run_eval(d / "eval.jsonl", EvalOptions(model=str(d / "run")), quiet=True)
+        again = run_eval(d / "eval.jsonl", EvalOptions(model=str(d / "run")))
     finally:
         (d / "merged-aside").rename(d / "run" / "merged")
     assert [p.text for p in again.predictions] == student_first
@@ -273,3 +273,39 @@ def test_teacher_options_checked_before_any_model_loads(cli, tmp_path, monkeypat
                        "https://api.example.com/v1", "--price-in", "-1")
     assert code == 2
     assert "no API key: set OPENAI_API_KEY" in err and "--price-in must not be negative" in err
+
+
+# ------------------------------------------------------------------ what a make log shows
+
+
+@pytest.mark.slow
+def test_progress_is_kdpipe_lines_only_and_quiet_is_silent(tmp_path):
+    """Without -q, train/eval/tiny-student print only their own lines (one per logging step in train):
+    no library progress bars, no deprecation warnings. With -q, nothing."""
+    import os
+    import subprocess
+
+    def run(*args):
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+        p = subprocess.run([sys.executable, "-m", "kdpipe", *map(str, args)], capture_output=True, text=True,
+                           env=env, timeout=600)
+        assert p.returncode == 0, p.stderr
+        return p.stderr.splitlines()
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in st.corpus_texts()))
+    sft = st.write_sft(tmp_path / "sft.jsonl", "dss", repeats=1)
+    ev = st.write_eval(tmp_path / "eval.jsonl")
+    lines = run("tiny-student", tmp_path / "s", "--corpus", corpus, "--vocab-size", "400")
+    lines += run("train", sft, "-o", tmp_path / "run", "--student", tmp_path / "s", "--max-steps", "10",
+                 "--log-every", "5", "--eval-every", "10", "--batch-size", "4", "--max-length", "96")
+    steps = [x for x in lines if x.startswith("train: step ")]
+    training = [x for x in steps if "eval loss" not in x]
+    assert [x.split()[2] for x in training] == ["5/10", "10/10"]
+    assert all(" loss " in x and " lr " in x and "tokens/s" in x for x in training)
+    assert any(x.startswith("train: step 10/10 eval loss ") for x in steps)
+    lines += run("eval", ev, "--model", tmp_path / "run", "--limit", "2")
+    progress = [x for x in lines if not x.startswith("|") and x.strip()]
+    assert progress and all(x.split(":")[0] in ("tiny-student", "train", "eval") for x in progress), progress
+    assert run("train", sft, "-o", tmp_path / "run", "--student", tmp_path / "s", "--max-steps", "2",
+               "--max-length", "96", "--overwrite", "-q") == []

@@ -26,7 +26,7 @@ def student(tmp_path_factory) -> Path:
 def label_run(student, tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("label")
     sft = st.write_sft(d / "sft.jsonl", "label")
-    run_train(sft, d / "run", TrainOptions(student=str(student), merge=True, **FAST), quiet=True)
+    run_train(sft, d / "run", TrainOptions(student=str(student), merge=True, **FAST))
     return d / "run", sft
 
 
@@ -290,10 +290,10 @@ def test_adapter_moved_and_base_did_not(label_run, student):
 def test_resume_continues_from_checkpoint(student, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "label")
     opts = dict(FAST, save_every=10)
-    run_train(sft, tmp_path / "run", TrainOptions(student=str(student), **dict(opts, max_steps=20)), quiet=True)
+    run_train(sft, tmp_path / "run", TrainOptions(student=str(student), **dict(opts, max_steps=20)))
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-20").is_dir()
     r = run_train(sft, tmp_path / "run", TrainOptions(student=str(student), resume=True,
-                                                       **dict(opts, max_steps=30)), quiet=True)
+                                                       **dict(opts, max_steps=30)))
     assert r.steps == 30
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(x)]
@@ -306,7 +306,7 @@ def test_full_fine_tuning_saves_loadable_weights(student, tmp_path):
 
     sft = st.write_sft(tmp_path / "sft.jsonl", "label")
     r = run_train(sft, tmp_path / "run", TrainOptions(student=str(student), full=True,
-                                                       **dict(FAST, learning_rate=1e-3)), quiet=True)
+                                                       **dict(FAST, learning_rate=1e-3)))
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert not (tmp_path / "run" / "adapter_config.json").exists()
     AutoModelForCausalLM.from_pretrained(tmp_path / "run")
