@@ -27,21 +27,15 @@ from __future__ import annotations
 TASK_COLUMN = "is_rationale"
 
 
-def dss_loss(logits, labels, is_rationale, rationale_weight: float):
-    """(L_label + λ·L_rationale, L_label, L_rationale) of one batch of shifted-label logits.
+def dss_loss(token_loss, mask, is_rationale, rationale_weight: float):
+    """(L_label + λ·L_rationale, L_label, L_rationale) of one batch.
 
-    `logits` [batch, time, vocab] predict `labels` [batch, time] shifted by one;
-    -100 marks tokens outside the completion. A task absent from the batch has
-    loss 0 (a tensor, so the sum stays on the graph).
+    `token_loss` [batch, time]: each token's cross-entropy; `mask` [batch, time]: the
+    completion tokens that count; `is_rationale` [batch]: 1 for rationale rows. A task
+    absent from the batch has loss 0 (a tensor, so the sum stays on the graph).
     """
-    import torch
-    import torch.nn.functional as F
-
-    logits = logits[:, :-1, :].float()
-    targets = labels[:, 1:]
-    token_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                 ignore_index=-100, reduction="none").view(targets.shape)
-    mask = (targets != -100).to(token_loss.dtype)
+    token_loss = token_loss.float()
+    mask = mask.to(token_loss.dtype)
     rationale_rows = is_rationale.to(token_loss.device).bool().unsqueeze(1)
     losses = []
     for rows in (~rationale_rows, rationale_rows):
@@ -83,9 +77,13 @@ def weighted_trainer_classes():
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             tasks = inputs.pop(TASK_COLUMN)
-            labels = inputs.pop("labels")
-            outputs = model(**inputs, use_cache=False)
-            loss, _, _ = dss_loss(outputs.logits, labels, tasks, self.rationale_weight)
+            labels = inputs["labels"]
+            # TRL's fused LM head (added by SFTTrainer) gives each next token's log-probability
+            # without materialising the [batch, time, vocab] logits.
+            outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+            mask = labels[:, 1:] != -100
+            loss, _, _ = dss_loss(-outputs.log_probs, mask.to(outputs.log_probs.device), tasks,
+                                  self.rationale_weight)
             if self.model.training and "attention_mask" in inputs:
                 self._total_train_tokens += int(
                     self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item())
