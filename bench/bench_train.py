@@ -52,7 +52,7 @@ def run_kdpipe(student: str, data: Path, args, out: Path) -> dict:
     opts = TrainOptions(student=student, max_steps=args.steps, batch_size=args.batch_size,
                         max_length=args.max_length, lora_r=args.lora_r, log_every=max(1, args.steps // 10),
                         eval_every=10**9, save_every=10**9)
-    r = run_train(data, out, opts, quiet=True)
+    r = run_train(data, out, opts)
     return {"tokens_per_s": r.tokens_per_s, "steps": r.steps}
 
 
@@ -75,7 +75,7 @@ def run_trl_defaults(student: str, data: Path, args, out: Path) -> dict:
                        max_length=args.max_length, report_to="none", save_strategy="no", disable_tqdm=True,
                        logging_steps=max(1, args.steps // 10),
                        **({} if cuda else {"bf16": False, "dataloader_pin_memory": False}))
-    trainer = SFTTrainer(model=model, args=config, train_dataset=_dataset(rows, None), processing_class=tokenizer,
+    trainer = SFTTrainer(model=model, args=config, train_dataset=_dataset(rows, False), processing_class=tokenizer,
                          peft_config=LoraConfig(r=args.lora_r, task_type="CAUSAL_LM"))
     from transformers import PrinterCallback
 

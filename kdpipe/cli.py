@@ -415,7 +415,7 @@ def train(
                         gradient_checkpointing=gradient_checkpointing, max_length=max_length, packing=packing,
                         log_every=log_every, eval_every=eval_every, save_every=save_every, seed=seed_,
                         resume=resume, overwrite=overwrite, merge=merge, trust_remote_code=trust_remote_code)
-    r = run_train(sft, out, opts, progress=lambda m: say(quiet, m), quiet=quiet)
+    r = run_train(sft, out, opts, progress=lambda m: say(quiet, m))
     for note in r.notes:
         say(quiet, f"train: note: {note}")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -472,7 +472,7 @@ def eval_(
                        api_key_env=api_key_env, teacher_cache=cache, teacher_prompt=teacher_prompt,
                        teacher_max_tokens=teacher_max_tokens, teacher_concurrency=concurrency,
                        price_in=price_in, price_out=price_out)
-    report = run_eval(eval_file, opts, out, progress=lambda m: say(quiet, m), quiet=quiet)
+    report = run_eval(eval_file, opts, out, progress=lambda m: say(quiet, m))
     typer.echo(markdown(report))
     if out is not None:
         say(quiet, f"eval: wrote {out} and its predictions and Markdown table beside it")
@@ -495,10 +495,9 @@ def tiny_student(
     """
     from kdpipe.tiny import TinyOptions, build_tiny_student, corpus_texts
 
-    if quiet:
-        from kdpipe.train import quiet_libraries
+    from kdpipe.train import quiet_libraries
 
-        quiet_libraries()
+    quiet_libraries()
     path = build_tiny_student(out, corpus_texts(corpus), TinyOptions(vocab_size=vocab_size, seed=seed_))
     say(quiet, f"tiny-student: wrote a random tiny Llama and its tokenizer to {path}")
 

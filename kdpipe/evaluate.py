@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kdpipe.answers import answers_agree, canonical_answer, parse_completion
+from kdpipe.answers import answers_agree, canonical_answer, parse_completion, safe_eval
 from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.format import PromptFormat, answer_in_sentence, inference_task, load_prompt_format, render_prompt
 from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
 
 
@@ -101,22 +103,56 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
     return (lo, hi)
 
 
-def read_answer(text: str, asked_task: str, record: Record) -> tuple[str | None, str | None]:
-    """(canonical answer, error) of a completion: CoT completions end "The answer is X."."""
+def read_answer(text: str, asked_task: str, record: Record,
+                fmt: PromptFormat | None = None) -> tuple[str | None, str | None]:
+    """(canonical answer, error) of a completion.
+
+    CoT completions end in the student's answer sentence (`fmt.answer_sentence`, as
+    `format --answer-sentence` stored it); when that sentence is missing or holds no
+    answer of the task, the generic markers of answers.parse_completion ("The answer
+    is X", "Answer: X", ...) are tried.
+    """
     if asked_task == "cot":
+        raw = answer_in_sentence(fmt, text) if fmt is not None else None
+        answer = canonical_answer(raw, record.task, record.choices) if raw is not None else None
+        if answer is not None:
+            return answer, None
         parsed = parse_completion(text, record.task, record.choices)
         return parsed.answer, parsed.error
     if not text.strip():
         return None, "empty"
-    answer = canonical_answer(text.strip(), record.task, record.choices)
+    answer = _whole_answer(text, record, fmt)
     return answer, None if answer is not None else "unparseable"
 
 
+_EDGE_PUNCTUATION = " \t\r\n.,;:!?\"'"
+_NUMBER_DECORATION = re.compile(r"[$€£¥₹%,\s]")
+
+
+def _whole_answer(text: str, record: Record, fmt: PromptFormat | None) -> str | None:
+    """The canonical answer when an answer-only completion is the answer itself (give or take
+    surrounding whitespace and punctuation, or the student's answer sentence around it); else None.
+
+    answers.canonical_answer alone would take the one number out of any text, so that a random
+    model's "arore them Gus 26 frien" would count as the answer 26.
+    """
+    core = text.strip()
+    in_sentence = answer_in_sentence(fmt, core) if fmt is not None else None
+    if in_sentence is not None:
+        core = in_sentence
+    core = core.strip(_EDGE_PUNCTUATION)
+    if not core:
+        return None
+    if record.task == "numeric" and safe_eval(_NUMBER_DECORATION.sub("", core)) is None:
+        return None
+    return canonical_answer(core, record.task, record.choices)
+
+
 def score(role: str, model: str, records: list[Record], texts: list[str], asked_task: str,
-          prompt_style: str, seconds: float) -> tuple[ModelScore, list[Prediction]]:
+          prompt_style: str, seconds: float, fmt: PromptFormat | None = None) -> tuple[ModelScore, list[Prediction]]:
     preds = []
     for rec, text in zip(records, texts):
-        answer, error = read_answer(text, asked_task, rec)
+        answer, error = read_answer(text, asked_task, rec, fmt)
         preds.append(Prediction(rec.id, role, text, answer, rec.gold,
                                 answers_agree(answer, rec.gold, rec.task, rec.choices), error))
     n, correct = len(preds), sum(p.correct for p in preds)
@@ -127,24 +163,23 @@ def score(role: str, model: str, records: list[Record], texts: list[str], asked_
                       ), preds
 
 
-def ask_local_model(spec: str, records: list[Record], opts: EvalOptions, fmt_override: dict[str, Any] | None = None,
-                    quiet: bool = False) -> tuple[list[str], dict[str, Any], float]:
+def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
+                    fmt_override: dict[str, Any] | None = None) -> tuple[list[str], PromptFormat, float]:
     """Greedy answers of a run directory or model; returns (texts, prompt format, seconds)."""
-    from kdpipe.student import encode_prompt, generate, load_student, render_prompt, resolve_source, student_task
+    from kdpipe.student import encode_prompt, generate, load_student, resolve_source
 
-    if quiet:
-        from kdpipe.train import quiet_libraries
+    from kdpipe.train import quiet_libraries
 
-        quiet_libraries()
-
+    quiet_libraries()
     src = resolve_source(spec)
-    fmt = src.prompt_format if src.run_dir or fmt_override is None else fmt_override
+    fmt = load_prompt_format(src.prompt_format if src.run_dir or fmt_override is None else fmt_override,
+                             f"{spec}: prompt format")
     model, tokenizer = load_student(src)
-    chat = bool(fmt.get("chat", True))
-    if chat and not tokenizer.chat_template:
+    if fmt.chat and not tokenizer.chat_template:
         raise KdpipeError(f"{spec}: the tokenizer has no chat template, but the prompt format is chat")
-    task = student_task(fmt)
-    prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), chat) for r in records]
+    task = inference_task(fmt)
+    prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), fmt.chat)
+               for r in records]
     max_new = opts.max_new_tokens or (256 if task == "cot" else 32)
     started = time.perf_counter()
     texts = generate(model, tokenizer, prompts, max_new, opts.batch_size)
@@ -175,11 +210,11 @@ class EvalReport:
 
 
 def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.PathLike | None = None,
-             progress: Callable[[str], None] | None = None, quiet: bool = False) -> EvalReport:
+             progress: Callable[[str], None] | None = None) -> EvalReport:
     """Score the student (and baseline, teacher) on `eval_path`; write outputs when `out` is set."""
     say = progress or (lambda _m: None)
     opts.validate()
-    from kdpipe.student import resolve_source, student_task
+    from kdpipe.student import resolve_source
 
     records, skipped = load_eval_records(eval_path, opts.limit)
     teacher_client = None
@@ -195,10 +230,9 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
     for role, spec in runs:
         say(f"eval: asking the {role} ({spec}) {len(records)} questions")
-        texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format,
-                                              quiet=quiet)
+        texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format)
 
-        s, p = score(role, spec, records, texts, student_task(fmt), fmt.get("style", "?"), seconds)
+        s, p = score(role, spec, records, texts, inference_task(fmt), fmt.style, seconds, fmt)
         scores.append(s)
         preds.extend(p)
     if teacher_client is not None:

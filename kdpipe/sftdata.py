@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.errors import InputError, KdpipeError
+from kdpipe.format import PROMPT_TASKS, PromptFormat, load_prompt_format
 from kdpipe.records import iter_json_objects, meta_path
 
-SFT_TASKS = ("label", "rationale", "cot", "answer")
 SPLITS = ("train", "val")
 
 
@@ -78,8 +78,8 @@ def read_sft(path: str | os.PathLike) -> SftData:
             raise InputError(path, "fields 'prompt' and 'completion' must both be strings or both "
                                    "message lists", line)
         task = obj.get("task", "answer")
-        if task not in SFT_TASKS:
-            raise InputError(path, f"field 'task' must be one of {', '.join(SFT_TASKS)}, got {task!r}", line)
+        if task not in PROMPT_TASKS:
+            raise InputError(path, f"field 'task' must be one of {', '.join(PROMPT_TASKS)}, got {task!r}", line)
         split = obj.get("split", "train")
         if split not in SPLITS:
             raise InputError(path, f"field 'split' must be 'train' or 'val', got {split!r}", line)
@@ -103,16 +103,16 @@ def _prompt_format(path: Path, tasks: Counter, chat: bool) -> tuple[dict[str, An
             fmt = json.loads(meta.read_text(encoding="utf-8")).get("prompt_format")
         except json.JSONDecodeError as e:
             raise InputError(meta, f"not valid JSON: {e.msg}", e.lineno) from None
-        if isinstance(fmt, dict) and fmt.get("style"):
-            return fmt, False
+        if fmt is not None:
+            stored = load_prompt_format(fmt, f"{meta}: prompt_format")
+            if stored.chat != chat:
+                raise InputError(meta, f"the prompt format says chat={stored.chat}, but the rows of {path} are "
+                                       f"{'chat messages' if chat else 'plain strings'}")
+            return stored.to_dict(), False
     # No metadata (hand-made data): infer what the rows show.
     style = ("dss" if tasks.get("rationale") else "cot" if tasks.get("cot")
              else "label" if tasks.get("label") else "gold")
-    return {"style": style, "chat": chat}, True
-
-
-def text_of(value: Any) -> str:
-    return value[-1]["content"] if isinstance(value, list) else value
+    return PromptFormat(style=style, chat=chat).to_dict(), True
 
 
 def prompt_lengths(rows: list[dict[str, Any]], tokenizer, chat: bool) -> list[tuple[int, int]]:

@@ -14,30 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdpipe.errors import KdpipeError
+from kdpipe.errors import InputError, KdpipeError
 
 TRAIN_CONFIG = "train_config.json"
 PROMPT_FORMAT = "prompt_format.json"
 MERGED = "merged"
-
-
-def student_task(fmt: dict[str, Any]) -> str:
-    """The prompt task a student answers at inference, as `format` wrote its training rows:
-    the label task alone for dss students (no rationale at inference), "cot" for CoT students,
-    "answer" (no prefix) for label and gold students."""
-    return {"dss": "label", "cot": "cot"}.get(fmt.get("style", ""), "answer")
-
-
-def render_prompt(fmt: dict[str, Any], question: str, choices: list[str] | None, task: str) -> str:
-    """The user message a student of stored format `fmt` was trained on; `format` owns the rule."""
-    from kdpipe.format import PromptFormat
-    from kdpipe.format import render_prompt as format_render_prompt
-
-    try:
-        prompt_format = PromptFormat.from_dict(fmt)
-    except (ValueError, TypeError) as e:
-        raise KdpipeError(f"the stored prompt format is not valid: {e}") from None
-    return format_render_prompt(prompt_format, question, choices, task)
 
 
 # A model asked without a run directory (a baseline, an untrained student) is
@@ -63,7 +44,7 @@ def resolve_source(spec: str, prefer_merged: bool = True) -> StudentSource:
     if path.is_dir() and (path / TRAIN_CONFIG).is_file():
         config = json.loads((path / TRAIN_CONFIG).read_text(encoding="utf-8"))
         fmt_file = path / PROMPT_FORMAT
-        fmt = json.loads(fmt_file.read_text(encoding="utf-8")) if fmt_file.is_file() else dict(DEFAULT_FORMAT)
+        fmt = _stored_format(fmt_file) if fmt_file.is_file() else dict(DEFAULT_FORMAT)
         trust = bool(config.get("trust_remote_code", False))
         if prefer_merged and (path / MERGED / "config.json").is_file():
             return StudentSource(str(path / MERGED), None, str(path / MERGED), fmt, str(path), trust)
@@ -74,6 +55,16 @@ def resolve_source(spec: str, prefer_merged: bool = True) -> StudentSource:
         raise KdpipeError(f"{spec}: run directory has no adapter and no model weights (did training finish?)")
     check_model_exists(spec)
     return StudentSource(spec, None, spec)
+
+
+def _stored_format(path: Path) -> dict[str, Any]:
+    from kdpipe.format import load_prompt_format
+
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(path, f"not valid JSON: {e.msg}", e.lineno) from None
+    return load_prompt_format(obj, str(path)).to_dict()
 
 
 def check_model_exists(spec: str, trust_remote_code: bool = False) -> None:

@@ -3,8 +3,8 @@
 LoRA (PEFT) by default, full fine-tuning with `--full`, 4-bit QLoRA with
 `--qlora` (CUDA + bitsandbytes). Loss falls on the completion only: the rows
 are prompt/completion pairs and TRL masks the prompt. For Distilling
-step-by-step data the rationale rows' loss is scaled by `rationale_weight`
-(see kdpipe/weighted.py).
+step-by-step data the loss is L_label + λ·L_rationale, each task's mean
+token loss taken separately (λ = `rationale_weight`; see kdpipe/weighted.py).
 
 RUN_DIR after a run:
     adapter_model.safetensors + adapter_config.json   (or full weights with --full)
@@ -93,6 +93,9 @@ class TrainOptions:
             problems.append("--merge only applies to adapters; --full already saves full weights")
         if self.resume and self.overwrite:
             problems.append("--resume and --overwrite exclude each other")
+        scheduler_problem = _check_scheduler(self.lr_scheduler)
+        if scheduler_problem:
+            problems.append(scheduler_problem)
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -131,10 +134,32 @@ def _check_qlora() -> None:
         raise KdpipeError("--qlora needs the bitsandbytes package: pip install bitsandbytes")
 
 
-def _prepare_run_dir(run_dir: Path, opts: TrainOptions) -> None:
-    # Under `accelerate launch` every process runs this; only the main one checks and
+# Schedules transformers knows but kdpipe cannot drive: they need arguments it does not pass.
+_SCHEDULERS_REFUSED = {"cosine_with_min_lr": "needs a minimum learning rate",
+                       "cosine_warmup_with_min_lr": "needs a minimum learning rate",
+                       "reduce_lr_on_plateau": "follows a validation metric, not the step count"}
+
+
+def _check_scheduler(name: str) -> str | None:
+    from transformers.trainer_utils import SchedulerType
+
+    usable = [s.value for s in SchedulerType if s.value not in _SCHEDULERS_REFUSED]
+    if name in _SCHEDULERS_REFUSED:
+        return f"--lr-scheduler {name} {_SCHEDULERS_REFUSED[name]}; use one of {', '.join(usable)}"
+    if name not in usable:
+        return f"--lr-scheduler must be one of {', '.join(usable)}, got {name!r}"
+    return None
+
+
+def _main_process() -> bool:
+    # Under `accelerate launch` every process runs run_train; only the main one checks and
     # clears RUN_DIR (the others would otherwise see its first files and refuse).
-    if int(os.environ.get("RANK", "0")) != 0:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _check_run_dir(run_dir: Path, opts: TrainOptions) -> None:
+    """Refuse RUN_DIR when it cannot be used as asked; changes nothing."""
+    if not _main_process():
         return
     if run_dir.exists() and not run_dir.is_dir():
         raise KdpipeError(f"{run_dir}: exists and is not a directory")
@@ -147,6 +172,11 @@ def _prepare_run_dir(run_dir: Path, opts: TrainOptions) -> None:
         if not opts.overwrite:
             raise KdpipeError(f"{run_dir}: not empty; pass --resume to continue its run or --overwrite "
                               "to start over")
+
+
+def _clear_run_dir(run_dir: Path, opts: TrainOptions) -> None:
+    """--overwrite: delete the previous run, once everything that could refuse the new one has been built."""
+    if _main_process() and opts.overwrite and run_dir.is_dir():
         shutil.rmtree(run_dir)
 
 
@@ -169,28 +199,36 @@ def _load_model(opts: TrainOptions):
     return AutoModelForCausalLM.from_pretrained(opts.student, **kwargs), cuda, bf16
 
 
-def _dataset(rows: list[dict[str, Any]], weight: float | None):
+def _dataset(rows: list[dict[str, Any]], with_task: bool):
+    """prompt/completion rows for TRL; `with_task` adds the dss task column of the two-task loss."""
     from datasets import Dataset
 
+    from kdpipe.weighted import TASK_COLUMN
+
     data = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
-    if weight is not None:
+    if with_task:
         for d, r in zip(data, rows):
-            d["loss_weight"] = weight if r["task"] == "rationale" else 1.0
+            d[TASK_COLUMN] = int(r["task"] == "rationale")
     return Dataset.from_list(data)
 
 
 def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: TrainOptions,
-              progress: Callable[[str], None] | None = None, quiet: bool = False) -> TrainResult:
-    """Train the student on `sft_path` into `run_dir`; validate everything before training."""
+              progress: Callable[[str], None] | None = None) -> TrainResult:
+    """Train the student on `sft_path` into `run_dir`; validate everything before training.
+
+    `progress` gets kdpipe's own lines (one per logging step); the libraries' bars stay off.
+    """
     say = progress or (lambda _m: None)
     opts.validate()
     sft_path, run_dir = Path(sft_path), Path(run_dir)
     data: SftData = read_sft(sft_path)
-    weighted = data.has_rationale and opts.rationale_weight != 1.0
+    # dss data always takes the two-task loss (even at λ = 1, where a plain token
+    # mean would still weigh each task by its share of completion tokens).
+    weighted = data.has_rationale
     notes = []
     if opts.packing and weighted:
-        raise UsageError("--packing cannot be combined with --rationale-weight on dss data "
-                         "(packed batches cannot carry a per-example weight)")
+        raise UsageError("--packing cannot be used on dss data (packed batches cannot keep the label "
+                         "and rationale tasks apart for the two-task loss)")
     if opts.rationale_weight != 1.0 and not data.has_rationale:
         notes.append("--rationale-weight has no effect: the data has no rationale rows")
     if data.prompt_format_inferred:
@@ -208,7 +246,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     if length_stats["dropped_prompt_too_long"]:
         notes.append(f"{length_stats['dropped_prompt_too_long']} rows dropped: prompt alone is "
                      f"--max-length {opts.max_length} tokens or more")
-    _prepare_run_dir(run_dir, opts)
+    _check_run_dir(run_dir, opts)
 
     import torch
     from peft import LoraConfig
@@ -217,11 +255,9 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     from kdpipe.trainlog import MetricsLog, plot_losses
     from kdpipe.weighted import weighted_trainer_classes
 
-    if quiet:
-        quiet_libraries()
+    quiet_libraries()
     model, cuda, bf16 = _load_model(opts)
-    weight = opts.rationale_weight if weighted else None
-    train_ds, val_ds = _dataset(train_rows, weight), (_dataset(val_rows, weight) if val_rows else None)
+    train_ds, val_ds = _dataset(train_rows, weighted), (_dataset(val_rows, weighted) if val_rows else None)
     args = SFTConfig(
         output_dir=str(run_dir / CHECKPOINTS), seed=opts.seed, learning_rate=opts.lr,
         lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
@@ -232,23 +268,30 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         bf16=bf16, fp16=False, dataloader_pin_memory=cuda, report_to="none",
         logging_steps=opts.log_every, eval_strategy="steps" if val_ds is not None else "no",
         eval_steps=opts.eval_every, save_strategy="steps", save_steps=opts.save_every,
-        save_total_limit=2, disable_tqdm=quiet, remove_unused_columns=weight is None,
+        save_total_limit=2, disable_tqdm=True, remove_unused_columns=not weighted,
     )
     peft_config = None if opts.full else LoraConfig(
         r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
         target_modules=opts.targets(), task_type="CAUSAL_LM")
-    log = MetricsLog(run_dir / METRICS)
+    log = MetricsLog(run_dir / METRICS, say)
     kwargs: dict[str, Any] = {}
     trainer_cls = SFTTrainer
     if weighted:
         collator_cls, trainer_cls = weighted_trainer_classes()
         kwargs["data_collator"] = collator_cls(pad_token_id=tokenizer.pad_token_id)
-    trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                          processing_class=tokenizer, peft_config=peft_config, callbacks=[log], **kwargs)
-    if quiet:
-        from transformers import PrinterCallback
+        kwargs["rationale_weight"] = opts.rationale_weight
+    from peft.utils.error import NoMatchingPeftModuleError
 
-        trainer.remove_callback(PrinterCallback)
+    try:
+        trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=[log], **kwargs)
+    except NoMatchingPeftModuleError:
+        raise KdpipeError(f"--lora-targets {opts.lora_targets}: no such module in {opts.student}; its linear "
+                          f"layers are {', '.join(_linear_names(model))} (or use all-linear)") from None
+    _clear_run_dir(run_dir, opts)  # the old run stays until the new one is ready to start
+    from transformers import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)  # MetricsLog says a concise line instead
     say(f"train: {len(train_rows)} train rows, {len(val_rows)} val rows, "
         f"{'full fine-tuning' if opts.full else 'QLoRA' if opts.qlora else 'LoRA'} on "
         f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}")
@@ -274,7 +317,10 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
             "kdpipe_version": __version__, "student": opts.student, "trust_remote_code": opts.trust_remote_code,
             "options": asdict(opts),
             "resolved": {"learning_rate": opts.lr, "device": "cuda" if cuda else "cpu", "bf16": bf16,
-                         "weighted_loss": weighted, "lora_targets": None if opts.full else opts.targets(),
+                         "weighted_loss": weighted,
+                         "loss": (f"L_label + {opts.rationale_weight:g} * L_rationale (per-task token means)"
+                                  if weighted else "token mean over completion tokens"),
+                         "lora_targets": None if opts.full else opts.targets(),
                          "world_size": trainer.args.world_size},
             "data": {"path": str(sft_path), "digest": file_digest(sft_path), "chat": data.chat,
                      "tasks": dict(data.tasks), "train_rows": len(train_rows), "val_rows": len(val_rows),
@@ -291,8 +337,16 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
                        output.training_loss, eval_loss, tokens_per_s, seconds, weighted, notes)
 
 
+def _linear_names(model) -> list[str]:
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
+                   if isinstance(m, torch.nn.Linear) and name})
+
+
 def quiet_libraries() -> None:
-    """Silence the libraries' progress bars and info logs (for --quiet)."""
+    """Silence the libraries' progress bars, info logs and deprecation notes: kdpipe says its
+    own concise progress lines (and --quiet silences those)."""
     import warnings
 
     import datasets

@@ -5,21 +5,23 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Callable
 
 from transformers import TrainerCallback  # noqa: F401  (this module is imported lazily by train.py)
 
 
 class MetricsLog(TrainerCallback):
-    """Appends every log event (loss, learning rate, eval loss, tokens/s) to a JSONL file.
+    """Appends every log event (loss, learning rate, eval loss, tokens/s) to a JSONL file, and
+    says one progress line per event through `say` (the library's own printer stays off).
 
     Appending keeps the lines of an interrupted run when it is resumed.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, say: Callable[[str], None] | None = None):
         self.path = Path(path)
+        self.say = say or (lambda _m: None)
         self._start: float | None = None
         self._last: tuple[float, float] | None = None  # (time, cumulative tokens) at the last log
-        self._first_tokens: float | None = None  # tokens already counted when this process began
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = time.time()
@@ -31,21 +33,39 @@ class MetricsLog(TrainerCallback):
         row = {"step": state.global_step, "epoch": state.epoch, **logs, "time": round(now, 3)}
         tokens = logs.get("num_tokens")
         if tokens is not None and "loss" in logs and self._start is not None:
-            since, before = self._last or (self._start, self._first_tokens or 0.0)
-            if self._first_tokens is None:
-                self._first_tokens = 0.0
+            since, before = self._last or (self._start, 0.0)
             if now > since:
                 row["tokens_per_s"] = round((tokens - before) / (now - since), 1)
             self._last = (now, tokens)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as fp:
             fp.write(json.dumps(row, default=str) + "\n")
+        line = progress_line(row, state.max_steps)
+        if line:
+            self.say(line)
 
     def tokens_per_s(self) -> float | None:
         """Training tokens (prompt + completion, no padding) per second of training so far."""
         if self._last is None or self._start is None or self._last[0] <= self._start:
             return None
         return round(self._last[1] / (self._last[0] - self._start), 1)
+
+
+def progress_line(row: dict, total_steps: int) -> str | None:
+    """'train: step 5/40 loss 2.3456 lr 2.00e-04 1234 tokens/s' for a training log event,
+    'train: step 20/40 eval loss 1.2345' for a validation one; None for the end-of-run summary."""
+    parts = []
+    if "loss" in row:
+        parts.append(f"loss {row['loss']:.4f}")
+        if row.get("learning_rate") is not None:
+            parts.append(f"lr {row['learning_rate']:.2e}")
+        if row.get("tokens_per_s") is not None:
+            parts.append(f"{row['tokens_per_s']:.0f} tokens/s")
+    if "eval_loss" in row:
+        parts.append(f"eval loss {row['eval_loss']:.4f}")
+    if not parts:
+        return None
+    return f"train: step {row['step']}/{total_steps} " + " ".join(parts)
 
 
 def plot_losses(metrics: Path, out: Path) -> Path | None:

@@ -1,55 +1,89 @@
-"""The weighted multi-task loss of Distilling step-by-step, on top of TRL's SFTTrainer.
+"""The multi-task loss of Distilling step-by-step, on top of TRL's SFTTrainer.
 
-TRL 1.16 has no per-example loss weight. Each `dss` example carries a
-`loss_weight` column (λ for rationale rows, 1 for label rows); a collator
-passes it through as a tensor and `compute_loss` scales each sequence's
-token losses by it:
+The paper trains one model on two tasks and minimises
 
-    loss = sum_i w_i * sum_t ce(i, t) / (number of completion tokens)
+    L = L_label + λ · L_rationale
 
-With every weight 1 this is exactly TRL's own token-mean loss, so λ = 1
-reproduces plain SFT and λ scales the rationale task's share of the gradient.
+where each task's loss is the mean cross-entropy over its own completion
+tokens. A token-mean over the mixed batch would not be this: each task would
+count in proportion to its completion tokens (rationales are several times
+longer than labels, so the label task would get a small share at any λ).
+
+Here, per micro-batch: L_label is the mean token loss over the completion
+tokens of the batch's label-task rows, L_rationale the same over its
+rationale-task rows (a task with no row in the micro-batch contributes 0),
+and the micro-batch loss is L_label + λ · L_rationale. With gradient
+accumulation the optimizer step follows the mean of the micro-batch losses
+(the Trainer divides each by the accumulation steps); across GPUs DDP
+averages the per-device gradients. Evaluation loss is the same formula.
+
+TRL 1.16 has no per-example loss weight, so each row carries a
+`is_rationale` column (1 for rationale rows, 0 for label rows) that a
+collator passes through as a tensor and `compute_loss` splits the batch by.
 """
 
 from __future__ import annotations
 
-WEIGHT_COLUMN = "loss_weight"
+TASK_COLUMN = "is_rationale"
+
+
+def dss_loss(token_loss, mask, is_rationale, rationale_weight: float):
+    """(L_label + λ·L_rationale, L_label, L_rationale) of one batch.
+
+    `token_loss` [batch, time]: each token's cross-entropy; `mask` [batch, time]: the
+    completion tokens that count; `is_rationale` [batch]: 1 for rationale rows. A task
+    absent from the batch has loss 0 (a tensor, so the sum stays on the graph).
+    """
+    token_loss = token_loss.float()
+    mask = mask.to(token_loss.dtype)
+    rationale_rows = is_rationale.to(token_loss.device).bool().unsqueeze(1)
+    losses = []
+    for rows in (~rationale_rows, rationale_rows):
+        task_mask = mask * rows.to(mask.dtype)
+        losses.append((token_loss * task_mask).sum() / task_mask.sum().clamp(min=1))
+    label_loss, rationale_loss = losses
+    return label_loss + rationale_weight * rationale_loss, label_loss, rationale_loss
 
 
 def weighted_trainer_classes():
-    """(collator class, trainer class), built lazily so that importing kdpipe stays light."""
+    """(collator class, trainer class), built lazily so that importing kdpipe stays light.
+
+    The trainer takes `rationale_weight=λ` besides SFTTrainer's own arguments.
+    """
     import torch
-    import torch.nn.functional as F
     from trl import SFTTrainer
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    class WeightedCollator(DataCollatorForLanguageModeling):
+    class TaskCollator(DataCollatorForLanguageModeling):
         def torch_call(self, examples):
-            weights = torch.tensor([float(e.get(WEIGHT_COLUMN, 1.0)) for e in examples])
-            batch = super().torch_call([{k: v for k, v in e.items() if k != WEIGHT_COLUMN} for e in examples])
-            batch[WEIGHT_COLUMN] = weights
+            tasks = torch.tensor([int(e.get(TASK_COLUMN, 0)) for e in examples])
+            batch = super().torch_call([{k: v for k, v in e.items() if k != TASK_COLUMN} for e in examples])
+            batch[TASK_COLUMN] = tasks
             return batch
 
-    class WeightedSFTTrainer(SFTTrainer):
+    class DssSFTTrainer(SFTTrainer):
+        # The loss below is a per-micro-batch mean: the Trainer divides it by the
+        # gradient accumulation steps (it must not assume it was scaled already).
+        loss_is_scaled_for_ga = False
+
+        def __init__(self, *args, rationale_weight: float = 1.0, **kwargs):
+            self.rationale_weight = float(rationale_weight)
+            super().__init__(*args, **kwargs)
+
         def _set_signature_columns_if_needed(self):
             super()._set_signature_columns_if_needed()
-            if WEIGHT_COLUMN not in self._signature_columns:
-                self._signature_columns = list(self._signature_columns) + [WEIGHT_COLUMN]
+            if TASK_COLUMN not in self._signature_columns:
+                self._signature_columns = list(self._signature_columns) + [TASK_COLUMN]
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            weights = inputs.pop(WEIGHT_COLUMN)
-            labels = inputs.pop("labels")
-            outputs = model(**inputs, use_cache=False)
-            logits = outputs.logits[:, :-1, :].float()
-            targets = labels[:, 1:]
-            token_loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1),
-                                         ignore_index=-100, reduction="none").view(targets.shape)
-            mask = targets != -100
-            per_sequence = (token_loss * mask).sum(dim=1)
-            n_tokens = mask.sum() if num_items_in_batch is None else num_items_in_batch
-            loss = (per_sequence * weights.to(per_sequence.dtype)).sum() / torch.as_tensor(n_tokens).clamp(min=1)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * self.accelerator.num_processes
+            tasks = inputs.pop(TASK_COLUMN)
+            labels = inputs["labels"]
+            # TRL's fused LM head (added by SFTTrainer) gives each next token's log-probability
+            # without materialising the [batch, time, vocab] logits.
+            outputs = model(**inputs, use_cache=False, fused_lm_head=True)
+            mask = labels[:, 1:] != -100
+            loss, _, _ = dss_loss(-outputs.log_probs, mask.to(outputs.log_probs.device), tasks,
+                                  self.rationale_weight)
             if self.model.training and "attention_mask" in inputs:
                 self._total_train_tokens += int(
                     self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item())
@@ -57,4 +91,4 @@ def weighted_trainer_classes():
             self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
             return (loss, outputs) if return_outputs else loss
 
-    return WeightedCollator, WeightedSFTTrainer
+    return TaskCollator, DssSFTTrainer

@@ -37,24 +37,106 @@ def test_answers_read_with_the_filter_rules():
     assert read_answer("green", "label", choice) == (None, "unparseable")
 
 
-def test_eval_prompt_is_the_training_prompt(tmp_path):
-    """The student is asked with exactly the token ids its completions followed in training."""
-    from kdpipe.student import encode_prompt, load_tokenizer, render_prompt, student_task
-    from kdpipe.tiny import build_tiny_student
+def test_answer_only_completions_must_be_the_answer_itself():
+    """A random model's garbage that happens to hold one number is not an answer (it was read as 26)."""
+    from kdpipe.format import PromptFormat
 
-    student = build_tiny_student(tmp_path / "s", st.corpus_texts())
+    fmt = PromptFormat(style="label")
+    num = Record(id="n", question="?", task="numeric", gold="26")
+    assert read_answer("arore them Gus andYu … 26 frien", "answer", num, fmt) == (None, "unparseable")
+    assert read_answer("3 apples and 26", "label", num, fmt) == (None, "unparseable")
+    for text in ("26", " 26.\n", "$26.00", "(13 * 2)", "The answer is 26."):
+        assert read_answer(text, "answer", num, fmt) == ("26", None), text
+    choice = Record(id="c", question="?", task="choice", choices=["red", "blue"], gold="blue")
+    for text in ("(b)", "(b) blue", "blue.", "The answer is (b) blue."):
+        assert read_answer(text, "label", choice, fmt) == ("blue", None), text
+    assert read_answer("I think blue", "label", choice, fmt) == (None, "unparseable")
+
+
+@pytest.mark.parametrize("sentence", ["Therefore: {answer}", "The answer is {answer}.", "So it is {answer}!",
+                                      "Final: <{answer}>"])
+def test_cot_answers_read_with_the_stored_answer_sentence(sentence):
+    """Whatever `format --answer-sentence` wrote the training completions with, eval reads the answer back."""
+    from kdpipe.format import PromptFormat, render_completion
+
+    fmt = PromptFormat(style="cot", answer_sentence=sentence)
+    choice = Record(id="c", question="?", task="choice", choices=["red", "blue", "green"], gold="blue")
+    num = Record(id="n", question="?", task="numeric", gold="2.5")
+    for rec, answer in ((choice, "blue"), (choice, "green"), (num, "2.5"), (num, "-3")):
+        text = render_completion(fmt, "cot", answer, rec.choices, "Some steps: 1 then 2.")
+        assert read_answer(text, "cot", rec, fmt) == (answer, None), text
+    # a completion without the student's sentence still gets the generic markers
+    assert read_answer("Thinking. The answer is (b).", "cot", choice, fmt) == ("blue", None)
+
+
+def test_cot_student_with_its_own_answer_sentence_is_scored(tmp_path):
+    """A cot run trained with "Therefore: {answer}" scores its answers (it was read as unparseable)."""
+    from kdpipe.evaluate import score
+    from kdpipe.format import load_prompt_format
+
+    recs = st.eval_records()
+    fmt = load_prompt_format(dict(st.prompt_format("cot"), answer_sentence="Therefore: {answer}"), "test")
+    texts = [f"Everyone has seen it. Therefore: ({chr(97 + st.CHOICES.index(r.gold))}) {r.gold}" for r in recs]
+    s, preds = score("student", "run", recs, texts, "cot", "cot", 1.0, fmt)
+    assert s.correct == len(recs) and s.unparsed == 0
+
+
+SUMS = [(f"Compute {a} + {b}", str(a + b)) for a, b in ((12, 5), (3, 4), (40, 2), (7, 70))]
+
+
+def _sum_records():
+    return [Record(id=f"s{i}", question=q, task="numeric", gold=a) for i, (q, a) in enumerate(SUMS)]
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_eval_prompt_is_the_training_prompt(tmp_path, chat):
+    """TRL's own tokenization of each training row (SFTTrainer's train_dataset) starts with exactly the
+    tokens of the prompt alone, its completion right after them, and eval asks with those same tokens.
+
+    A plain-text prompt that ran straight into its completion ("Compute 12 + 5" + "17") would have
+    its last tokens merged with the completion's first ones, and would fail here.
+    """
+    from transformers import AutoModelForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    from kdpipe.format import FormatOptions, run_format
+    from kdpipe.records import write_records
+    from kdpipe.sftdata import read_sft
+    from kdpipe.format import inference_task, load_prompt_format, render_prompt
+    from kdpipe.student import encode_prompt, load_tokenizer
+    from kdpipe.tiny import build_tiny_student
+    from kdpipe.train import _dataset
+
+    # Text in which the end of a question runs into its answer ("+ 517", "?(a)"), as a real tokenizer's
+    # training text would have it: BPE learns tokens across that boundary.
+    joined = [q + a for q, a in SUMS] + [q + f"({chr(97 + st.CHOICES.index(a))}) {a}" for q, a in st.FACTS]
+    student = build_tiny_student(tmp_path / "s", st.corpus_texts() + joined * 20)
     tokenizer = load_tokenizer(str(student))
-    for style, chat in (("dss", True), ("label", False), ("cot", True), ("gold", True)):
-        sft = st.write_sft(tmp_path / f"{style}.jsonl", style, chat=chat, repeats=1)
-        fmt = json.loads((tmp_path / f"{style}.jsonl.meta.json").read_text())["prompt_format"]
-        task = student_task(fmt)
-        rows = [json.loads(x) for x in sft.read_text().splitlines()]
-        trained = {tuple(tokenizer.apply_chat_template(r["prompt"], add_generation_prompt=True, tokenize=True,
-                                                       return_dict=True)["input_ids"] if chat
-                         else tokenizer(text=r["prompt"])["input_ids"]) for r in rows if r["task"] == task}
-        asked = {tuple(encode_prompt(tokenizer, render_prompt(fmt, q, st.CHOICES, task), chat))
-                 for q, _ in st.FACTS}
-        assert asked == trained, style
+    model = AutoModelForCausalLM.from_pretrained(student)
+    sums = tmp_path / "sums.records.jsonl"
+    write_records(sums, _sum_records())
+    cases = [(st.write_sft(tmp_path / f"{style}.jsonl", style, chat=chat, repeats=1), st.CHOICES,
+              lambda rid: st.FACTS[int(rid[1])][0]) for style in ("dss", "label", "cot", "gold")]
+    run_format(sums, tmp_path / "sums.jsonl", FormatOptions(style="gold", chat=chat, val_frac=0))
+    cases.append((tmp_path / "sums.jsonl", None, lambda rid: SUMS[int(rid[1:])][0]))
+    for sft, choices, question_of in cases:
+        data = read_sft(sft)
+        fmt = load_prompt_format(data.prompt_format, sft.name)
+        task = inference_task(fmt)
+        args = SFTConfig(output_dir=str(tmp_path / "out"), bf16=False, report_to="none", max_length=512,
+                         activation_checkpointing=False, dataloader_pin_memory=False, disable_tqdm=True, completion_only_loss=True)
+        trained = SFTTrainer(model=model, args=args, train_dataset=_dataset(data.train, False),
+                             processing_class=tokenizer).train_dataset
+        assert len(trained) == len(data.train)
+        ids_of = [json.loads(x)["id"] for x in sft.read_text().splitlines() if json.loads(x)["split"] == "train"]
+        for row, rid, example in zip(data.train, ids_of, trained):
+            prompt_len = next(i for i, t in enumerate(example["labels"]) if t != -100)
+            prompt_ids = list(example["input_ids"][:prompt_len])
+            text = row["prompt"][-1]["content"] if chat else row["prompt"]
+            assert encode_prompt(tokenizer, text, chat) == prompt_ids, (sft.name, text)
+            if row["task"] == task:
+                asked = encode_prompt(tokenizer, render_prompt(fmt, question_of(rid), choices, task), chat)
+                assert asked == prompt_ids, (sft.name, text)
 
 
 def test_eval_errors_are_one_line(cli, tmp_path):
@@ -126,7 +208,7 @@ def test_run_directory_reproduces_its_predictions(label_pipeline):
     student_first = [p["text"] for p in first if p["model"] == "student"]
     (d / "run" / "merged").rename(d / "merged-aside")  # force the adapter-on-base path
     try:
-        again = run_eval(d / "eval.jsonl", EvalOptions(model=str(d / "run")), quiet=True)
+        again = run_eval(d / "eval.jsonl", EvalOptions(model=str(d / "run")))
     finally:
         (d / "merged-aside").rename(d / "run" / "merged")
     assert [p.text for p in again.predictions] == student_first
@@ -191,3 +273,39 @@ def test_teacher_options_checked_before_any_model_loads(cli, tmp_path, monkeypat
                        "https://api.example.com/v1", "--price-in", "-1")
     assert code == 2
     assert "no API key: set OPENAI_API_KEY" in err and "--price-in must not be negative" in err
+
+
+# ------------------------------------------------------------------ what a make log shows
+
+
+@pytest.mark.slow
+def test_progress_is_kdpipe_lines_only_and_quiet_is_silent(tmp_path):
+    """Without -q, train/eval/tiny-student print only their own lines (one per logging step in train):
+    no library progress bars, no deprecation warnings. With -q, nothing."""
+    import os
+    import subprocess
+
+    def run(*args):
+        env = dict(os.environ, HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+        p = subprocess.run([sys.executable, "-m", "kdpipe", *map(str, args)], capture_output=True, text=True,
+                           env=env, timeout=600)
+        assert p.returncode == 0, p.stderr
+        return p.stderr.splitlines()
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in st.corpus_texts()))
+    sft = st.write_sft(tmp_path / "sft.jsonl", "dss", repeats=1)
+    ev = st.write_eval(tmp_path / "eval.jsonl")
+    lines = run("tiny-student", tmp_path / "s", "--corpus", corpus, "--vocab-size", "400")
+    lines += run("train", sft, "-o", tmp_path / "run", "--student", tmp_path / "s", "--max-steps", "10",
+                 "--log-every", "5", "--eval-every", "10", "--batch-size", "4", "--max-length", "96")
+    steps = [x for x in lines if x.startswith("train: step ")]
+    training = [x for x in steps if "eval loss" not in x]
+    assert [x.split()[2] for x in training] == ["5/10", "10/10"]
+    assert all(" loss " in x and " lr " in x and "tokens/s" in x for x in training)
+    assert any(x.startswith("train: step 10/10 eval loss ") for x in steps)
+    lines += run("eval", ev, "--model", tmp_path / "run", "--limit", "2")
+    progress = [x for x in lines if not x.startswith("|") and x.strip()]
+    assert progress and all(x.split(":")[0] in ("tiny-student", "train", "eval") for x in progress), progress
+    assert run("train", sft, "-o", tmp_path / "run", "--student", tmp_path / "s", "--max-steps", "2",
+               "--max-length", "96", "--overwrite", "-q") == []

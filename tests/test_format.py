@@ -51,7 +51,7 @@ def test_dss_two_tasks_per_sample_with_prefixes(tmp_path, cli):
     expl = by[("n1", 2, "rationale")]
     assert expl["prompt"][0]["content"] == "explain: Jack has 3 pens and buys 4. How many pens?"
     assert expl["completion"][0]["content"] == "He has 3, then 4 more: 7."
-    fmt = load_prompt_format(meta)
+    fmt = load_prompt_format(meta["prompt_format"], "meta")
     assert fmt == PromptFormat(style="dss")
     # eval rebuilds exactly the training prompt of the label task from the stored format
     assert inference_task(fmt) == "label"
@@ -85,6 +85,8 @@ def test_answer_only_styles(tmp_path, cli, style):
     else:
         assert got == [("c1", None, "(d) math problem"), ("n1", None, "7"), ("n2", None, "2.5")]
     assert all(isinstance(r["prompt"], str) and not r["prompt"].startswith("predict") for r in rows)
+    # a plain-text prompt ends on a token boundary before its completion (see test_eval)
+    assert all(r["prompt"].endswith("\n") and not r["completion"][0].isspace() for r in rows)
 
 
 def test_rendered_answers_read_back_canonical():
@@ -129,3 +131,13 @@ def test_unusable_input_and_bad_options(tmp_path, cli):
                        "--answer-sentence", "Answer:")
     assert code == 2
     assert "--style must be one of" in err and "--val-frac" in err and "{answer}" in err
+
+
+@pytest.mark.parametrize("sentence", ["The answer is {answer}. {0}", "x {answer} {foo}", "{answer", "{answer.x}"])
+def test_answer_sentence_that_is_not_a_template_is_a_usage_error(tmp_path, cli, sentence):
+    inp = write(tmp_path / "in.jsonl", records())
+    code, _, err = cli("format", inp, "-o", tmp_path / "o.jsonl", "--style", "cot", "--answer-sentence", sentence)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is not a valid template" in err and "must contain {answer}" in err
+    assert not (tmp_path / "o.jsonl").exists()
+    assert PromptFormat(answer_sentence="So {{it}} is {answer}.").validate() is None  # escaped braces are fine

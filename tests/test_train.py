@@ -26,7 +26,7 @@ def student(tmp_path_factory) -> Path:
 def label_run(student, tmp_path_factory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("label")
     sft = st.write_sft(d / "sft.jsonl", "label")
-    run_train(sft, d / "run", TrainOptions(student=str(student), merge=True, **FAST), quiet=True)
+    run_train(sft, d / "run", TrainOptions(student=str(student), merge=True, **FAST))
     return d / "run", sft
 
 
@@ -50,6 +50,21 @@ def test_wrong_data_shape_names_file_and_line(cli, tmp_path):
     assert code == 1
     assert err.strip() == f"kdpipe: error: {bad}:2: missing field 'prompt' (expected the SFT rows written by " \
                           "`kdpipe format`)"
+    assert not (tmp_path / "run").exists()
+
+
+def test_stored_prompt_format_is_checked(cli, tmp_path):
+    """train copies the data's prompt format into the run for eval: a broken one is refused up front."""
+    sft = st.write_sft(tmp_path / "sft.jsonl")
+    meta = tmp_path / "sft.jsonl.meta.json"
+    stored = json.loads(meta.read_text())
+    for bad, says in (({"style": "nope"}, "--style must be one of"), ({"style": "label", "colour": 1},
+                      "unknown prompt format field(s) colour"), ({"style": "label", "chat": False},
+                      "says chat=False, but the rows")):
+        meta.write_text(json.dumps(dict(stored, prompt_format=bad)))
+        code, _, err = cli("train", sft, "-o", tmp_path / "run", "--student", "whatever")
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert str(meta) in err and says in err
     assert not (tmp_path / "run").exists()
 
 
@@ -79,10 +94,10 @@ def test_qlora_without_cuda_is_a_clear_error(student, tmp_path):
         run_train(sft, tmp_path / "run", TrainOptions(student=str(student), qlora=True))
 
 
-def test_packing_refused_with_rationale_weighting(student, tmp_path):
+def test_packing_refused_on_dss_data(student, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "dss")
-    with pytest.raises(UsageError, match="--packing cannot be combined with --rationale-weight"):
-        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), packing=True, rationale_weight=0.5))
+    with pytest.raises(UsageError, match="--packing cannot be used on dss data"):
+        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), packing=True))
 
 
 def test_non_empty_run_dir_needs_resume_or_overwrite(label_run, student, tmp_path):
@@ -91,22 +106,32 @@ def test_non_empty_run_dir_needs_resume_or_overwrite(label_run, student, tmp_pat
         run_train(sft, run, TrainOptions(student=str(student), **FAST))
 
 
+def test_overwrite_keeps_the_old_run_when_options_are_bad(label_run, student, cli, tmp_path):
+    """--overwrite deletes the previous run only once the new one is built; bad options are one line."""
+    import shutil
+
+    old, sft = label_run
+    run = tmp_path / "run"
+    shutil.copytree(old, run)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    fast = ("--max-steps", "2", "--max-length", "96", "--overwrite", "-q")
+    code, _, err = cli("train", sft, "-o", run, "--student", student, "--lr-scheduler", "foo", *fast)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "--lr-scheduler must be one of linear, cosine" in err and "'foo'" in err
+    code, _, err = cli("train", sft, "-o", run, "--student", student, "--lr-scheduler", "cosine_with_min_lr",
+                       *fast)
+    assert code == 2 and "needs a minimum learning rate" in err
+    code, _, err = cli("train", sft, "-o", run, "--student", student, "--lora-targets", "nope_proj", *fast)
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "--lora-targets nope_proj: no such module" in err and "q_proj" in err
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
 # ------------------------------------------------------------------ the weighted DSS loss
 
 
-def _loss_on_one_batch(student: Path, sft: Path, weight: float, weighted: bool) -> float:
+def _trainer(student: Path, sft: Path, weight: float, dss: bool, **config):
     import torch
-
-    trainer = _trainer(student, sft, weight, weighted)
-    batch = next(iter(trainer.get_train_dataloader()))
-    trainer.model.eval()
-    with torch.no_grad():
-        return float(trainer.compute_loss(trainer.model, dict(batch)))
-
-
-def _trainer(student: Path, sft: Path, weight: float, weighted: bool):
-    import torch
-    from datasets import Dataset  # noqa: F401
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
@@ -119,17 +144,76 @@ def _trainer(student: Path, sft: Path, weight: float, weighted: bool):
     data = read_sft(sft)
     tokenizer = load_tokenizer(str(student))
     model = AutoModelForCausalLM.from_pretrained(student)
-    args = SFTConfig(output_dir=str(sft.parent / "out"), bf16=False, report_to="none", max_length=96,
-                     activation_checkpointing=False,
-                     dataloader_pin_memory=False, remove_unused_columns=not weighted,
-                     per_device_train_batch_size=len(data.train))
+    args = SFTConfig(**{**dict(output_dir=str(sft.parent / "out"), bf16=False, report_to="none", max_length=96,
+                               activation_checkpointing=False, dataloader_pin_memory=False,
+                               remove_unused_columns=not dss, per_device_train_batch_size=len(data.train),
+                               disable_tqdm=True), **config})
     kwargs = {}
     cls = SFTTrainer
-    if weighted:
+    if dss:
         collator, cls = weighted_trainer_classes()
         kwargs["data_collator"] = collator(pad_token_id=tokenizer.pad_token_id)
-    return cls(model=model, args=args, train_dataset=_dataset(data.train, weight if weighted else None),
-               processing_class=tokenizer, **kwargs)
+        kwargs["rationale_weight"] = weight
+    return cls(model=model, args=args, train_dataset=_dataset(data.train, dss), processing_class=tokenizer,
+               **kwargs)
+
+
+def _task_means_by_hand(model, tokenizer, batch) -> tuple[float, float]:
+    """(mean token loss of the label rows, of the rationale rows), from the model's logits, one token at a time.
+
+    A row's task is read from its own prompt text ("explain: ..." is the rationale task), not from the
+    task column the trainer uses.
+    """
+    import torch
+
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.float()
+    sums, counts = {"label": 0.0, "rationale": 0.0}, {"label": 0, "rationale": 0}
+    for row in range(batch["input_ids"].shape[0]):
+        text = tokenizer.decode(batch["input_ids"][row], skip_special_tokens=True)
+        task = "rationale" if "explain: " in text else "label"
+        assert ("predict: " in text) != (task == "rationale")
+        for t in range(1, batch["labels"].shape[1]):
+            target = int(batch["labels"][row, t])
+            if target != -100:
+                sums[task] -= float(torch.log_softmax(logits[row, t - 1], dim=-1)[target])
+                counts[task] += 1
+    assert counts["label"] and counts["rationale"]
+    assert counts["rationale"] > counts["label"]  # rationales are longer: a token mean would favour them
+    return sums["label"] / counts["label"], sums["rationale"] / counts["rationale"]
+
+
+def test_dss_loss_is_label_mean_plus_lambda_rationale_mean(student, tmp_path):
+    """The trainer's loss on a fixed batch is L_label + λ·L_rationale, each a mean over its own tokens."""
+    import torch
+
+    sft = st.write_sft(tmp_path / "sft.jsonl", "dss", repeats=2)
+    got = {}
+    for weight in (0.25, 3.0):
+        trainer = _trainer(student, sft, weight, dss=True)
+        batch = next(iter(trainer.get_train_dataloader()))
+        trainer.model.eval()
+        label, rationale = _task_means_by_hand(trainer.model, trainer.processing_class, batch)
+        with torch.no_grad():
+            got[weight] = float(trainer.compute_loss(trainer.model, dict(batch)))
+        assert got[weight] == pytest.approx(label + weight * rationale, rel=1e-4)
+    assert abs(label - rationale) > 0.05 * rationale  # λ on the wrong rows would give another number
+    assert got[3.0] - got[0.25] == pytest.approx(2.75 * rationale, rel=1e-4)  # λ scales the rationale rows
+
+
+def test_dss_loss_with_one_task_missing_from_the_batch():
+    """A micro-batch with label rows only has loss L_label (the absent task adds 0, not NaN)."""
+    import torch
+
+    from kdpipe.weighted import dss_loss
+
+    token_loss = torch.rand(2, 5)
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]).bool()
+    total, label, rationale = dss_loss(token_loss * mask, mask, torch.tensor([0, 0]), 2.0)
+    assert float(rationale) == 0.0 and float(total) == pytest.approx(float(label))
+    assert float(label) == pytest.approx(float(token_loss[mask].mean()), rel=1e-6)
+    total, label, rationale = dss_loss(token_loss * mask, mask, torch.tensor([1, 1]), 2.0)
+    assert float(label) == 0.0 and float(total) == pytest.approx(2.0 * float(token_loss[mask].mean()), rel=1e-6)
 
 
 def test_loss_falls_on_the_completion_only(student, tmp_path):
@@ -139,7 +223,7 @@ def test_loss_falls_on_the_completion_only(student, tmp_path):
 
     sft = st.write_sft(tmp_path / "sft.jsonl", "cot", repeats=1)
     data = read_sft(sft)
-    trainer = _trainer(student, sft, 1.0, weighted=False)
+    trainer = _trainer(student, sft, 1.0, dss=False)
     lengths = prompt_lengths(data.train, load_tokenizer(str(student)), chat=True)
     labels = [list(x) for x in trainer.train_dataset["labels"]]
     assert len(labels) == len(lengths)
@@ -147,17 +231,6 @@ def test_loss_falls_on_the_completion_only(student, tmp_path):
     for (p, pc), (n, lab) in zip(sorted(lengths, key=lambda x: x[1]), by_length):
         assert n == pc
         assert all(t == -100 for t in lab[:p]) and all(t != -100 for t in lab[p:])
-
-
-def test_rationale_weight_changes_the_loss_and_one_equals_trl(student, tmp_path):
-    sft = st.write_sft(tmp_path / "sft.jsonl", "dss", repeats=2)
-    plain = _loss_on_one_batch(student, sft, 1.0, weighted=False)
-    same = _loss_on_one_batch(student, sft, 1.0, weighted=True)
-    down = _loss_on_one_batch(student, sft, 0.1, weighted=True)
-    up = _loss_on_one_batch(student, sft, 3.0, weighted=True)
-    # Weight 1 is TRL's own token-mean loss; the weight scales the rationale rows' share.
-    assert same == pytest.approx(plain, rel=1e-4)
-    assert down < same < up
 
 
 # ------------------------------------------------------------------ a real LoRA run
@@ -218,10 +291,10 @@ def test_adapter_moved_and_base_did_not(label_run, student):
 def test_resume_continues_from_checkpoint(student, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "label")
     opts = dict(FAST, save_every=10)
-    run_train(sft, tmp_path / "run", TrainOptions(student=str(student), **dict(opts, max_steps=20)), quiet=True)
+    run_train(sft, tmp_path / "run", TrainOptions(student=str(student), **dict(opts, max_steps=20)))
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-20").is_dir()
     r = run_train(sft, tmp_path / "run", TrainOptions(student=str(student), resume=True,
-                                                       **dict(opts, max_steps=30)), quiet=True)
+                                                       **dict(opts, max_steps=30)))
     assert r.steps == 30
     steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
              if "loss" in json.loads(x)]
@@ -234,7 +307,7 @@ def test_full_fine_tuning_saves_loadable_weights(student, tmp_path):
 
     sft = st.write_sft(tmp_path / "sft.jsonl", "label")
     r = run_train(sft, tmp_path / "run", TrainOptions(student=str(student), full=True,
-                                                       **dict(FAST, learning_rate=1e-3)), quiet=True)
+                                                       **dict(FAST, learning_rate=1e-3)))
     assert (tmp_path / "run" / "model.safetensors").is_file()
     assert not (tmp_path / "run" / "adapter_config.json").exists()
     AutoModelForCausalLM.from_pretrained(tmp_path / "run")
