@@ -461,7 +461,8 @@ def eval_(
     concurrency: int = typer.Option(_Eval.teacher_concurrency, "--concurrency",
                                     help="Teacher requests in flight."),
     price_in: Optional[float] = typer.Option(_Eval.price_in, "--price-in",
-                                             help="Teacher USD per million prompt tokens (else the price table)."),
+                                             help="Teacher USD per million prompt tokens (else the price table; "
+                                                  "one flag alone overrides only its side)."),
     price_out: Optional[float] = typer.Option(_Eval.price_out, "--price-out",
                                               help="Teacher USD per million completion tokens."),
     quiet: bool = QUIET,
