@@ -3,13 +3,16 @@
 Only Typer is imported at start-up; each command imports its stage module
 when it runs, so `kdpipe --help` stays fast and the data stages never load
 torch. Defaults live on each stage's options dataclass, not here.
+
+This module holds the app, its error reporting and the data commands (seed,
+filter, format); cli_teacher.py adds generate and `teacher serve`, and
+cli_student.py adds train, eval and tiny-student.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-import sys
 from pathlib import Path
 from typing import Optional
 
@@ -143,114 +146,9 @@ def seed(
                + (f", choices: {r.fields['choices']}" if r.fields["choices"] else "") + ")")
 
 
-# ------------------------------------------------------------------ generate
+# ------------------------------------------------------------------ generate and the loopback teacher
 
-from kdpipe.generate import GenerateOptions as _Gen  # noqa: E402  (light: openai is imported when sending)
-
-
-@app.command()
-@reports_errors
-def generate(
-    seeds: Path = typer.Argument(..., help="Seed records (JSONL) from `kdpipe seed`.", show_default=False),
-    out: Path = typer.Option(..., "-o", "--out", help="Records to write (JSONL).", show_default=False),
-    mode: str = typer.Option(_Gen.mode, "--mode", help="label: answer with rationales; "
-                             "expand: write new questions like the seeds."),
-    model: str = typer.Option(..., "--model", help="Teacher model id at the endpoint.", show_default=False),
-    base_url: Optional[str] = typer.Option(_Gen.base_url, "--base-url",
-                                           help="OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, "
-                                                "else https://api.openai.com/v1)."),
-    api_key_env: str = typer.Option(_Gen.api_key_env, "--api-key-env",
-                                    help="Environment variable holding the API key."),
-    concurrency: int = typer.Option(_Gen.concurrency, "--concurrency", help="Requests in flight."),
-    samples: int = typer.Option(_Gen.samples, "--samples",
-                                help="Completions per question (label mode only). Raising it later pays only "
-                                     "for the new samples at the same temperature; from 1 to several the "
-                                     "default temperature changes (0 to 0.7), so every sample is asked anew."),
-    temperature: Optional[float] = typer.Option(_Gen.temperature, "--temperature",
-                                                help="Sampling temperature (default: 0 for one sample, "
-                                                     "0.7 for several or for expand)."),
-    max_tokens: int = typer.Option(_Gen.max_tokens, "--max-tokens", help="Most tokens per completion."),
-    stop: Optional[list[str]] = typer.Option(_Gen.stop, "--stop", help="Stop sequence (repeatable)."),
-    seed_: Optional[int] = typer.Option(_Gen.seed, "--seed", help="Sampling seed sent to the endpoint; "
-                                        "also picks the seed examples of expand mode."),
-    cache: Optional[Path] = typer.Option(_Gen.cache, "--cache",
-                                         help="Response cache (SQLite) (default: $KDPIPE_CACHE, "
-                                              "else ~/.cache/kdpipe/teacher.sqlite)."),
-    prompt: Optional[Path] = typer.Option(_Gen.prompt, "--prompt",
-                                          help="Prompt template (default: prompts/<task>.txt, "
-                                               "prompts/expand.txt)."),
-    num_new: int = typer.Option(_Gen.num_new, "--num-new", help="New questions to write (expand mode only)."),
-    seeds_per_prompt: int = typer.Option(_Gen.seeds_per_prompt, "--seeds-per-prompt",
-                                         help="Seed questions shown per expansion request (expand mode only)."),
-    price_in: Optional[float] = typer.Option(_Gen.price_in, "--price-in",
-                                             help="USD per million input tokens (default: --prices, else "
-                                                  "built-in table; given alone, the output price still comes "
-                                                  "from there)."),
-    price_out: Optional[float] = typer.Option(_Gen.price_out, "--price-out",
-                                              help="USD per million output tokens (default: --prices, else "
-                                                   "built-in table; given alone, the input price still comes "
-                                                   "from there)."),
-    timeout: float = typer.Option(_Gen.timeout, "--timeout", help="Seconds before a request is retried."),
-    retries: int = typer.Option(_Gen.retries, "--retries", help="Retries per request (429, 5xx, timeouts)."),
-    transport: str = typer.Option(_Gen.transport, "--transport",
-                                  help="openai: the official client; aiohttp: the same protocol with "
-                                       "less CPU per request (for --concurrency in the hundreds)."),
-    dry_run: bool = typer.Option(_Gen.dry_run, "--dry-run",
-                                 help="Render every prompt, send nothing, write nothing: print the requests, "
-                                      "input tokens (--tokenizer, else UTF-8 bytes/4 with bounds bytes/6 .. "
-                                      "bytes/2.5), output tokens (mean of earlier cached answers, else "
-                                      "--max-tokens) and the cost range; cached requests are free."),
-    max_usd: Optional[float] = typer.Option(_Gen.max_usd, "--max-usd",
-                                            help="Never spend past this many USD: a request is sent only when "
-                                                 "spent plus the worst case of requests in flight and its own "
-                                                 "fits (else it waits for those in flight); the run stops "
-                                                 "within one request's worst case of the cap; unsent samples "
-                                                 "get error not_sent; rerun with a higher cap to continue."),
-    batch: bool = typer.Option(_Gen.batch, "--batch",
-                               help="Use the OpenAI Batch API (half price, results within 24 h); stop and "
-                                    "rerun at any time: the batch is remembered in the cache."),
-    prices: Optional[Path] = typer.Option(_Gen.prices, "--prices",
-                                          help="Price file, JSON (or TOML): {\"model-prefix\": {\"input\": "
-                                               "USD/M, \"output\": USD/M, \"batch_input\": .., "
-                                               "\"batch_output\": ..}} (default: $KDPIPE_PRICES)."),
-    tokenizer: Optional[Path] = typer.Option(_Gen.tokenizer, "--tokenizer",
-                                             help="The teacher's tokenizer.json (Hugging Face tokenizers) to "
-                                                  "count input tokens for --dry-run and --max-usd."),
-    poll_interval: float = typer.Option(_Gen.poll_interval, "--poll-interval",
-                                        help="Seconds between batch status checks (--batch)."),
-    quiet: bool = QUIET,
-) -> None:
-    """Ask the teacher: label questions with rationales, or expand the seed set.
-
-    Exit status: 0 when every sample was answered (or gave a recorded reason such as
-    truncated or unparseable); 3 when the output was written but some samples failed
-    (transport) or were not sent (--max-usd): rerun the same command to retry only those;
-    1 for other errors, 2 for bad options, 130 when interrupted."""
-    from kdpipe.generate import GenerateOptions, run_generate
-    from kdpipe.teacher.progress import ProgressLine
-
-    opts = GenerateOptions(mode=mode, model=model, base_url=base_url, api_key_env=api_key_env,
-                           concurrency=concurrency, samples=samples, temperature=temperature,
-                           max_tokens=max_tokens, stop=stop or None, seed=seed_, cache=cache, prompt=prompt,
-                           num_new=num_new, seeds_per_prompt=seeds_per_prompt, price_in=price_in,
-                           price_out=price_out, timeout=timeout, retries=retries, transport=transport,
-                           dry_run=dry_run, max_usd=max_usd, batch=batch, prices=prices, tokenizer=tokenizer,
-                           poll_interval=poll_interval)
-    progress = ProgressLine(f"generate {mode}", None, quiet or dry_run)
-    try:
-        r = run_generate(seeds, out, opts, on_progress=progress, on_price=progress.set_price,
-                         on_batch_step=lambda job, message: say(quiet, f"batch {job}: {message}"))
-    finally:
-        progress.close()
-    if dry_run:
-        typer.echo("\n".join(r.summary()))
-        return
-    for line in r.summary():
-        say(quiet, line)
-    if r.notice():
-        typer.echo(f"generate: {r.notice()}", err=True)
-    if r.exit_code:
-        raise typer.Exit(r.exit_code)
+from kdpipe import cli_teacher  # noqa: E402,F401  (registers generate and `teacher serve`, in this order)
 
 
 # ------------------------------------------------------------------ filter and format
@@ -355,200 +253,9 @@ def format_(
 
 
 
-# ------------------------------------------------------------------ train and eval
+# ------------------------------------------------------------------ train, eval and the tiny student
 
-from kdpipe.evaluate import EvalOptions as _Eval  # noqa: E402  (light: heavy imports are inside functions)
-from kdpipe.tiny import TinyOptions as _Tiny  # noqa: E402
-from kdpipe.train import TrainOptions as _Train  # noqa: E402
-
-
-@app.command()
-@reports_errors
-def train(
-    sft: Path = typer.Argument(..., help="SFT rows written by `kdpipe format`.", show_default=False),
-    out: Path = typer.Option(..., "-o", "--out", help="Run directory to write.", show_default=False),
-    student: str = typer.Option(..., "--student", help="Hugging Face model id or local model folder "
-                                "(its tokenizer comes with it).", show_default=False),
-    lora_r: int = typer.Option(_Train.lora_r, "--lora-r", help="LoRA rank."),
-    lora_alpha: int = typer.Option(_Train.lora_alpha, "--lora-alpha", help="LoRA alpha (scale = alpha / r)."),
-    lora_dropout: float = typer.Option(_Train.lora_dropout, "--lora-dropout", help="LoRA dropout."),
-    lora_targets: str = typer.Option(_Train.lora_targets, "--lora-targets",
-                                     help="Modules that get adapters: 'all-linear' (every linear layer but "
-                                          "the output head) or a comma list such as q_proj,v_proj."),
-    full: bool = typer.Option(_Train.full, "--full", help="Full fine-tuning instead of LoRA (small students)."),
-    qlora: bool = typer.Option(_Train.qlora, "--qlora", help="4-bit base weights (needs CUDA + bitsandbytes)."),
-    rationale_weight: float = typer.Option(_Train.rationale_weight, "--rationale-weight",
-                                           help="Loss weight of dss rationale rows (the paper's lambda)."),
-    learning_rate: Optional[float] = typer.Option(_Train.learning_rate, "--learning-rate", "--lr",
-                                                  help="Peak learning rate (default: 2e-4 LoRA, 2e-5 --full)."),
-    lr_scheduler: str = typer.Option(_Train.lr_scheduler, "--lr-scheduler",
-                                     help="Schedule: cosine, linear, constant, constant_with_warmup..."),
-    warmup_ratio: float = typer.Option(_Train.warmup_ratio, "--warmup-ratio", help="Share of steps warming up."),
-    epochs: float = typer.Option(_Train.epochs, "--epochs", help="Epochs (ignored with --max-steps)."),
-    max_steps: Optional[int] = typer.Option(_Train.max_steps, "--max-steps", help="Stop after this many steps."),
-    batch_size: int = typer.Option(_Train.batch_size, "--batch-size", help="Examples per device per step."),
-    grad_accum: int = typer.Option(_Train.grad_accum, "--grad-accum", help="Gradient accumulation steps."),
-    gradient_checkpointing: bool = typer.Option(_Train.gradient_checkpointing, "--gradient-checkpointing",
-                                                help="Recompute activations in the backward pass: less memory, more time."),
-    max_length: int = typer.Option(_Train.max_length, "--max-length",
-                                   help="Tokens per example (prompt + completion); longer ones are cut."),
-    packing: bool = typer.Option(_Train.packing, "--packing",
-                                 help="Pack examples into full sequences, padding-free (for GPUs; slow on a "
-                                      "CPU; not with --rationale-weight)."),
-    log_every: int = typer.Option(_Train.log_every, "--log-every", help="Log metrics every N steps."),
-    eval_every: int = typer.Option(_Train.eval_every, "--eval-every", help="Validation loss every N steps."),
-    save_every: int = typer.Option(_Train.save_every, "--save-every", help="Checkpoint every N steps."),
-    seed_: int = typer.Option(_Train.seed, "--seed", help="Random seed."),
-    resume: bool = typer.Option(_Train.resume, "--resume", help="Continue from the last checkpoint in RUN_DIR."),
-    overwrite: bool = typer.Option(_Train.overwrite, "--overwrite", help="Replace a non-empty RUN_DIR."),
-    merge: bool = typer.Option(_Train.merge, "--merge", help="Also save RUN_DIR/merged: adapter folded "
-                               "into the base weights (loads with AutoModelForCausalLM)."),
-    trust_remote_code: bool = typer.Option(_Train.trust_remote_code, "--trust-remote-code",
-                                           help="Run model code shipped with the model (off by default)."),
-    quiet: bool = QUIET,
-) -> None:
-    """Fine-tune the student on SFT rows (LoRA by default); loss on the completion only."""
-    from kdpipe.train import TrainOptions, run_train
-
-    opts = TrainOptions(student=student, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                        lora_targets=lora_targets, full=full, qlora=qlora, rationale_weight=rationale_weight,
-                        learning_rate=learning_rate, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio,
-                        epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                        gradient_checkpointing=gradient_checkpointing, max_length=max_length, packing=packing,
-                        log_every=log_every, eval_every=eval_every, save_every=save_every, seed=seed_,
-                        resume=resume, overwrite=overwrite, merge=merge, trust_remote_code=trust_remote_code)
-    r = run_train(sft, out, opts, progress=lambda m: say(quiet, m))
-    for note in r.notes:
-        say(quiet, f"train: note: {note}")
-    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    say(quiet, f"train: {r.steps} steps in {r.seconds:.1f} s, train loss {fmt(r.train_loss)}, "
-               f"validation loss {fmt(r.eval_loss)}, "
-               f"{'-' if r.tokens_per_s is None else f'{r.tokens_per_s:.0f}'} tokens/s; run in {out}")
-
-
-@app.command("eval")
-@reports_errors
-def eval_(
-    eval_file: Path = typer.Argument(..., help="Records with gold answers (e.g. `seed --eval-out`).",
-                                     show_default=False),
-    model: str = typer.Option(..., "--model", help="Run directory of `kdpipe train`, or a model folder / id.",
-                              show_default=False),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="eval.json to write (with "
-                                       "<out>.predictions.jsonl and <out>.md beside it)."),
-    baseline: Optional[str] = typer.Option(_Eval.baseline, "--baseline",
-                                           help="Also score this model (e.g. the untrained student), "
-                                                "asked the same way as the student."),
-    batch_size: int = typer.Option(_Eval.batch_size, "--batch-size", help="Questions per generation batch."),
-    max_new_tokens: Optional[int] = typer.Option(_Eval.max_new_tokens, "--max-new-tokens",
-                                                 help="New-token limit (default: 256 for CoT students, 32 otherwise)."),
-    limit: Optional[int] = typer.Option(_Eval.limit, "--limit", help="Score only the first N questions."),
-    predictions: Optional[Path] = typer.Option(_Eval.predictions, "--predictions",
-                                               help="Per-question predictions JSONL (default: "
-                                                    "<out>.predictions.jsonl)."),
-    teacher: Optional[str] = typer.Option(_Eval.teacher, "--teacher",
-                                          help="Also score this teacher model through the API (generate's "
-                                               "label prompt, greedy, cached like generate)."),
-    base_url: Optional[str] = typer.Option(_Eval.teacher_base_url, "--base-url",
-                                           help="Teacher endpoint (default: $OPENAI_BASE_URL, else OpenAI)."),
-    api_key_env: str = typer.Option(_Eval.api_key_env, "--api-key-env",
-                                    help="Environment variable holding the teacher's API key."),
-    cache: Optional[Path] = typer.Option(_Eval.teacher_cache, "--cache",
-                                         help="Teacher response cache (default: generate's cache)."),
-    teacher_prompt: Optional[Path] = typer.Option(_Eval.teacher_prompt, "--teacher-prompt",
-                                                  help="Teacher prompt template (default: prompts/<task>.txt)."),
-    teacher_max_tokens: int = typer.Option(_Eval.teacher_max_tokens, "--teacher-max-tokens",
-                                           help="Token limit of a teacher answer."),
-    concurrency: int = typer.Option(_Eval.teacher_concurrency, "--concurrency",
-                                    help="Teacher requests in flight."),
-    price_in: Optional[float] = typer.Option(_Eval.price_in, "--price-in",
-                                             help="Teacher USD per million prompt tokens (else the price table; "
-                                                  "one flag alone overrides only its side)."),
-    price_out: Optional[float] = typer.Option(_Eval.price_out, "--price-out",
-                                              help="Teacher USD per million completion tokens."),
-    quiet: bool = QUIET,
-) -> None:
-    """Score the student greedily against gold answers; print a Markdown scorecard."""
-    from kdpipe.evaluate import EvalOptions, markdown, run_eval
-
-    opts = EvalOptions(model=model, baseline=baseline, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                       limit=limit, predictions=predictions, teacher=teacher, teacher_base_url=base_url,
-                       api_key_env=api_key_env, teacher_cache=cache, teacher_prompt=teacher_prompt,
-                       teacher_max_tokens=teacher_max_tokens, teacher_concurrency=concurrency,
-                       price_in=price_in, price_out=price_out)
-    report = run_eval(eval_file, opts, out, progress=lambda m: say(quiet, m))
-    typer.echo(markdown(report))
-    if out is not None:
-        say(quiet, f"eval: wrote {out} and its predictions and Markdown table beside it")
-
-
-@app.command("tiny-student")
-@reports_errors
-def tiny_student(
-    out: Path = typer.Argument(..., help="Folder to write the model and tokenizer to.", show_default=False),
-    corpus: Path = typer.Option(..., "--corpus", help="JSONL whose string fields train the tokenizer.",
-                                show_default=False),
-    vocab_size: int = typer.Option(_Tiny.vocab_size, "--vocab-size", help="Tokenizer vocabulary size (at most)."),
-    seed_: int = typer.Option(_Tiny.seed, "--seed", help="Seed of the random weights."),
-    quiet: bool = QUIET,
-) -> None:
-    """Build a tiny RANDOMLY INITIALISED student (2-layer Llama, width 64) for offline demos and tests.
-
-    It is not a pretrained model and knows nothing: it exists so that `train` and `eval` can run
-    end to end without a model hub. Use a real model id or folder for real work.
-    """
-    from kdpipe.tiny import TinyOptions, build_tiny_student, corpus_texts
-
-    from kdpipe.train import quiet_libraries
-
-    quiet_libraries()
-    path = build_tiny_student(out, corpus_texts(corpus), TinyOptions(vocab_size=vocab_size, seed=seed_))
-    say(quiet, f"tiny-student: wrote a random tiny Llama and its tokenizer to {path}")
-
-
-# ------------------------------------------------------------------ loopback teacher
-
-teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server.", no_args_is_help=True)
-app.add_typer(teacher_app, name="teacher")
-
-
-@teacher_app.command("serve")
-@reports_errors
-def teacher_serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8765, "--port", help="Port (0: any free port)."),
-    script: Optional[list[Path]] = typer.Option(None, "--script",
-                                                help="Scripted answers, JSONL {question, completions, "
-                                                     "expand} (repeatable)."),
-    latency: float = typer.Option(0.0, "--latency", help="Seconds before each answer."),
-    fault_rate: Optional[list[str]] = typer.Option(
-        None, "--fault-rate", help="KIND=RATE, repeatable; kinds: rate_limit, server_error, malformed, "
-                                   "hang, truncated, empty."),
-    retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with a 429."),
-    fault_seed: int = typer.Option(0, "--fault-seed", help="Seed of the fault draws."),
-    ready_file: Optional[Path] = typer.Option(None, "--ready-file",
-                                              help="Write the base URL here once listening."),
-) -> None:
-    """Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C."""
-    from kdpipe.errors import UsageError
-    from kdpipe.teacher.loopback import LoopbackTeacher, load_script, parse_fault_rates, serve
-
-    problems = []
-    if not 0 <= port <= 65535:
-        problems.append("--port must be between 0 and 65535")
-    if latency < 0 or retry_after < 0:
-        problems.append("--latency and --retry-after must not be negative")
-    try:
-        faults = parse_fault_rates(fault_rate or [])
-    except UsageError as e:
-        problems.append(str(e))
-    if problems:
-        raise UsageError("; ".join(problems))
-    lines = [line for path in script or [] for line in load_script(path)]
-    teacher = LoopbackTeacher(lines, latency, faults, retry_after, fault_seed)
-    try:
-        serve(teacher, host, port, ready_file, announce=lambda url: typer.echo(url))
-    except OSError as e:
-        raise KdpipeError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+from kdpipe import cli_student  # noqa: E402,F401  (registers train, eval and tiny-student)
 
 
 def run() -> None:
