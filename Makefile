@@ -26,6 +26,7 @@ CONCURRENCY    ?= 32
 SAMPLES        ?= 2
 TEMPERATURE    ?= 0.7
 MAX_TOKENS     ?= 512
+# NUM_NEW: new questions asked of the teacher; 0 skips expansion (needed for multiple-choice tasks).
 NUM_NEW        ?= 60
 TASK           ?= numeric
 LABEL_PROMPT   ?= prompts/$(TASK).txt
@@ -107,8 +108,9 @@ $(WORK)/eval.jsonl: $(WORK)/seeds.jsonl
 $(WORK)/expanded.jsonl: $(WORK)/seeds.jsonl $(EXPAND_PROMPT)
 	$(call with_teacher,$(KDPIPE) generate $< -o $@ --mode expand --num-new $(NUM_NEW) --prompt $(EXPAND_PROMPT) $(TEACHER_ARGS))
 
-# The questions the teacher labels: the seeds and the new questions.
-$(WORK)/questions.jsonl: $(WORK)/seeds.jsonl $(WORK)/expanded.jsonl
+# The questions the teacher labels: the seeds and the new questions (NUM_NEW=0: the seeds alone).
+EXPANDED := $(if $(filter 0,$(NUM_NEW)),,$(WORK)/expanded.jsonl)
+$(WORK)/questions.jsonl: $(WORK)/seeds.jsonl $(EXPANDED)
 	cat $^ > $@.tmp && mv $@.tmp $@
 
 # 2b. generate --mode label: several rationales per question (Fine-tune-CoT).
