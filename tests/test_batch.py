@@ -167,6 +167,22 @@ def test_stopped_at_each_step_a_rerun_completes_paying_nothing_twice(tmp_path, s
     assert [[c.text for c in r] for r in results] == [[SCRIPT[i].completions[0]] for i in range(N)]
 
 
+def stop_and_forget(config, requests, cache_path, lost: str) -> None:
+    """Stop a batch run right after the server made its file (or batch), then drop that step's
+    record, as a kill between the server's answer and the record would."""
+    with ResponseCache(cache_path) as cache:
+        with pytest.raises(Stop):
+            complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02),
+                           on_step=stop_at(STEPS["created" if lost == "create" else "uploaded"]))
+    db = sqlite3.connect(cache_path)
+    if lost == "create":
+        db.execute("UPDATE batch_jobs SET state = 'uploaded', batch_id = NULL")
+    else:
+        db.execute("UPDATE batch_jobs SET state = 'written', file_id = NULL")
+    db.commit()
+    db.close()
+
+
 @pytest.mark.parametrize("lost", ["upload", "create"])
 def test_a_file_or_batch_made_but_not_recorded_is_found_not_made_again(tmp_path, lost):
     """A kill between the server's answer and the record: the rerun finds the file by its
@@ -174,16 +190,7 @@ def test_a_file_or_batch_made_but_not_recorded_is_found_not_made_again(tmp_path,
     requests = [ChatRequest([{"role": "user", "content": f"What is {i} plus {i}?"}]) for i in range(N)]
     with running(SCRIPT) as srv:
         config = TeacherConfig(model="loopback", base_url=srv.base_url)
-        with ResponseCache(tmp_path / "c.sqlite") as cache:
-            with pytest.raises(Stop):
-                complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02),
-                               on_step=stop_at(STEPS["created" if lost == "create" else "uploaded"]))
-        db = sqlite3.connect(tmp_path / "c.sqlite")
-        if lost == "create":
-            db.execute("UPDATE batch_jobs SET state = 'uploaded', batch_id = NULL")
-        else:
-            db.execute("UPDATE batch_jobs SET state = 'written', file_id = NULL")
-        db.commit()
+        stop_and_forget(config, requests, tmp_path / "c.sqlite", lost)
         with ResponseCache(tmp_path / "c.sqlite") as cache:
             results = complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02))
         assert srv.stats["files_uploaded"] == 1 and srv.stats["batches_created"] == 1
@@ -261,16 +268,7 @@ def test_a_lost_file_or_batch_is_found_past_the_first_page_of_the_listing(tmp_pa
     requests = [ChatRequest([{"role": "user", "content": f"What is {i} plus {i}?"}]) for i in range(N)]
     with running(SCRIPT) as srv:
         config = TeacherConfig(model="loopback", base_url=srv.base_url)
-        with ResponseCache(tmp_path / "c.sqlite") as cache:
-            with pytest.raises(Stop):
-                complete_batch(config, requests, cache, options=BatchOptions(poll_interval=0.02),
-                               on_step=stop_at(STEPS["created" if lost == "create" else "uploaded"]))
-        db = sqlite3.connect(tmp_path / "c.sqlite")
-        if lost == "create":
-            db.execute("UPDATE batch_jobs SET state = 'uploaded', batch_id = NULL")
-        else:
-            db.execute("UPDATE batch_jobs SET state = 'written', file_id = NULL")
-        db.commit()
+        stop_and_forget(config, requests, tmp_path / "c.sqlite", lost)
         # Newer files and batches of other work push ours off the first page of the listings.
         client = openai.OpenAI(base_url=srv.base_url, api_key="unused")
         for k in range(PAGE_SIZE + 5):
