@@ -51,7 +51,7 @@ def dry_run(n: int) -> float:
 def batch(n: int) -> float:
     from kdpipe.teacher import ChatRequest, ResponseCache, TeacherConfig
     from kdpipe.teacher.batch import BatchOptions, complete_batch
-    from kdpipe.teacher.loopback import running
+    from kdpipe.loopback import running
 
     import openai  # noqa: F401  (imported before timing: a one-off cost)
 

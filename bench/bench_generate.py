@@ -62,7 +62,7 @@ def main() -> None:
         print(json.dumps(worker(url, int(n), int(c), transport)))
         return
 
-    from kdpipe.teacher.loopback import subprocess_server
+    from kdpipe.loopback import subprocess_server
 
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     print(f"N={args.n} requests, latency L={args.latency:g} s, median of {args.runs} runs, "

@@ -62,7 +62,7 @@ def run_trl_defaults(student: str, data: Path, args, out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    from kdpipe.sftdata import read_sft
+    from kdpipe.train.data import read_sft
     from kdpipe.train import _dataset, quiet_libraries
 
     quiet_libraries()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kdpipe.records import load_records
 from kdpipe.seed import SeedOptions, run_seed
-from kdpipe.teacher.loopback import ScriptLine
+from kdpipe.loopback import ScriptLine
 
 
 def svamp_seeds(shared_data: Path, tmp: Path, limit: int | None = None) -> Path:

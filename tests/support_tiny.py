@@ -73,6 +73,6 @@ def corpus_texts() -> list[str]:
 
 
 def build_student(out_dir: Path) -> Path:
-    from kdpipe.tiny import TinyOptions, build_tiny_student
+    from kdpipe.tiny_student import TinyOptions, build_tiny_student
 
     return build_tiny_student(out_dir, corpus_texts(), TinyOptions(vocab_size=400, seed=0))

@@ -14,7 +14,7 @@ from kdpipe.generate import GenerateOptions, run_generate
 from kdpipe.records import load_records, meta_path
 from kdpipe.teacher import ChatRequest, ResponseCache, TeacherConfig
 from kdpipe.teacher.batch import BatchOptions, complete_batch
-from kdpipe.teacher.loopback import ScriptLine, running
+from kdpipe.loopback import ScriptLine, running
 
 N = 24
 SCRIPT = [ScriptLine(f"What is {i} plus {i}?", [f"{i} + {i} = {2 * i}. The answer is {2 * i}.",
@@ -263,7 +263,7 @@ def test_a_job_another_run_left_unsent_is_dropped(tmp_path):
 def test_a_lost_file_or_batch_is_found_past_the_first_page_of_the_listing(tmp_path, lost):
     import openai
 
-    from kdpipe.teacher.loopback_batch import PAGE_SIZE
+    from kdpipe.loopback.batch import PAGE_SIZE
 
     requests = [ChatRequest([{"role": "user", "content": f"What is {i} plus {i}?"}]) for i in range(N)]
     with running(SCRIPT) as srv:

@@ -39,7 +39,7 @@ def test_file_system_errors_about_a_path_are_one_line(monkeypatch, capsys):
     import pytest
     import typer
 
-    from kdpipe.cli import DEBUG_ENV, reports_errors
+    from kdpipe.cli.common import DEBUG_ENV, reports_errors
 
     def raising(e):
         return reports_errors(lambda: (_ for _ in ()).throw(e))

@@ -8,7 +8,7 @@ from kdpipe.errors import InputError, UsageError
 from kdpipe.generate import GenerateOptions, run_generate
 from kdpipe.records import Record, Sample, load_records, meta_path, write_records
 from kdpipe.teacher.estimate import ByteCounter, TokenizerCounter
-from kdpipe.teacher.loopback import running
+from kdpipe.loopback import running
 from kdpipe.teacher.pricing import Price, load_price_file, resolve_price
 from support_teacher import palm_script, svamp_seeds
 
@@ -238,7 +238,7 @@ def test_one_price_flag_overrides_its_side_only_and_never_makes_the_other_free(c
     assert "needs a price" not in err and not (tmp_path / "o.jsonl").exists()
     # eval --teacher follows the same rule, and reads $KDPIPE_PRICES like generate.
     from kdpipe.evaluate import EvalOptions
-    from kdpipe.teacher_eval import prepare_teacher
+    from kdpipe.evaluate.teacher import prepare_teacher
 
     base = dict(teacher_base_url="http://127.0.0.1:9/v1", teacher_cache=tmp_path / "c.sqlite")
     with pytest.raises(UsageError, match="--price-in without --price-out"):

@@ -101,10 +101,10 @@ def test_eval_prompt_is_the_training_prompt(tmp_path, chat):
 
     from kdpipe.format import FormatOptions, run_format
     from kdpipe.records import write_records
-    from kdpipe.sftdata import read_sft
+    from kdpipe.train.data import read_sft
     from kdpipe.format import inference_task, load_prompt_format, render_prompt
     from kdpipe.student import encode_prompt, load_tokenizer
-    from kdpipe.tiny import build_tiny_student
+    from kdpipe.tiny_student import build_tiny_student
     from kdpipe.train import _dataset
 
     # Text in which the end of a question runs into its answer ("+ 517", "?(a)"), as a real tokenizer's
@@ -235,7 +235,7 @@ def test_dss_and_cot_pipelines(style, tmp_path):
 
 
 def test_teacher_scored_side_by_side_with_cost_and_cache(label_pipeline, cli, tmp_path):
-    from kdpipe.teacher.loopback import ScriptLine, running
+    from kdpipe.loopback import ScriptLine, running
 
     d = label_pipeline
     # The teacher gets every question right but the last, which it answers with another option.

@@ -265,7 +265,7 @@ def test_an_id_used_twice_is_an_input_error(tmp_path, cli, workers):
 
 
 def test_id_hashes_that_collide_are_not_taken_for_duplicates(tmp_path, monkeypatch):
-    from kdpipe import dedup
+    from kdpipe.filter import dedup
 
     monkeypatch.setattr(dedup, "id_key", lambda record_id: 7)  # every id hashes alike
     inp = write(tmp_path / "in.jsonl", [rec(i, gold="1", answers=["1"]) for i in "abc"])

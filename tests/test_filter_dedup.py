@@ -2,7 +2,7 @@ import random
 
 import numpy as np
 
-from kdpipe import dedup
+from kdpipe.filter import dedup
 
 
 def jaccard(a, b, k):
@@ -127,7 +127,7 @@ def test_fast_word_split_equals_normalize_text(shared_data):
 
 def test_word_lists_drop_exactly_the_articles_normalize_text_drops():
     from kdpipe import answers
-    from kdpipe.filter_rules import restates_answer
+    from kdpipe.filter.rules import restates_answer
 
     for article in sorted(answers.ARTICLES):
         text = f"{article.upper()} cat, {article} dog and {article.title()}-bird or {article}x"

@@ -13,7 +13,7 @@ import pytest
 from kdpipe.generate import PROMPTS_DIR, GenerateOptions, parse_question_list, run_generate, to_sample
 from kdpipe.records import SAMPLE_ERRORS, Record, load_records, meta_path
 from kdpipe.teacher.client import Completion
-from kdpipe.teacher.loopback import ScriptLine, running
+from kdpipe.loopback import ScriptLine, running
 from support_teacher import palm_script, svamp_seeds, write_script
 
 ALL_FAULTS = {"rate_limit": 0.05, "server_error": 0.05, "malformed": 0.05, "hang": 0.02,
@@ -284,7 +284,7 @@ def test_a_built_wheel_carries_the_default_prompts(tmp_path):
 
 def test_eval_teacher_asks_what_generate_asked_so_the_cache_answers_it(shared_data, tmp_path):
     from kdpipe.evaluate import EvalOptions
-    from kdpipe.teacher_eval import ask_teacher, prepare_teacher
+    from kdpipe.evaluate.teacher import ask_teacher, prepare_teacher
 
     seeds = svamp_seeds(shared_data, tmp_path, limit=30)
     with running(palm_script(shared_data, seeds)) as srv:

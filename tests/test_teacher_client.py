@@ -7,7 +7,7 @@ import time
 import pytest
 
 from kdpipe.teacher import ChatRequest, ResponseCache, Stats, TeacherConfig, TeacherFatalError, complete
-from kdpipe.teacher.loopback import ScriptLine, running
+from kdpipe.loopback import ScriptLine, running
 from kdpipe.teacher.pricing import resolve_price
 
 SCRIPT = [ScriptLine(f"What is {i} plus {i}?", [f"{i} + {i} = {2 * i}. The answer is {2 * i}.",

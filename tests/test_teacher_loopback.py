@@ -8,7 +8,7 @@ import time
 import urllib.request
 
 from kdpipe.answers import parse_completion
-from kdpipe.teacher.loopback import subprocess_server
+from kdpipe.loopback import subprocess_server
 
 
 def post(url, body):

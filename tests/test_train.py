@@ -135,10 +135,10 @@ def _trainer(student: Path, sft: Path, weight: float, dss: bool, **config):
     from transformers import AutoModelForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    from kdpipe.sftdata import read_sft
+    from kdpipe.train.data import read_sft
     from kdpipe.student import load_tokenizer
     from kdpipe.train import _dataset
-    from kdpipe.weighted import weighted_trainer_classes
+    from kdpipe.train.trainers.weighted import weighted_trainer_classes
 
     torch.manual_seed(0)
     data = read_sft(sft)
@@ -205,7 +205,7 @@ def test_dss_loss_with_one_task_missing_from_the_batch():
     """A micro-batch with label rows only has loss L_label (the absent task adds 0, not NaN)."""
     import torch
 
-    from kdpipe.weighted import dss_loss
+    from kdpipe.train.trainers.weighted import dss_loss
 
     token_loss = torch.rand(2, 5)
     mask = torch.tensor([[0, 0, 1, 1, 1], [0, 1, 1, 0, 0]]).bool()
@@ -218,7 +218,7 @@ def test_dss_loss_with_one_task_missing_from_the_batch():
 
 def test_loss_falls_on_the_completion_only(student, tmp_path):
     """Every prompt token is masked out of the labels; every completion token is in them."""
-    from kdpipe.sftdata import prompt_lengths, read_sft
+    from kdpipe.train.data import prompt_lengths, read_sft
     from kdpipe.student import load_tokenizer
 
     sft = st.write_sft(tmp_path / "sft.jsonl", "cot", repeats=1)

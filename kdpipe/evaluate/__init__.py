@@ -219,7 +219,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     records, skipped = load_eval_records(eval_path, opts.limit)
     teacher_client = None
     if opts.teacher:
-        from kdpipe.teacher_eval import prepare_teacher
+        from kdpipe.evaluate.teacher import prepare_teacher
 
         teacher_client = prepare_teacher(opts)
     student_src = resolve_source(opts.model)  # fails fast on a bad path, before any model loads
@@ -236,7 +236,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         scores.append(s)
         preds.extend(p)
     if teacher_client is not None:
-        from kdpipe.teacher_eval import ask_teacher
+        from kdpipe.evaluate.teacher import ask_teacher
 
         say(f"eval: asking the teacher ({opts.teacher}) {len(records)} questions")
         texts, seconds, cost, tokens = ask_teacher(teacher_client, records, opts)

@@ -58,7 +58,7 @@ from pathlib import Path
 from typing import Iterator
 
 from kdpipe.errors import InputError, KdpipeError, UsageError
-from kdpipe.filter_rules import (  # noqa: F401  (judge, restates_answer: the rules' API)
+from kdpipe.filter.rules import (  # noqa: F401  (judge, restates_answer: the rules' API)
     RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of, unchanged_when_kept,
 )
 from kdpipe.records import (
@@ -162,7 +162,7 @@ class FilterReport:
 
 
 def load_eval_index(paths: list[Path], opts: FilterOptions):
-    from kdpipe import dedup
+    from kdpipe.filter import dedup
 
     if not paths:
         return None
@@ -179,7 +179,7 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
     """Filter the records of `inp` into `out` (and the dropped ones into `rejected`)."""
     import numpy as np
 
-    from kdpipe import dedup
+    from kdpipe.filter import dedup
 
     opts = opts or FilterOptions()
     opts.validate()
@@ -282,7 +282,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
     """Rules 1-5 over a chunk of raw lines (in a worker process, or inline)."""
     import numpy as np
 
-    from kdpipe import dedup
+    from kdpipe.filter import dedup
 
     inp, opts, evals = _STATE["inp"], _STATE["opts"], _STATE["evals"]
     rep = FilterReport()
@@ -385,7 +385,7 @@ def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, surviv
     hashes (dedup.Features) are returned for rules 6 and 7."""
     import numpy as np
 
-    from kdpipe import dedup
+    from kdpipe.filter import dedup
 
     # The hashes of each chunk are appended to files and read back once at the end: memory then
     # holds the final arrays only (appending to numpy arrays would hold two copies or fragment).

@@ -79,7 +79,7 @@ class GenerateResult:
     def notice(self) -> str | None:
         """What a user must know even with --quiet: the run stopped at its cap, or some samples
         did not finish (and how to finish them)."""
-        from kdpipe.generate_cost import continue_hint
+        from kdpipe.generate.cost import continue_hint
 
         budget = self.extra.get("budget")
         if budget is not None and budget.stopped:

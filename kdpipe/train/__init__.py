@@ -26,7 +26,7 @@ from typing import Any, Callable
 from kdpipe import __version__
 from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.records import atomic_file, file_digest
-from kdpipe.sftdata import SftData, check_lengths, read_sft
+from kdpipe.train.data import SftData, check_lengths, read_sft
 from kdpipe.student import MERGED, PROMPT_FORMAT, TRAIN_CONFIG, check_model_exists, load_tokenizer
 
 METRICS = "metrics.jsonl"
@@ -203,7 +203,7 @@ def _dataset(rows: list[dict[str, Any]], with_task: bool):
     """prompt/completion rows for TRL; `with_task` adds the dss task column of the two-task loss."""
     from datasets import Dataset
 
-    from kdpipe.weighted import TASK_COLUMN
+    from kdpipe.train.trainers.weighted import TASK_COLUMN
 
     data = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
     if with_task:
@@ -252,8 +252,8 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     from peft import LoraConfig
     from trl import SFTConfig, SFTTrainer
 
-    from kdpipe.trainlog import MetricsLog, plot_losses
-    from kdpipe.weighted import weighted_trainer_classes
+    from kdpipe.train.log import MetricsLog, plot_losses
+    from kdpipe.train.trainers.weighted import weighted_trainer_classes
 
     quiet_libraries()
     model, cuda, bf16 = _load_model(opts)

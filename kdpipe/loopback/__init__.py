@@ -188,7 +188,7 @@ async def handle(teacher: LoopbackTeacher, method: str, target: str, headers: di
     if method == "GET" and path == "/v1/kdpipe/stats":
         return _json(200, dict(teacher.stats))
     if path.startswith(("/v1/files", "/v1/batches")):
-        from kdpipe.teacher.loopback_batch import BatchEndpoints
+        from kdpipe.loopback.batch import BatchEndpoints
 
         teacher.batch_api = teacher.batch_api or BatchEndpoints(teacher)
         return await teacher.batch_api.handle(method, path, headers, body, query)
@@ -251,7 +251,7 @@ async def _chat(teacher: LoopbackTeacher, headers: dict, raw: bytes):
 
 
 async def _start(teacher: LoopbackTeacher, host: str, port: int):
-    from kdpipe.teacher.httpserver import HttpServer
+    from kdpipe.loopback.httpserver import HttpServer
 
     server = await HttpServer(lambda *request: handle(teacher, *request)).start(host, port)
     return server, f"http://{host}:{server.port}/v1"

@@ -1,6 +1,6 @@
 """`kdpipe generate` and `kdpipe teacher serve`: flags in, a stage function called, a summary out.
 
-Part of the command line (see cli.py): only Typer and light option classes are imported here.
+Part of the command line (assembled in cli/__init__.py): only Typer and light option classes are imported here.
 """
 
 from __future__ import annotations
@@ -10,15 +10,14 @@ from typing import Optional
 
 import typer
 
-from kdpipe.cli import QUIET, app, reports_errors, say
+from kdpipe.cli.common import QUIET, reports_errors, say
 from kdpipe.errors import KdpipeError
 
 # ------------------------------------------------------------------ generate
 
-from kdpipe.generate import GenerateOptions as _Gen  # noqa: E402  (light: openai is imported when sending)
+from kdpipe.generate import GenerateOptions as _Gen  # (light: openai is imported when sending)
 
 
-@app.command()
 @reports_errors
 def generate(
     seeds: Path = typer.Argument(..., help="Seed records (JSONL) from `kdpipe seed`.", show_default=False),
@@ -127,7 +126,6 @@ def generate(
 # ------------------------------------------------------------------ loopback teacher
 
 teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server.", no_args_is_help=True)
-app.add_typer(teacher_app, name="teacher")
 
 
 @teacher_app.command("serve")
@@ -149,7 +147,7 @@ def teacher_serve(
 ) -> None:
     """Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C."""
     from kdpipe.errors import UsageError
-    from kdpipe.teacher.loopback import LoopbackTeacher, load_script, parse_fault_rates, serve
+    from kdpipe.loopback import LoopbackTeacher, load_script, parse_fault_rates, serve
 
     problems = []
     if not 0 <= port <= 65535:

@@ -1,6 +1,6 @@
 """`kdpipe train`, `kdpipe eval` and `kdpipe tiny-student`: flags in, a stage function called, a summary out.
 
-Part of the command line (see cli.py): torch and transformers are imported only when a command runs.
+Part of the command line (assembled in cli/__init__.py): torch and transformers are imported only when a command runs.
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ from typing import Optional
 
 import typer
 
-from kdpipe.cli import QUIET, app, reports_errors, say
+from kdpipe.cli.common import QUIET, reports_errors, say
 
 # ------------------------------------------------------------------ train and eval
 
-from kdpipe.evaluate import EvalOptions as _Eval  # noqa: E402  (light: heavy imports are inside functions)
-from kdpipe.tiny import TinyOptions as _Tiny  # noqa: E402
-from kdpipe.train import TrainOptions as _Train  # noqa: E402
+from kdpipe.evaluate import EvalOptions as _Eval  # (light: heavy imports are inside functions)
+from kdpipe.tiny_student import TinyOptions as _Tiny
+from kdpipe.train import TrainOptions as _Train
 
 
-@app.command()
 @reports_errors
 def train(
     sft: Path = typer.Argument(..., help="SFT rows written by `kdpipe format`.", show_default=False),
@@ -83,7 +82,6 @@ def train(
                f"{'-' if r.tokens_per_s is None else f'{r.tokens_per_s:.0f}'} tokens/s; run in {out}")
 
 
-@app.command("eval")
 @reports_errors
 def eval_(
     eval_file: Path = typer.Argument(..., help="Records with gold answers (e.g. `seed --eval-out`).",
@@ -138,7 +136,6 @@ def eval_(
         say(quiet, f"eval: wrote {out} and its predictions and Markdown table beside it")
 
 
-@app.command("tiny-student")
 @reports_errors
 def tiny_student(
     out: Path = typer.Argument(..., help="Folder to write the model and tokenizer to.", show_default=False),
@@ -153,7 +150,7 @@ def tiny_student(
     It is not a pretrained model and knows nothing: it exists so that `train` and `eval` can run
     end to end without a model hub. Use a real model id or folder for real work.
     """
-    from kdpipe.tiny import TinyOptions, build_tiny_student, corpus_texts
+    from kdpipe.tiny_student import TinyOptions, build_tiny_student, corpus_texts
 
     from kdpipe.train import quiet_libraries
 

@@ -29,8 +29,8 @@ from typing import Callable
 
 from kdpipe import answers
 from kdpipe.errors import InputError, UsageError
-from kdpipe.generate_cost import cost_problems, make_budget, make_sender, open_cache
-from kdpipe.generate_result import GenerateResult
+from kdpipe.generate.cost import cost_problems, make_budget, make_sender, open_cache
+from kdpipe.generate.result import GenerateResult
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, text_digest, write_meta, write_records,
 )

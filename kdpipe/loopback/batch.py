@@ -28,7 +28,7 @@ import json
 import re
 import time
 
-from kdpipe.teacher.loopback import LoopbackTeacher, _json, _usage, bill
+from kdpipe.loopback import LoopbackTeacher, _json, _usage, bill
 
 TERMINAL = ("completed", "expired", "failed", "cancelled")
 PAGE_SIZE = 20  # most items per list page (OpenAI allows up to 100 for batches)

@@ -1,113 +1,19 @@
-"""The `kdpipe` command line: parse flags, call a stage function, report.
-
-Only Typer is imported at start-up; each command imports its stage module
-when it runs, so `kdpipe --help` stays fast and the data stages never load
-torch. Defaults live on each stage's options dataclass, not here.
-
-This module holds the app, its error reporting and the data commands (seed,
-filter, format); cli_teacher.py adds generate and `teacher serve`, and
-cli_student.py adds train, eval and tiny-student.
-"""
+"""`kdpipe seed`, `filter` and `format`: flags in, a stage function called, a summary out."""
 
 from __future__ import annotations
 
-import functools
-import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from kdpipe import __version__
-from kdpipe.errors import KdpipeError
-
-app = typer.Typer(
-    name="kdpipe",
-    help="Black-box knowledge distillation of LLMs, one JSONL file per stage:\n\n"
-    "seed -> generate -> filter -> format -> train -> eval",
-    no_args_is_help=True,
-    add_completion=False,
-    # A rich traceback with locals could print an API key; plain tracebacks only.
-    pretty_exceptions_enable=False,
-    # Plain Click help: rendering it with rich costs more start-up time than the rest of the CLI.
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
-
-DEBUG_ENV = "KDPIPE_DEBUG"
-
-
-def _debug() -> bool:
-    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
-
-
-def fail(message: str, code: int = 1) -> None:
-    typer.echo(f"kdpipe: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def reports_errors(fn):
-    """Turn a stage's KdpipeError, or a file system error about a named path, into one line on
-    stderr and a non-zero exit (KDPIPE_DEBUG=1 or --debug: the traceback instead)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except KdpipeError as e:
-            if _debug():
-                raise
-            fail(str(e), e.exit_code)
-        except OSError as e:
-            # A path the user gave that the file system refused; any other OSError is a bug.
-            if _debug() or not _about_a_path(e):
-                raise
-            fail(f"{e.filename}: {e.strerror}")
-        except KeyboardInterrupt:
-            if _debug():
-                raise
-            typer.echo("kdpipe: interrupted; finished work is kept, rerun the same command to resume",
-                       err=True)
-            raise typer.Exit(130)
-
-    return wrapper
-
-
-def _about_a_path(e: OSError) -> bool:
-    return isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)) and (
-        e.filename is not None and e.strerror is not None)
-
-
-def _version(value: bool) -> None:
-    if value:
-        typer.echo(f"kdpipe {__version__}")
-        raise typer.Exit()
-
-
-@app.callback()
-def main(
-    debug: bool = typer.Option(False, "--debug", help=f"Show tracebacks (same as {DEBUG_ENV}=1)."),
-    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                 help="Print the version and exit."),
-) -> None:
-    if debug:
-        os.environ[DEBUG_ENV] = "1"
-
-
-def say(quiet: bool, message: str) -> None:
-    if not quiet:
-        typer.echo(message, err=True)
-
-
-QUIET = typer.Option(False, "--quiet", "-q", help="Print nothing but errors.")
-
+from kdpipe.cli.common import QUIET, reports_errors, say
 
 # ------------------------------------------------------------------ seed
 
-from kdpipe.seed import SeedOptions as _Seed  # noqa: E402  (light: no heavy imports)
+from kdpipe.seed import SeedOptions as _Seed  #  (light: no heavy imports)
 
 
-@app.command()
 @reports_errors
 def seed(
     src: Path = typer.Argument(..., help="JSONL, JSON array, CSV, Parquet, or a folder saved with "
@@ -146,18 +52,12 @@ def seed(
                + (f", choices: {r.fields['choices']}" if r.fields["choices"] else "") + ")")
 
 
-# ------------------------------------------------------------------ generate and the loopback teacher
-
-from kdpipe import cli_teacher  # noqa: E402,F401  (registers generate and `teacher serve`, in this order)
-
-
 # ------------------------------------------------------------------ filter and format
 
-from kdpipe.filter import FilterOptions as _Filter  # noqa: E402  (light: numpy only)
-from kdpipe.format import FormatOptions as _Format  # noqa: E402
+from kdpipe.filter import FilterOptions as _Filter  #  (light: numpy only)
+from kdpipe.format import FormatOptions as _Format
 
 
-@app.command("filter")
 @reports_errors
 def filter_(
     inp: Path = typer.Argument(..., help="Teacher records (JSONL) from `generate`, or seed records.",
@@ -223,7 +123,6 @@ def filter_(
                f"{rep.seconds:.1f} s -> {out}" + (f"; rejected -> {rejected}" if rejected else ""))
 
 
-@app.command("format")
 @reports_errors
 def format_(
     inp: Path = typer.Argument(..., help="Filtered records (JSONL).", show_default=False),
@@ -250,18 +149,3 @@ def format_(
     skipped = "".join(f"; skipped {v} ({k})" for k, v in r.skipped.items())
     say(quiet, f"format: {r.records} records -> {r.rows} rows ({r.train} train, {r.val} val), "
                f"style {style} -> {out}{skipped}")
-
-
-
-# ------------------------------------------------------------------ train, eval and the tiny student
-
-from kdpipe import cli_student  # noqa: E402,F401  (registers train, eval and tiny-student)
-
-
-def run() -> None:
-    """Console-script entry point."""
-    app(prog_name="kdpipe")
-
-
-if __name__ == "__main__":
-    run()

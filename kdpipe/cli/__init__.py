@@ -1,0 +1,69 @@
+"""The `kdpipe` command line: parse flags, call a stage function, report.
+
+Only Typer is imported at start-up; each command imports its stage module
+when it runs, so `kdpipe --help` stays fast and the data stages never load
+torch. Defaults live on each stage's options dataclass, not here.
+
+This module assembles the app from the command modules (data: seed, filter,
+format; teacher: generate and `teacher serve`; student: train, eval,
+tiny-student), which never import each other or this module.
+"""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from kdpipe import __version__
+from kdpipe.cli import data, student, teacher
+from kdpipe.cli.common import DEBUG_ENV
+
+app = typer.Typer(
+    name="kdpipe",
+    help="Black-box knowledge distillation of LLMs, one JSONL file per stage:\n\n"
+    "seed -> generate -> filter -> format -> train -> eval",
+    no_args_is_help=True,
+    add_completion=False,
+    # A rich traceback with locals could print an API key; plain tracebacks only.
+    pretty_exceptions_enable=False,
+    # Plain Click help: rendering it with rich costs more start-up time than the rest of the CLI.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"kdpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    debug: bool = typer.Option(False, "--debug", help=f"Show tracebacks (same as {DEBUG_ENV}=1)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+
+
+
+app.command()(data.seed)
+app.command()(teacher.generate)
+app.add_typer(teacher.teacher_app, name="teacher")
+app.command("filter")(data.filter_)
+app.command("format")(data.format_)
+app.command()(student.train)
+app.command("eval")(student.eval_)
+app.command("tiny-student")(student.tiny_student)
+
+
+def run() -> None:
+    """Console-script entry point."""
+    app(prog_name="kdpipe")
+
+
+if __name__ == "__main__":
+    run()

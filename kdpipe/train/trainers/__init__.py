@@ -1,0 +1,1 @@
+"""Trainers, one per loss: each builds a TRL trainer for `kdpipe train`."""
