@@ -63,7 +63,8 @@ def run_trl_defaults(student: str, data: Path, args, out: Path) -> dict:
     from trl import SFTConfig, SFTTrainer
 
     from kdpipe.train.data import read_sft
-    from kdpipe.train import _dataset, quiet_libraries
+    from kdpipe.libraries import quiet_libraries
+    from kdpipe.train import _dataset
 
     quiet_libraries()
     cuda = torch.cuda.is_available()

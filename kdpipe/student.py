@@ -58,7 +58,7 @@ def resolve_source(spec: str, prefer_merged: bool = True) -> StudentSource:
 
 
 def _stored_format(path: Path) -> dict[str, Any]:
-    from kdpipe.format import load_prompt_format
+    from kdpipe.prompt_format import load_prompt_format
 
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))

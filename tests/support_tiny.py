@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kdpipe.format import FormatOptions, PromptFormat, render_completion, render_prompt, run_format
+from kdpipe.format import FormatOptions, run_format
+from kdpipe.prompt_format import PromptFormat, render_completion, render_prompt
 from kdpipe.records import Record, Sample, write_records
 
 FACTS = [

@@ -136,7 +136,7 @@ def test_max_usd_stops_within_one_round_and_a_higher_cap_finishes_from_the_cache
 
 
 def _prompt_of(record):
-    from kdpipe.generate import PROMPTS_DIR, render_label_prompt
+    from kdpipe.label_prompts import PROMPTS_DIR, render_label_prompt
 
     return render_label_prompt((PROMPTS_DIR / f"{record.task}.txt").read_text(), record)
 

@@ -39,7 +39,7 @@ def test_answers_read_with_the_filter_rules():
 
 def test_answer_only_completions_must_be_the_answer_itself():
     """A random model's garbage that happens to hold one number is not an answer (it was read as 26)."""
-    from kdpipe.format import PromptFormat
+    from kdpipe.prompt_format import PromptFormat
 
     fmt = PromptFormat(style="label")
     num = Record(id="n", question="?", task="numeric", gold="26")
@@ -57,7 +57,7 @@ def test_answer_only_completions_must_be_the_answer_itself():
                                       "Final: <{answer}>"])
 def test_cot_answers_read_with_the_stored_answer_sentence(sentence):
     """Whatever `format --answer-sentence` wrote the training completions with, eval reads the answer back."""
-    from kdpipe.format import PromptFormat, render_completion
+    from kdpipe.prompt_format import PromptFormat, render_completion
 
     fmt = PromptFormat(style="cot", answer_sentence=sentence)
     choice = Record(id="c", question="?", task="choice", choices=["red", "blue", "green"], gold="blue")
@@ -72,7 +72,7 @@ def test_cot_answers_read_with_the_stored_answer_sentence(sentence):
 def test_cot_student_with_its_own_answer_sentence_is_scored(tmp_path):
     """A cot run trained with "Therefore: {answer}" scores its answers (it was read as unparseable)."""
     from kdpipe.evaluate import score
-    from kdpipe.format import load_prompt_format
+    from kdpipe.prompt_format import load_prompt_format
 
     recs = st.eval_records()
     fmt = load_prompt_format(dict(st.prompt_format("cot"), answer_sentence="Therefore: {answer}"), "test")
@@ -102,7 +102,7 @@ def test_eval_prompt_is_the_training_prompt(tmp_path, chat):
     from kdpipe.format import FormatOptions, run_format
     from kdpipe.records import write_records
     from kdpipe.train.data import read_sft
-    from kdpipe.format import inference_task, load_prompt_format, render_prompt
+    from kdpipe.prompt_format import inference_task, load_prompt_format, render_prompt
     from kdpipe.student import encode_prompt, load_tokenizer
     from kdpipe.tiny_student import build_tiny_student
     from kdpipe.train import _dataset

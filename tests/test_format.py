@@ -4,7 +4,7 @@ from collections import Counter
 import pytest
 
 from kdpipe import answers
-from kdpipe.format import PromptFormat, inference_task, load_prompt_format, render_answer, render_completion, render_prompt
+from kdpipe.prompt_format import PromptFormat, inference_task, load_prompt_format, render_answer, render_completion, render_prompt
 from kdpipe.records import Record, Sample, meta_path
 
 CHOICES = ["park", "coloring book", "garden center", "math problem", "gravity"]

@@ -10,11 +10,12 @@ import time
 
 import pytest
 
-from kdpipe.generate import PROMPTS_DIR, GenerateOptions, parse_question_list, run_generate, to_sample
+from kdpipe.generate import GenerateOptions, parse_question_list, run_generate, to_sample
+from kdpipe.label_prompts import PROMPTS_DIR
 from kdpipe.records import SAMPLE_ERRORS, Record, load_records, meta_path
 from kdpipe.teacher.client import Completion
 from kdpipe.loopback import ScriptLine, running
-from support_teacher import palm_script, svamp_seeds, write_script
+from support_teacher import palm_script, svamp_seeds
 
 ALL_FAULTS = {"rate_limit": 0.05, "server_error": 0.05, "malformed": 0.05, "hang": 0.02,
               "truncated": 0.05, "empty": 0.05}
@@ -270,9 +271,9 @@ def test_a_built_wheel_carries_the_default_prompts(tmp_path):
     (wheel,) = (tmp_path / "dist").glob("kdpipe-*.whl")
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    check = ("from kdpipe.generate import PROMPTS_DIR, _read_prompt\n"
+    check = ("from kdpipe.label_prompts import PROMPTS_DIR, read_prompt\n"
              "for t in ('numeric', 'choice', 'text', 'expand'):\n"
-             "    name, digest, text = _read_prompt(PROMPTS_DIR / f'{t}.txt')\n"
+             "    name, digest, text = read_prompt(PROMPTS_DIR / f'{t}.txt')\n"
              "    print(name, len(text) > 100)\n")
     env = {**os.environ, "PYTHONPATH": str(site)}
     got = subprocess.run([sys.executable, "-c", check], env=env, cwd=tmp_path, capture_output=True, text=True)
@@ -295,7 +296,7 @@ def test_eval_teacher_asks_what_generate_asked_so_the_cache_answers_it(shared_da
         texts, _, _, tokens = ask_teacher(setup, load_records(seeds), EvalOptions())
         assert srv.stats["requests"] == sent and tokens["cached_answers"] == 30
     assert texts == [r.samples[0].text for r in load_records(tmp_path / "out.jsonl")]
-    from kdpipe.generate import label_prompts, label_requests
+    from kdpipe.label_prompts import label_prompts, label_requests
 
     records = load_records(seeds)
     (req, *_) = label_requests(records, label_prompts(records, None), 3)

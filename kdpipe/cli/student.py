@@ -152,7 +152,7 @@ def tiny_student(
     """
     from kdpipe.tiny_student import TinyOptions, build_tiny_student, corpus_texts
 
-    from kdpipe.train import quiet_libraries
+    from kdpipe.libraries import quiet_libraries
 
     quiet_libraries()
     path = build_tiny_student(out, corpus_texts(corpus), TinyOptions(vocab_size=vocab_size, seed=seed_))

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 from kdpipe.answers import answers_agree, canonical_answer, parse_completion, safe_eval
 from kdpipe.errors import KdpipeError, UsageError
-from kdpipe.format import PromptFormat, answer_in_sentence, inference_task, load_prompt_format, render_prompt
+from kdpipe.prompt_format import PromptFormat, answer_in_sentence, inference_task, load_prompt_format, render_prompt
 from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
 
 
@@ -168,7 +168,7 @@ def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
     """Greedy answers of a run directory or model; returns (texts, prompt format, seconds)."""
     from kdpipe.student import encode_prompt, generate, load_student, resolve_source
 
-    from kdpipe.train import quiet_libraries
+    from kdpipe.libraries import quiet_libraries
 
     quiet_libraries()
     src = resolve_source(spec)

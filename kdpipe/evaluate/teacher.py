@@ -57,7 +57,7 @@ def prepare_teacher(opts: "EvalOptions") -> TeacherSetup:
 
 def ask_teacher(setup: TeacherSetup, records: list[Record], opts: "EvalOptions"):
     """(texts, seconds, cost in USD or None, token counts) of the teacher's answers."""
-    from kdpipe.generate import label_prompts, label_requests
+    from kdpipe.label_prompts import label_prompts, label_requests
     from kdpipe.teacher.cache import ResponseCache
     from kdpipe.teacher.client import Stats, complete
 

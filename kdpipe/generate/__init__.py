@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Callable
 
 from kdpipe import answers
-from kdpipe.errors import InputError, UsageError
+from kdpipe.errors import UsageError
 from kdpipe.generate.cost import cost_problems, make_budget, make_sender, open_cache
 from kdpipe.generate.result import GenerateResult
+from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
-    SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, text_digest, write_meta, write_records,
+    SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, write_meta, write_records,
 )
 from kdpipe.teacher.cache import default_cache_path
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
@@ -40,9 +39,6 @@ from kdpipe.teacher.pricing import Price, prices_file_from_env, resolve_price
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
 
-# The default prompts ship inside the package (kdpipe/prompts/, package data); the
-# repository's top-level prompts/ is a symlink to them for the Makefile and users.
-PROMPTS_DIR = resources.files("kdpipe") / "prompts"
 MODES = ("label", "expand")
 NEW_PER_REQUEST = 8  # questions asked for in one expansion request
 MAX_EMPTY_ROUNDS = 3  # expansion rounds in a row without a new question before giving up
@@ -157,7 +153,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
             prompts = label_prompts(records, opts.prompt)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
         else:
-            template = _read_prompt(opts.prompt or PROMPTS_DIR / "expand.txt")
+            template = read_prompt(opts.prompt or PROMPTS_DIR / "expand.txt")
             prompts = {template[0]: template}
             result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
         if opts.dry_run:
@@ -182,41 +178,6 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
 
 
 # ------------------------------------------------------------------ prompts
-
-
-def _read_prompt(path) -> tuple[str, str, str]:
-    """(file name, digest, text) of a prompt template: a path, or a packaged default."""
-    if isinstance(path, (str, os.PathLike)):
-        path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as e:
-        raise InputError(path, f"cannot read the prompt template: {e.strerror}") from None
-    return path.name, text_digest(text), text
-
-
-def label_prompts(records: list[Record], prompt: Path | None) -> dict[str, tuple[str, str, str]]:
-    """Task -> (file name, digest, text) of its prompt: --prompt for every task, else prompts/<task>.txt."""
-    tasks = sorted({r.task for r in records})
-    return {t: _read_prompt(prompt or PROMPTS_DIR / f"{t}.txt") for t in tasks}
-
-
-def label_requests(records: list[Record], prompts: dict[str, tuple[str, str, str]],
-                   samples: int) -> list[ChatRequest]:
-    """The label-mode teacher request of each record (`samples` samples): what generate sends
-    and `eval --teacher` asks again, so both share the response cache."""
-    return [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples,
-                        id=r.id) for r in records]
-
-
-def render_label_prompt(template: str, record: Record) -> str:
-    """Fill {question} and {choices} ("(a) option" lines); a prompt without {choices} gets
-    the options after the question, so a choice question never loses its options."""
-    options = "\n".join(f"({answers.LETTERS[i]}) {c}" for i, c in enumerate(record.choices or []))
-    question = record.question
-    if options and "{choices}" not in template:
-        question = f"{question}\nAnswer Choices:\n{options}"
-    return template.replace("{choices}", options).replace("{question}", question)
 
 
 # ------------------------------------------------------------------ label

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from kdpipe import __version__
 from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.libraries import quiet_libraries
 from kdpipe.records import atomic_file, file_digest
 from kdpipe.train.data import SftData, check_lengths, read_sft
 from kdpipe.student import MERGED, PROMPT_FORMAT, TRAIN_CONFIG, check_model_exists, load_tokenizer
@@ -342,21 +343,6 @@ def _linear_names(model) -> list[str]:
 
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                    if isinstance(m, torch.nn.Linear) and name})
-
-
-def quiet_libraries() -> None:
-    """Silence the libraries' progress bars, info logs and deprecation notes: kdpipe says its
-    own concise progress lines (and --quiet silences those)."""
-    import warnings
-
-    import datasets
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    datasets.disable_progress_bars()
-    # Deprecations raised inside transformers/TRL, about calls the user cannot change.
-    warnings.filterwarnings("ignore", message=".*is deprecated and will be removed in v6.*", category=FutureWarning)
 
 
 def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, trust_remote_code: bool = False) -> Path:

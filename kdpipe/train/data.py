@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.errors import InputError, KdpipeError
-from kdpipe.format import PROMPT_TASKS, PromptFormat, load_prompt_format
+from kdpipe.prompt_format import PROMPT_TASKS, PromptFormat, load_prompt_format
 from kdpipe.records import iter_json_objects, meta_path
 
 SPLITS = ("train", "val")
@@ -43,7 +43,7 @@ class SftData:
 
 def _check_messages(value: Any, role: str) -> str | None:
     if not isinstance(value, list) or not value:
-        return f"must be a non-empty list of {{'role', 'content'}} messages"
+        return "must be a non-empty list of {'role', 'content'} messages"
     for m in value:
         if not isinstance(m, dict) or not isinstance(m.get("content"), str) or not isinstance(m.get("role"), str):
             return "every message needs a string 'role' and 'content'"
