@@ -10,69 +10,19 @@ from typing import Optional
 
 import typer
 
+from kdpipe.cli.build import QUIET_PARAM, command, fields, param
 from kdpipe.cli.common import QUIET, reports_errors, say
 
 # ------------------------------------------------------------------ train and eval
 
 from kdpipe.evaluate import EvalOptions as _Eval  # (light: heavy imports are inside functions)
-from kdpipe.tiny_student import TinyOptions as _Tiny
-from kdpipe.train import TrainOptions as _Train
+from kdpipe.tiny_student import TinyOptions
+from kdpipe.train import TrainOptions
 
 
-@reports_errors
-def train(
-    sft: Path = typer.Argument(..., help="SFT rows written by `kdpipe format`.", show_default=False),
-    out: Path = typer.Option(..., "-o", "--out", help="Run directory to write.", show_default=False),
-    student: str = typer.Option(..., "--student", help="Hugging Face model id or local model folder "
-                                "(its tokenizer comes with it).", show_default=False),
-    lora_r: int = typer.Option(_Train.lora_r, "--lora-r", help="LoRA rank."),
-    lora_alpha: int = typer.Option(_Train.lora_alpha, "--lora-alpha", help="LoRA alpha (scale = alpha / r)."),
-    lora_dropout: float = typer.Option(_Train.lora_dropout, "--lora-dropout", help="LoRA dropout."),
-    lora_targets: str = typer.Option(_Train.lora_targets, "--lora-targets",
-                                     help="Modules that get adapters: 'all-linear' (every linear layer but "
-                                          "the output head) or a comma list such as q_proj,v_proj."),
-    full: bool = typer.Option(_Train.full, "--full", help="Full fine-tuning instead of LoRA (small students)."),
-    qlora: bool = typer.Option(_Train.qlora, "--qlora", help="4-bit base weights (needs CUDA + bitsandbytes)."),
-    rationale_weight: float = typer.Option(_Train.rationale_weight, "--rationale-weight",
-                                           help="Loss weight of dss rationale rows (the paper's lambda)."),
-    learning_rate: Optional[float] = typer.Option(_Train.learning_rate, "--learning-rate", "--lr",
-                                                  help="Peak learning rate (default: 2e-4 LoRA, 2e-5 --full)."),
-    lr_scheduler: str = typer.Option(_Train.lr_scheduler, "--lr-scheduler",
-                                     help="Schedule: cosine, linear, constant, constant_with_warmup..."),
-    warmup_ratio: float = typer.Option(_Train.warmup_ratio, "--warmup-ratio", help="Share of steps warming up."),
-    epochs: float = typer.Option(_Train.epochs, "--epochs", help="Epochs (ignored with --max-steps)."),
-    max_steps: Optional[int] = typer.Option(_Train.max_steps, "--max-steps", help="Stop after this many steps."),
-    batch_size: int = typer.Option(_Train.batch_size, "--batch-size", help="Examples per device per step."),
-    grad_accum: int = typer.Option(_Train.grad_accum, "--grad-accum", help="Gradient accumulation steps."),
-    gradient_checkpointing: bool = typer.Option(_Train.gradient_checkpointing, "--gradient-checkpointing",
-                                                help="Recompute activations in the backward pass: less memory, more time."),
-    max_length: int = typer.Option(_Train.max_length, "--max-length",
-                                   help="Tokens per example (prompt + completion); longer ones are cut."),
-    packing: bool = typer.Option(_Train.packing, "--packing",
-                                 help="Pack examples into full sequences, padding-free (for GPUs; slow on a "
-                                      "CPU; not with --rationale-weight)."),
-    log_every: int = typer.Option(_Train.log_every, "--log-every", help="Log metrics every N steps."),
-    eval_every: int = typer.Option(_Train.eval_every, "--eval-every", help="Validation loss every N steps."),
-    save_every: int = typer.Option(_Train.save_every, "--save-every", help="Checkpoint every N steps."),
-    seed_: int = typer.Option(_Train.seed, "--seed", help="Random seed."),
-    resume: bool = typer.Option(_Train.resume, "--resume", help="Continue from the last checkpoint in RUN_DIR."),
-    overwrite: bool = typer.Option(_Train.overwrite, "--overwrite", help="Replace a non-empty RUN_DIR."),
-    merge: bool = typer.Option(_Train.merge, "--merge", help="Also save RUN_DIR/merged: adapter folded "
-                               "into the base weights (loads with AutoModelForCausalLM)."),
-    trust_remote_code: bool = typer.Option(_Train.trust_remote_code, "--trust-remote-code",
-                                           help="Run model code shipped with the model (off by default)."),
-    quiet: bool = QUIET,
-) -> None:
-    """Fine-tune the student on SFT rows (LoRA by default); loss on the completion only."""
-    from kdpipe.train import TrainOptions, run_train
+def _train(opts, sft: Path, out: Path, quiet: bool) -> None:
+    from kdpipe.train import run_train
 
-    opts = TrainOptions(student=student, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                        lora_targets=lora_targets, full=full, qlora=qlora, rationale_weight=rationale_weight,
-                        learning_rate=learning_rate, lr_scheduler=lr_scheduler, warmup_ratio=warmup_ratio,
-                        epochs=epochs, max_steps=max_steps, batch_size=batch_size, grad_accum=grad_accum,
-                        gradient_checkpointing=gradient_checkpointing, max_length=max_length, packing=packing,
-                        log_every=log_every, eval_every=eval_every, save_every=save_every, seed=seed_,
-                        resume=resume, overwrite=overwrite, merge=merge, trust_remote_code=trust_remote_code)
     r = run_train(sft, out, opts, progress=lambda m: say(quiet, m))
     for note in r.notes:
         say(quiet, f"train: note: {note}")
@@ -80,6 +30,14 @@ def train(
     say(quiet, f"train: {r.steps} steps in {r.seconds:.1f} s, train loss {fmt(r.train_loss)}, "
                f"validation loss {fmt(r.eval_loss)}, "
                f"{'-' if r.tokens_per_s is None else f'{r.tokens_per_s:.0f}'} tokens/s; run in {out}")
+
+
+train = command(TrainOptions, _train,
+                "Fine-tune the student on SFT rows (LoRA by default); loss on the completion only.", [
+    param("sft", Path, typer.Argument(..., help="SFT rows written by `kdpipe format`.", show_default=False)),
+    param("out", Path, typer.Option(..., "-o", "--out", help="Run directory to write.", show_default=False)),
+    *fields(TrainOptions),
+    QUIET_PARAM])
 
 
 @reports_errors
@@ -136,26 +94,22 @@ def eval_(
         say(quiet, f"eval: wrote {out} and its predictions and Markdown table beside it")
 
 
-@reports_errors
-def tiny_student(
-    out: Path = typer.Argument(..., help="Folder to write the model and tokenizer to.", show_default=False),
-    corpus: Path = typer.Option(..., "--corpus", help="JSONL whose string fields train the tokenizer.",
-                                show_default=False),
-    vocab_size: int = typer.Option(_Tiny.vocab_size, "--vocab-size", help="Tokenizer vocabulary size (at most)."),
-    seed_: int = typer.Option(_Tiny.seed, "--seed", help="Seed of the random weights."),
-    quiet: bool = QUIET,
-) -> None:
-    """Build a tiny RANDOMLY INITIALISED student (2-layer Llama, width 64) for offline demos and tests.
-
-    It is not a pretrained model and knows nothing: it exists so that `train` and `eval` can run
-    end to end without a model hub. Use a real model id or folder for real work.
-    """
-    from kdpipe.tiny_student import TinyOptions, build_tiny_student, corpus_texts
-
+def _tiny_student(opts, out: Path, corpus: Path, quiet: bool) -> None:
     from kdpipe.libraries import quiet_libraries
+    from kdpipe.tiny_student import build_tiny_student, corpus_texts
 
     quiet_libraries()
-    path = build_tiny_student(out, corpus_texts(corpus), TinyOptions(vocab_size=vocab_size, seed=seed_))
+    path = build_tiny_student(out, corpus_texts(corpus), opts)
     say(quiet, f"tiny-student: wrote a random tiny Llama and its tokenizer to {path}")
 
 
+tiny_student = command(TinyOptions, _tiny_student, """Build a tiny RANDOMLY INITIALISED student (2-layer Llama, width 64) for offline demos and tests.
+
+    It is not a pretrained model and knows nothing: it exists so that `train` and `eval` can run
+    end to end without a model hub. Use a real model id or folder for real work.
+    """, [
+    param("out", Path, typer.Argument(..., help="Folder to write the model and tokenizer to.", show_default=False)),
+    param("corpus", Path, typer.Option(..., "--corpus", help="JSONL whose string fields train the tokenizer.",
+                                       show_default=False)),
+    *fields(TinyOptions),
+    QUIET_PARAM])
