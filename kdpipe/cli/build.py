@@ -45,7 +45,8 @@ QUIET_PARAM = Param("quiet", bool, QUIET)
 
 def fields(cls, *names: str, path: tuple[str, ...] = (), block: dict | None = None) -> list[Param]:
     """The parameters of the fields `names` of options class `cls` (all its command-line fields
-    when none are named), in that order; a block field (options_block) gives its offered fields."""
+    when none are named), in that order; a block field (options_block) gives its offered fields,
+    "block.name" one of them."""
     block = block or {}
     hints = typing.get_type_hints(cls)
     by_name = {f.name: f for f in dataclasses.fields(cls)}
@@ -53,9 +54,10 @@ def fields(cls, *names: str, path: tuple[str, ...] = (), block: dict | None = No
     names = names or tuple(offered or (f.name for f in dataclasses.fields(cls) if f.metadata.get("cli", True)))
     out: list[Param] = []
     for name in names:
+        name, _, inner = name.partition(".")  # "teacher.model": one field of a block
         f = by_name[name]
         if "block" in f.metadata:
-            out += fields(hints[name], path=path + (name,), block=f.metadata["block"])
+            out += fields(hints[name], *filter(None, [inner]), path=path + (name,), block=f.metadata["block"])
         else:
             out.append(_field_param(f, hints[name], path + (name,), block))
     return out

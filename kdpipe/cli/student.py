@@ -11,11 +11,11 @@ from typing import Optional
 import typer
 
 from kdpipe.cli.build import QUIET_PARAM, command, fields, param
-from kdpipe.cli.common import QUIET, reports_errors, say
+from kdpipe.cli.common import say
 
 # ------------------------------------------------------------------ train and eval
 
-from kdpipe.evaluate import EvalOptions as _Eval  # (light: heavy imports are inside functions)
+from kdpipe.evaluate import EvalOptions  # (light: heavy imports are inside functions)
 from kdpipe.tiny_student import TinyOptions
 from kdpipe.train import TrainOptions
 
@@ -40,58 +40,25 @@ train = command(TrainOptions, _train,
     QUIET_PARAM])
 
 
-@reports_errors
-def eval_(
-    eval_file: Path = typer.Argument(..., help="Records with gold answers (e.g. `seed --eval-out`).",
-                                     show_default=False),
-    model: str = typer.Option(..., "--model", help="Run directory of `kdpipe train`, or a model folder / id.",
-                              show_default=False),
-    out: Optional[Path] = typer.Option(None, "-o", "--out", help="eval.json to write (with "
-                                       "<out>.predictions.jsonl and <out>.md beside it)."),
-    baseline: Optional[str] = typer.Option(_Eval.baseline, "--baseline",
-                                           help="Also score this model (e.g. the untrained student), "
-                                                "asked the same way as the student."),
-    batch_size: int = typer.Option(_Eval.batch_size, "--batch-size", help="Questions per generation batch."),
-    max_new_tokens: Optional[int] = typer.Option(_Eval.max_new_tokens, "--max-new-tokens",
-                                                 help="New-token limit (default: 256 for CoT students, 32 otherwise)."),
-    limit: Optional[int] = typer.Option(_Eval.limit, "--limit", help="Score only the first N questions."),
-    predictions: Optional[Path] = typer.Option(_Eval.predictions, "--predictions",
-                                               help="Per-question predictions JSONL (default: "
-                                                    "<out>.predictions.jsonl)."),
-    teacher: Optional[str] = typer.Option(_Eval.teacher, "--teacher",
-                                          help="Also score this teacher model through the API (generate's "
-                                               "label prompt, greedy, cached like generate)."),
-    base_url: Optional[str] = typer.Option(_Eval.teacher_base_url, "--base-url",
-                                           help="Teacher endpoint (default: $OPENAI_BASE_URL, else OpenAI)."),
-    api_key_env: str = typer.Option(_Eval.api_key_env, "--api-key-env",
-                                    help="Environment variable holding the teacher's API key."),
-    cache: Optional[Path] = typer.Option(_Eval.teacher_cache, "--cache",
-                                         help="Teacher response cache (default: generate's cache)."),
-    teacher_prompt: Optional[Path] = typer.Option(_Eval.teacher_prompt, "--teacher-prompt",
-                                                  help="Teacher prompt template (default: prompts/<task>.txt)."),
-    teacher_max_tokens: int = typer.Option(_Eval.teacher_max_tokens, "--teacher-max-tokens",
-                                           help="Token limit of a teacher answer."),
-    concurrency: int = typer.Option(_Eval.teacher_concurrency, "--concurrency",
-                                    help="Teacher requests in flight."),
-    price_in: Optional[float] = typer.Option(_Eval.price_in, "--price-in",
-                                             help="Teacher USD per million prompt tokens (else the price table; "
-                                                  "one flag alone overrides only its side)."),
-    price_out: Optional[float] = typer.Option(_Eval.price_out, "--price-out",
-                                              help="Teacher USD per million completion tokens."),
-    quiet: bool = QUIET,
-) -> None:
-    """Score the student greedily against gold answers; print a Markdown scorecard."""
-    from kdpipe.evaluate import EvalOptions, markdown, run_eval
+def _eval(opts, eval_file: Path, out: Optional[Path], quiet: bool) -> None:
+    from kdpipe.evaluate import markdown, run_eval
 
-    opts = EvalOptions(model=model, baseline=baseline, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                       limit=limit, predictions=predictions, teacher=teacher, teacher_base_url=base_url,
-                       api_key_env=api_key_env, teacher_cache=cache, teacher_prompt=teacher_prompt,
-                       teacher_max_tokens=teacher_max_tokens, teacher_concurrency=concurrency,
-                       price_in=price_in, price_out=price_out)
     report = run_eval(eval_file, opts, out, progress=lambda m: say(quiet, m))
     typer.echo(markdown(report))
     if out is not None:
         say(quiet, f"eval: wrote {out} and its predictions and Markdown table beside it")
+
+
+eval_ = command(EvalOptions, _eval, "Score the student greedily against gold answers; print a Markdown scorecard.", [
+    param("eval_file", Path, typer.Argument(..., help="Records with gold answers (e.g. `seed --eval-out`).",
+                                            show_default=False)),
+    *fields(EvalOptions, "model"),
+    param("out", Optional[Path], typer.Option(None, "-o", "--out", help="eval.json to write (with "
+                                              "<out>.predictions.jsonl and <out>.md beside it).")),
+    *fields(EvalOptions, "baseline", "batch_size", "max_new_tokens", "limit", "predictions", "teacher.model",
+            "teacher.base_url", "teacher.api_key_env", "teacher.cache", "teacher_prompt", "teacher.max_tokens",
+            "teacher.concurrency", "teacher.price_in", "teacher.price_out", "teacher.prices"),
+    QUIET_PARAM])
 
 
 def _tiny_student(opts, out: Path, corpus: Path, quiet: bool) -> None:
