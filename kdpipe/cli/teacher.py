@@ -6,12 +6,11 @@ Part of the command line (assembled in cli/__init__.py): only Typer and light op
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from kdpipe.cli.build import QUIET_PARAM, command, fields, param
-from kdpipe.cli.common import reports_errors, say
+from kdpipe.cli.common import say
 from kdpipe.errors import KdpipeError
 
 # ------------------------------------------------------------------ generate
@@ -61,43 +60,22 @@ generate = command(GenerateOptions, _generate, """Ask the teacher: label questio
 teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server.", no_args_is_help=True)
 
 
-@teacher_app.command("serve")
-@reports_errors
-def teacher_serve(
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
-    port: int = typer.Option(8765, "--port", help="Port (0: any free port)."),
-    script: Optional[list[Path]] = typer.Option(None, "--script",
-                                                help="Scripted answers, JSONL {question, completions, "
-                                                     "expand} (repeatable)."),
-    latency: float = typer.Option(0.0, "--latency", help="Seconds before each answer."),
-    fault_rate: Optional[list[str]] = typer.Option(
-        None, "--fault-rate", help="KIND=RATE, repeatable; kinds: rate_limit, server_error, malformed, "
-                                   "hang, truncated, empty."),
-    retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with a 429."),
-    fault_seed: int = typer.Option(0, "--fault-seed", help="Seed of the fault draws."),
-    ready_file: Optional[Path] = typer.Option(None, "--ready-file",
-                                              help="Write the base URL here once listening."),
-) -> None:
-    """Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C."""
-    from kdpipe.errors import UsageError
-    from kdpipe.loopback import LoopbackTeacher, load_script, parse_fault_rates, serve
+from kdpipe.loopback.options import ServeOptions
 
-    problems = []
-    if not 0 <= port <= 65535:
-        problems.append("--port must be between 0 and 65535")
-    if latency < 0 or retry_after < 0:
-        problems.append("--latency and --retry-after must not be negative")
+
+def _teacher_serve(opts) -> None:
+    from kdpipe.loopback import LoopbackTeacher, load_script, serve
+
+    opts.validate()
+    lines = [line for path in opts.script or [] for line in load_script(path)]
+    teacher = LoopbackTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed)
     try:
-        faults = parse_fault_rates(fault_rate or [])
-    except UsageError as e:
-        problems.append(str(e))
-    if problems:
-        raise UsageError("; ".join(problems))
-    lines = [line for path in script or [] for line in load_script(path)]
-    teacher = LoopbackTeacher(lines, latency, faults, retry_after, fault_seed)
-    try:
-        serve(teacher, host, port, ready_file, announce=lambda url: typer.echo(url))
+        serve(teacher, opts.host, opts.port, opts.ready_file, announce=lambda url: typer.echo(url))
     except OSError as e:
-        raise KdpipeError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+        raise KdpipeError(f"cannot listen on {opts.host}:{opts.port}: {e.strerror}") from None
 
 
+teacher_app.command("serve")(command(
+    ServeOptions, _teacher_serve,
+    "Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C.",
+    fields(ServeOptions)))

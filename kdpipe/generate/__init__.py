@@ -70,7 +70,7 @@ class GenerateOptions(TeacherOptions):
         return 0.0 if self.mode == "label" and self.samples == 1 else 0.7
 
     def teacher_config(self) -> TeacherConfig:
-        return self._config(temperature=self.resolved_temperature(), stop=self.stop or None, seed=self.seed)
+        return self.client_config(temperature=self.resolved_temperature(), stop=self.stop or None, seed=self.seed)
 
     def problems(self) -> list[str]:
         p = []

@@ -57,9 +57,10 @@ class TeacherOptions(Options):
 
     def teacher_config(self):
         """The client's config: greedy here; generate adds its sampling options."""
-        return self._config(temperature=0.0)
+        return self.client_config(temperature=0.0)
 
-    def _config(self, **sampling):
+    def client_config(self, **sampling):
+        """The client's config with these sampling parameters (temperature, stop, seed)."""
         from kdpipe.teacher.client import TeacherConfig
 
         return TeacherConfig(model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
