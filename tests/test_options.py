@@ -108,7 +108,7 @@ def test_a_command_that_leaves_out_an_option_is_refused_when_built():
     from kdpipe.cli.build import command, fields
 
     with pytest.raises(TypeError, match=r"options left off the command line: \['workers'\]"):
-        command(FilterOptions, lambda opts: None, "", [p for p in fields(FilterOptions) if p.name != "workers"])
+        command(FilterOptions, lambda opts: None, [p for p in fields(FilterOptions) if p.name != "workers"])
 
 
 def test_the_command_line_fills_the_options_object(cli, tmp_path):

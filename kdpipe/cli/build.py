@@ -5,11 +5,14 @@ default, help and flags come from the field, so an option is declared once. A
 command adds only what is not an option of the stage (input and output paths,
 --quiet) and a body that receives the built options object:
 
-    seed = command(SeedOptions, _seed, "Import questions ...", [
+    def _seed(opts: SeedOptions, src: Path, out: Path, quiet: bool) -> None:
+        ...  # its docstring is the command's help; opts holds every option
+
+    seed = command(SeedOptions, _seed, [
         param("src", Path, typer.Argument(..., help="...")),
         param("out", Path, typer.Option(..., "-o", "--out", help="...")),
         *fields(SeedOptions, "eval_out", "eval_frac", ...),  # help order; all fields when none named
-        QUIET])
+        QUIET_PARAM])
 
 `command` refuses (at import, so every test notices) a command that leaves out a
 field of its options class: an option cannot go missing from the command line.
@@ -84,9 +87,9 @@ def _field_param(f: dataclasses.Field, annotation: Any, path: tuple[str, ...], b
     return Param("__".join(path), annotation, info, path)
 
 
-def command(options_cls, body: Callable, doc: str, params: list[Param]) -> Callable:
-    """A Typer command with `params` in this order: builds an `options_cls` from the field
-    parameters and calls body(opts, **the command's own parameters)."""
+def command(options_cls, body: Callable, params: list[Param]) -> Callable:
+    """A Typer command with `params` in this order, and body's docstring for its help: builds
+    an `options_cls` from the field parameters and calls body(opts, **the command's own parameters)."""
     expected = {p.path for p in fields(options_cls)}
     given = {p.path for p in params if p.path is not None}
     if given != expected:
@@ -99,7 +102,7 @@ def command(options_cls, body: Callable, doc: str, params: list[Param]) -> Calla
         return body(opts, **own)
 
     cmd.__name__ = cmd.__qualname__ = body.__name__.lstrip("_")
-    cmd.__doc__ = doc
+    cmd.__doc__ = body.__doc__
     cmd.__signature__ = inspect.Signature([
         inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=p.info, annotation=p.annotation)
         for p in params])

@@ -1,4 +1,7 @@
-"""`kdpipe seed`, `filter` and `format`: flags in, a stage function called, a summary out."""
+"""`kdpipe seed`, `filter` and `format`: flags in, a stage function called, a summary out.
+
+The options are built from SeedOptions, FilterOptions and FormatOptions; only inputs, outputs,
+--rejected/--report and --quiet are declared here."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from kdpipe.seed import SeedOptions  # (light: no heavy imports)
 
 
 def _seed(opts, src: Path, out: Path, quiet: bool) -> None:
+    """Import questions (and gold answers) into seed records with stable ids."""
     from kdpipe.seed import run_seed
 
     r = run_seed(src, out, opts)
@@ -26,7 +30,7 @@ def _seed(opts, src: Path, out: Path, quiet: bool) -> None:
                + (f", choices: {r.fields['choices']}" if r.fields["choices"] else "") + ")")
 
 
-seed = command(SeedOptions, _seed, "Import questions (and gold answers) into seed records with stable ids.", [
+seed = command(SeedOptions, _seed, [
     param("src", Path, typer.Argument(..., help="JSONL, JSON array, CSV, Parquet, or a folder saved with "
                                                 "datasets' save_to_disk.", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="Seed records (JSONL) to write.", show_default=False)),
@@ -42,6 +46,13 @@ from kdpipe.format import FormatOptions
 
 
 def _filter(opts, inp: Path, out: Path, rejected: Optional[Path], report: Optional[Path], quiet: bool) -> None:
+    """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule.
+
+    Rules in this order, each one switchable: 1 teacher errors, 2 gold agreement, 3 self-consistency
+    vote (no gold, several samples), 4 question/rationale length and restated answers,
+    5 contamination (--against), 6 exact duplicates, 7 near-duplicates of a kept question.
+    The first rule that removes a record is its reason in --rejected.
+    """
     from kdpipe.filter import run_filter
 
     rep = run_filter(inp, out, opts, rejected=rejected, report=report)
@@ -50,13 +61,7 @@ def _filter(opts, inp: Path, out: Path, rejected: Optional[Path], report: Option
                f"{rep.seconds:.1f} s -> {out}" + (f"; rejected -> {rejected}" if rejected else ""))
 
 
-filter_ = command(FilterOptions, _filter, """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule.
-
-    Rules in this order, each one switchable: 1 teacher errors, 2 gold agreement, 3 self-consistency
-    vote (no gold, several samples), 4 question/rationale length and restated answers,
-    5 contamination (--against), 6 exact duplicates, 7 near-duplicates of a kept question.
-    The first rule that removes a record is its reason in --rejected.
-    """, [
+filter_ = command(FilterOptions, _filter, [
     param("inp", Path, typer.Argument(..., help="Teacher records (JSONL) from `generate`, or seed records.",
                                       show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="Kept records (JSONL) to write.", show_default=False)),
@@ -70,6 +75,7 @@ filter_ = command(FilterOptions, _filter, """Drop wrong, broken, duplicate and c
 
 
 def _format(opts, inp: Path, out: Path, quiet: bool) -> None:
+    """Turn records into prompt/completion rows for SFT (Distilling step-by-step, CoT, label, gold)."""
     from kdpipe.format import run_format
 
     r = run_format(inp, out, opts)
@@ -78,8 +84,7 @@ def _format(opts, inp: Path, out: Path, quiet: bool) -> None:
                f"style {opts.style} -> {out}{skipped}")
 
 
-format_ = command(FormatOptions, _format,
-                  "Turn records into prompt/completion rows for SFT (Distilling step-by-step, CoT, label, gold).", [
+format_ = command(FormatOptions, _format, [
     param("inp", Path, typer.Argument(..., help="Filtered records (JSONL).", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="SFT rows (JSONL) to write.", show_default=False)),
     *fields(FormatOptions),

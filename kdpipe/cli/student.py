@@ -1,5 +1,8 @@
 """`kdpipe train`, `kdpipe eval` and `kdpipe tiny-student`: flags in, a stage function called, a summary out.
 
+Each command's options are built from its options class (TrainOptions, EvalOptions with the teacher
+block of TeacherOptions, TinyOptions); only inputs, outputs and --quiet are declared here.
+
 Part of the command line (assembled in cli/__init__.py): torch and transformers are imported only when a command runs.
 """
 
@@ -21,6 +24,7 @@ from kdpipe.train import TrainOptions
 
 
 def _train(opts, sft: Path, out: Path, quiet: bool) -> None:
+    """Fine-tune the student on SFT rows (LoRA by default); loss on the completion only."""
     from kdpipe.train import run_train
 
     r = run_train(sft, out, opts, progress=lambda m: say(quiet, m))
@@ -32,8 +36,7 @@ def _train(opts, sft: Path, out: Path, quiet: bool) -> None:
                f"{'-' if r.tokens_per_s is None else f'{r.tokens_per_s:.0f}'} tokens/s; run in {out}")
 
 
-train = command(TrainOptions, _train,
-                "Fine-tune the student on SFT rows (LoRA by default); loss on the completion only.", [
+train = command(TrainOptions, _train, [
     param("sft", Path, typer.Argument(..., help="SFT rows written by `kdpipe format`.", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="Run directory to write.", show_default=False)),
     *fields(TrainOptions),
@@ -41,6 +44,7 @@ train = command(TrainOptions, _train,
 
 
 def _eval(opts, eval_file: Path, out: Optional[Path], quiet: bool) -> None:
+    """Score the student greedily against gold answers; print a Markdown scorecard."""
     from kdpipe.evaluate import markdown, run_eval
 
     report = run_eval(eval_file, opts, out, progress=lambda m: say(quiet, m))
@@ -49,7 +53,7 @@ def _eval(opts, eval_file: Path, out: Optional[Path], quiet: bool) -> None:
         say(quiet, f"eval: wrote {out} and its predictions and Markdown table beside it")
 
 
-eval_ = command(EvalOptions, _eval, "Score the student greedily against gold answers; print a Markdown scorecard.", [
+eval_ = command(EvalOptions, _eval, [
     param("eval_file", Path, typer.Argument(..., help="Records with gold answers (e.g. `seed --eval-out`).",
                                             show_default=False)),
     *fields(EvalOptions, "model"),
@@ -62,6 +66,11 @@ eval_ = command(EvalOptions, _eval, "Score the student greedily against gold ans
 
 
 def _tiny_student(opts, out: Path, corpus: Path, quiet: bool) -> None:
+    """Build a tiny RANDOMLY INITIALISED student (2-layer Llama, width 64) for offline demos and tests.
+
+    It is not a pretrained model and knows nothing: it exists so that `train` and `eval` can run
+    end to end without a model hub. Use a real model id or folder for real work.
+    """
     from kdpipe.libraries import quiet_libraries
     from kdpipe.tiny_student import build_tiny_student, corpus_texts
 
@@ -70,11 +79,7 @@ def _tiny_student(opts, out: Path, corpus: Path, quiet: bool) -> None:
     say(quiet, f"tiny-student: wrote a random tiny Llama and its tokenizer to {path}")
 
 
-tiny_student = command(TinyOptions, _tiny_student, """Build a tiny RANDOMLY INITIALISED student (2-layer Llama, width 64) for offline demos and tests.
-
-    It is not a pretrained model and knows nothing: it exists so that `train` and `eval` can run
-    end to end without a model hub. Use a real model id or folder for real work.
-    """, [
+tiny_student = command(TinyOptions, _tiny_student, [
     param("out", Path, typer.Argument(..., help="Folder to write the model and tokenizer to.", show_default=False)),
     param("corpus", Path, typer.Option(..., "--corpus", help="JSONL whose string fields train the tokenizer.",
                                        show_default=False)),

@@ -1,5 +1,8 @@
 """`kdpipe generate` and `kdpipe teacher serve`: flags in, a stage function called, a summary out.
 
+The options are built from GenerateOptions (the TeacherOptions block and its own) and ServeOptions;
+only inputs, outputs and --quiet are declared here.
+
 Part of the command line (assembled in cli/__init__.py): only Typer and light option classes are imported here.
 """
 
@@ -19,6 +22,12 @@ from kdpipe.generate import GenerateOptions  # (light: openai is imported when s
 
 
 def _generate(opts, seeds: Path, out: Path, quiet: bool) -> None:
+    """Ask the teacher: label questions with rationales, or expand the seed set.
+
+    Exit status: 0 when every sample was answered (or gave a recorded reason such as
+    truncated or unparseable); 3 when the output was written but some samples failed
+    (transport) or were not sent (--max-usd): rerun the same command to retry only those;
+    1 for other errors, 2 for bad options, 130 when interrupted."""
     from kdpipe.generate import run_generate
     from kdpipe.teacher.progress import ProgressLine
 
@@ -39,12 +48,7 @@ def _generate(opts, seeds: Path, out: Path, quiet: bool) -> None:
         raise typer.Exit(r.exit_code)
 
 
-generate = command(GenerateOptions, _generate, """Ask the teacher: label questions with rationales, or expand the seed set.
-
-    Exit status: 0 when every sample was answered (or gave a recorded reason such as
-    truncated or unparseable); 3 when the output was written but some samples failed
-    (transport) or were not sent (--max-usd): rerun the same command to retry only those;
-    1 for other errors, 2 for bad options, 130 when interrupted.""", [
+generate = command(GenerateOptions, _generate, [
     param("seeds", Path, typer.Argument(..., help="Seed records (JSONL) from `kdpipe seed`.", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="Records to write (JSONL).", show_default=False)),
     *fields(GenerateOptions, "mode", "model", "base_url", "api_key_env", "concurrency", "samples", "temperature",
@@ -64,6 +68,7 @@ from kdpipe.loopback.options import ServeOptions
 
 
 def _teacher_serve(opts) -> None:
+    """Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C."""
     from kdpipe.loopback import LoopbackTeacher, load_script, serve
 
     opts.validate()
@@ -75,7 +80,4 @@ def _teacher_serve(opts) -> None:
         raise KdpipeError(f"cannot listen on {opts.host}:{opts.port}: {e.strerror}") from None
 
 
-teacher_app.command("serve")(command(
-    ServeOptions, _teacher_serve,
-    "Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C.",
-    fields(ServeOptions)))
+teacher_app.command("serve")(command(ServeOptions, _teacher_serve, fields(ServeOptions)))
