@@ -30,24 +30,25 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.options import Options, option
 from kdpipe.prompt_format import PromptFormat, render_answer, render_completion, render_prompt
 from kdpipe.records import Record, check_outputs_differ, read_records, write_meta, write_records
 
 @dataclass
-class FormatOptions:
-    style: str = "dss"
-    chat: bool = True
-    val_frac: float = 0.1
-    seed: int = 0
-    label_prefix: str = PromptFormat.label_prefix
-    rationale_prefix: str = PromptFormat.rationale_prefix
-    answer_sentence: str = PromptFormat.answer_sentence
+class FormatOptions(Options):
+    style: str = option("dss", "dss | cot | label | gold.")
+    chat: bool = option(True, "Chat messages (for a chat template) or plain strings.", flags="--chat/--no-chat")
+    val_frac: float = option(0.1, "Share of records whose rows go to the validation split.")
+    seed: int = option(0, "Seed of the split and the shuffle.")
+    label_prefix: str = option(PromptFormat.label_prefix, "dss label task prefix.")
+    rationale_prefix: str = option(PromptFormat.rationale_prefix, "dss rationale task prefix.")
+    answer_sentence: str = option(PromptFormat.answer_sentence, "How a cot completion ends; must contain {answer}.")
 
     def prompt_format(self) -> PromptFormat:
         return PromptFormat(style=self.style, chat=self.chat, label_prefix=self.label_prefix,
                             rationale_prefix=self.rationale_prefix, answer_sentence=self.answer_sentence)
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         if not (0.0 <= self.val_frac < 1.0):
             problems.append(f"--val-frac must be in [0, 1), got {self.val_frac}")
@@ -55,8 +56,7 @@ class FormatOptions:
             self.prompt_format().validate()
         except UsageError as e:
             problems.append(str(e))
-        if problems:
-            raise UsageError("; ".join(problems))
+        return problems
 
 
 @dataclass

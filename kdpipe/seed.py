@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from kdpipe import answers
 from kdpipe.errors import InputError, KdpipeError, UsageError
+from kdpipe.options import Options, option
 from kdpipe.records import (
     TASKS, Record, atomic_file, check_outputs_differ, JsonlWriter, write_meta,
 )
@@ -34,19 +35,20 @@ CONTEXT_FIELDS = ("body", "context", "passage")
 
 
 @dataclass
-class SeedOptions:
-    question_field: str | None = None
-    answer_field: str | None = None
-    choices_field: str | None = None
-    id_field: str | None = None
-    task: str | None = None  # numeric | choice | text; detected when None
-    split: str | None = None  # which split of a saved DatasetDict
-    eval_out: Path | None = None
-    eval_frac: float = 0.1
-    seed: int = 0
-    limit: int | None = None
+class SeedOptions(Options):
+    question_field: str | None = option(
+        None, "Field(s) holding the question; several comma-separated fields are joined with a newline.")
+    answer_field: str | None = option(None, "Field holding the gold answer.")
+    choices_field: str | None = option(None, "Field holding the options of a multiple-choice question.")
+    id_field: str | None = option(None, "Field holding an id (else ids are content hashes).")
+    task: str | None = option(None, "numeric | choice | text (detected when omitted).")
+    split: str | None = option(None, "Split of a saved DatasetDict.")
+    eval_out: Path | None = option(None, "Also hold out eval questions into this file.")
+    eval_frac: float = option(0.1, "Share of questions held out.")
+    seed: int = option(0, "Seed of the held-out split.")
+    limit: int | None = option(None, "Read only the first N rows.")
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         if self.task is not None and self.task not in TASKS:
             problems.append(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
@@ -54,8 +56,7 @@ class SeedOptions:
             problems.append(f"--eval-frac must be between 0 and 1 (exclusive), got {self.eval_frac}")
         if self.limit is not None and self.limit < 1:
             problems.append("--limit must be at least 1")
-        if problems:
-            raise UsageError("; ".join(problems))
+        return problems
 
 
 @dataclass

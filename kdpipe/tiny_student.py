@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.errors import KdpipeError
+from kdpipe.options import Options, option
 from kdpipe.records import iter_json_objects
 
 PAD, BOS, EOS = "<|pad|>", "<|bos|>", "<|end|>"
@@ -33,18 +34,18 @@ CHAT_TEMPLATE = (
 
 
 @dataclass
-class TinyOptions:
-    vocab_size: int = 768
-    hidden_size: int = 64
-    layers: int = 2
-    heads: int = 4
-    max_positions: int = 2048
+class TinyOptions(Options):
+    vocab_size: int = option(768, "Tokenizer vocabulary size (at most).")
+    hidden_size: int = option(64, cli=False)
+    layers: int = option(2, cli=False)
+    heads: int = option(4, cli=False)
+    max_positions: int = option(2048, cli=False)
     # 0.02 (the Llama default) leaves a random model of this size almost unable
     # to learn in a few dozen steps; 0.1 lets the loss fall visibly.
-    initializer_range: float = 0.1
-    seed: int = 0
+    initializer_range: float = option(0.1, cli=False)
+    seed: int = option(0, "Seed of the random weights.")
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         if not 300 <= self.vocab_size <= 65536:
             problems.append("--vocab-size must be between 300 and 65536")
@@ -52,8 +53,7 @@ class TinyOptions:
             problems.append("hidden size must be a positive multiple of the number of heads")
         if self.layers <= 0:
             problems.append("layers must be positive")
-        if problems:
-            raise UsageError("; ".join(problems))
+        return problems
 
 
 def corpus_texts(path: str | os.PathLike) -> list[str]:

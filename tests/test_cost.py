@@ -237,11 +237,11 @@ def test_one_price_flag_overrides_its_side_only_and_never_makes_the_other_free(c
     assert code == 2 and err.count("\n") == 1 and "--price-out without --price-in" in err
     assert "needs a price" not in err and not (tmp_path / "o.jsonl").exists()
     # eval --teacher follows the same rule, and reads $KDPIPE_PRICES like generate.
-    from kdpipe.evaluate import EvalOptions
     from kdpipe.evaluate.teacher import prepare_teacher
+    from kdpipe.teacher.options import TeacherOptions
 
-    base = dict(teacher_base_url="http://127.0.0.1:9/v1", teacher_cache=tmp_path / "c.sqlite")
+    base = dict(base_url="http://127.0.0.1:9/v1", cache=tmp_path / "c.sqlite")
     with pytest.raises(UsageError, match="--price-in without --price-out"):
-        prepare_teacher(EvalOptions(teacher="my-local", price_in=1.0, **base))
+        prepare_teacher(TeacherOptions(model="my-local", price_in=1.0, **base))
     monkeypatch.setenv("KDPIPE_PRICES", str(prices))
-    assert prepare_teacher(EvalOptions(teacher="my-model", price_in=3.0, **base)).price == Price(3.0, 4)
+    assert prepare_teacher(TeacherOptions(model="my-model", price_in=3.0, **base)).price == Price(3.0, 4)

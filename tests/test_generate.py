@@ -284,16 +284,16 @@ def test_a_built_wheel_carries_the_default_prompts(tmp_path):
 
 
 def test_eval_teacher_asks_what_generate_asked_so_the_cache_answers_it(shared_data, tmp_path):
-    from kdpipe.evaluate import EvalOptions
     from kdpipe.evaluate.teacher import ask_teacher, prepare_teacher
+    from kdpipe.teacher.options import TeacherOptions
 
     seeds = svamp_seeds(shared_data, tmp_path, limit=30)
     with running(palm_script(shared_data, seeds)) as srv:
         run_generate(seeds, tmp_path / "out.jsonl", opts(srv.base_url, tmp_path))
         sent = srv.stats["requests"]
-        setup = prepare_teacher(EvalOptions(teacher="loopback", teacher_base_url=srv.base_url,
-                                            teacher_cache=tmp_path / "cache.sqlite"))
-        texts, _, _, tokens = ask_teacher(setup, load_records(seeds), EvalOptions())
+        setup = prepare_teacher(TeacherOptions(model="loopback", base_url=srv.base_url,
+                                               cache=tmp_path / "cache.sqlite"))
+        texts, _, _, tokens = ask_teacher(setup, load_records(seeds))
         assert srv.stats["requests"] == sent and tokens["cached_answers"] == 30
     assert texts == [r.samples[0].text for r in load_records(tmp_path / "out.jsonl")]
     from kdpipe.label_prompts import label_prompts, label_requests

@@ -1,8 +1,10 @@
 """The `kdpipe` command line: parse flags, call a stage function, report.
 
-Only Typer is imported at start-up; each command imports its stage module
-when it runs, so `kdpipe --help` stays fast and the data stages never load
-torch. Defaults live on each stage's options dataclass, not here.
+Only Typer and the light options classes are imported at start-up; each
+command imports its stage's work when it runs, so `kdpipe --help` stays fast
+and the data stages never load torch. Options (default, help text, flag) are
+fields of each stage's options dataclass; the command parameters are built
+from them (build.py), so the command modules hold no defaults and no checks.
 
 This module assembles the app from the command modules (data: seed, filter,
 format; teacher: generate and `teacher serve`; student: train, eval,

@@ -23,31 +23,32 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kdpipe.answers import answers_agree, canonical_answer, parse_completion, safe_eval
-from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.errors import KdpipeError
+from kdpipe.evaluate.teacher import (
+    TEACHER_FLAGS, TEACHER_HELPS, TEACHER_OFFERED, ask_teacher, prepare_teacher, teacher_problems,
+)
+from kdpipe.options import Options, option, options_block
+from kdpipe.teacher.options import TeacherOptions
 from kdpipe.prompt_format import PromptFormat, answer_in_sentence, inference_task, load_prompt_format, render_prompt
 from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
 
 
 @dataclass
-class EvalOptions:
-    model: str = ""
-    baseline: str | None = None
-    batch_size: int = 16
+class EvalOptions(Options):
+    model: str = option("", "Run directory of `kdpipe train`, or a model folder / id.", required=True)
+    baseline: str | None = option(None, "Also score this model (e.g. the untrained student), asked the same "
+                                        "way as the student.")
+    batch_size: int = option(16, "Questions per generation batch.")
     # None: 256 new tokens for CoT students (the rationale comes first), 32 for answer-only students.
-    max_new_tokens: int | None = None
-    limit: int | None = None
-    predictions: Path | None = None  # default: <out>.predictions.jsonl
-    teacher: str | None = None  # teacher model name; scored through the API when set
-    teacher_base_url: str | None = None  # else $OPENAI_BASE_URL, else OpenAI
-    api_key_env: str = "OPENAI_API_KEY"
-    teacher_cache: Path | None = None  # None: generate's default cache
-    teacher_prompt: Path | None = None  # None: prompts/<task>.txt, generate's label prompt
-    teacher_max_tokens: int = 512
-    teacher_concurrency: int = 32
-    price_in: float | None = None
-    price_out: float | None = None
+    max_new_tokens: int | None = option(None, "New-token limit (default: 256 for CoT students, 32 otherwise).")
+    limit: int | None = option(None, "Score only the first N questions.")
+    predictions: Path | None = option(None, "Per-question predictions JSONL (default: <out>.predictions.jsonl).")
+    # The teacher is scored through the API when teacher.model (--teacher) is set.
+    teacher: TeacherOptions = options_block(TeacherOptions, offered=TEACHER_OFFERED, renamed=TEACHER_FLAGS,
+                                            helps=TEACHER_HELPS, not_required=True)
+    teacher_prompt: Path | None = option(None, "Teacher prompt template (default: prompts/<task>.txt).")
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         if not self.model:
             problems.append("--model is required")
@@ -57,8 +58,9 @@ class EvalOptions:
             problems.append("--max-new-tokens must be positive")
         if self.limit is not None and self.limit <= 0:
             problems.append("--limit must be positive")
-        if problems:
-            raise UsageError("; ".join(problems))
+        if self.teacher.model:
+            problems += teacher_problems(self.teacher, self.teacher_prompt)
+        return problems
 
 
 @dataclass
@@ -218,10 +220,8 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
 
     records, skipped = load_eval_records(eval_path, opts.limit)
     teacher_client = None
-    if opts.teacher:
-        from kdpipe.evaluate.teacher import prepare_teacher
-
-        teacher_client = prepare_teacher(opts)
+    if opts.teacher.model:
+        teacher_client = prepare_teacher(opts.teacher, opts.teacher_prompt)
     student_src = resolve_source(opts.model)  # fails fast on a bad path, before any model loads
     if opts.baseline:
         resolve_source(opts.baseline)
@@ -236,11 +236,9 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         scores.append(s)
         preds.extend(p)
     if teacher_client is not None:
-        from kdpipe.evaluate.teacher import ask_teacher
-
-        say(f"eval: asking the teacher ({opts.teacher}) {len(records)} questions")
-        texts, seconds, cost, tokens = ask_teacher(teacher_client, records, opts)
-        s, p = score("teacher", opts.teacher, records, texts, "cot", "generate label prompt", seconds)
+        say(f"eval: asking the teacher ({opts.teacher.model}) {len(records)} questions")
+        texts, seconds, cost, tokens = ask_teacher(teacher_client, records)
+        s, p = score("teacher", opts.teacher.model, records, texts, "cot", "generate label prompt", seconds)
         s.cost_usd, s.tokens = cost, tokens
         scores.append(s)
         preds.extend(p)

@@ -2,9 +2,14 @@
 
 The teacher is asked with `generate`'s label prompt (the few-shot CoT prompt
 it labelled the training data with), greedily, through the same response
-cache, so a rerun costs nothing; its answers are parsed with
-`parse_completion` like generate's. The cost is what these answers cost at
-list price (cached answers included), next to what this run spent.
+cache and the same backend factory as generate (kdpipe/teacher/backend.py), so
+a rerun costs nothing; its answers are parsed with `parse_completion` like
+generate's. The cost is what these answers cost at list price (cached answers
+included), next to what this run spent.
+
+eval holds generate's teacher options (TeacherOptions) as a block and offers
+those below under its own flags: --teacher names the model, the rest keep
+generate's names.
 """
 
 from __future__ import annotations
@@ -12,60 +17,58 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from kdpipe.errors import UsageError
+from kdpipe.options import flag_namer, raise_problems
 from kdpipe.records import Record
+from kdpipe.teacher.options import TeacherOptions
 
-if TYPE_CHECKING:  # pragma: no cover
-    from kdpipe.evaluate import EvalOptions
+TEACHER_OFFERED = ("model", "base_url", "api_key_env", "cache", "max_tokens", "concurrency", "price_in",
+                   "price_out", "prices")
+TEACHER_FLAGS = {"model": "--teacher", "max_tokens": "--teacher-max-tokens"}
+TEACHER_HELPS = {"model": "Also score this teacher model through the API (generate's label prompt, greedy, "
+                          "cached like generate)."}
+teacher_flag = flag_namer(TeacherOptions, TEACHER_FLAGS)
 
 
 @dataclass
 class TeacherSetup:
+    options: TeacherOptions
     config: object  # kdpipe.teacher.TeacherConfig
     cache_path: Path
     prompt: Path | None
     price: object = None  # kdpipe.teacher.pricing.Price, or None when unknown
 
 
-def prepare_teacher(opts: "EvalOptions") -> TeacherSetup:
+def teacher_problems(teacher: TeacherOptions, prompt: Path | None) -> list[str]:
+    """Every problem with eval's teacher options, named by eval's flags."""
+    p = teacher.problems(teacher_flag)
+    if teacher.dry_run:
+        p.append("eval --teacher cannot dry-run: a teacher scored on answers never asked would score 0")
+    if prompt is not None and not Path(prompt).is_file():
+        p.append(f"--teacher-prompt {prompt}: no such file")
+    return p
+
+
+def prepare_teacher(teacher: TeacherOptions, prompt: Path | None = None) -> TeacherSetup:
     """Validate the teacher options before any model loads or request is sent."""
-    from kdpipe.teacher.cache import default_cache_path
-    from kdpipe.errors import KdpipeError
-    from kdpipe.teacher.client import TeacherConfig
-    from kdpipe.teacher.pricing import prices_file_from_env, resolve_price
-
-    config = TeacherConfig(model=opts.teacher or "", base_url=opts.teacher_base_url,
-                           api_key_env=opts.api_key_env, temperature=0.0, max_tokens=opts.teacher_max_tokens,
-                           concurrency=opts.teacher_concurrency)
-    problems = config.problems()
-    if opts.teacher_prompt is not None and not Path(opts.teacher_prompt).is_file():
-        problems.append(f"--teacher-prompt {opts.teacher_prompt}: no such file")
-    for name in ("price_in", "price_out"):
-        if getattr(opts, name) is not None and getattr(opts, name) < 0:
-            problems.append(f"--{name.replace('_', '-')} must not be negative")
-    price = None
-    try:  # the rule generate bills by: flags, else $KDPIPE_PRICES, else the built-in table
-        price = resolve_price(config.model, opts.price_in, opts.price_out, prices_file_from_env())
-    except KdpipeError as e:
-        problems.append(str(e))
-    if problems:
-        raise UsageError("; ".join(p.replace("--model", "--teacher") for p in problems))
-    return TeacherSetup(config, Path(opts.teacher_cache or default_cache_path()), opts.teacher_prompt, price)
+    raise_problems(teacher_problems(teacher, prompt))
+    # the rule generate bills by: flags, else --prices / $KDPIPE_PRICES, else the built-in table
+    return TeacherSetup(teacher, teacher.teacher_config(), teacher.cache_path(), prompt, teacher.price())
 
 
-def ask_teacher(setup: TeacherSetup, records: list[Record], opts: "EvalOptions"):
+def ask_teacher(setup: TeacherSetup, records: list[Record]):
     """(texts, seconds, cost in USD or None, token counts) of the teacher's answers."""
     from kdpipe.label_prompts import label_prompts, label_requests
+    from kdpipe.teacher.backend import make_backend
     from kdpipe.teacher.cache import ResponseCache
-    from kdpipe.teacher.client import Stats, complete
+    from kdpipe.teacher.client import Stats
 
     requests = label_requests(records, label_prompts(records, setup.prompt), 1)
     stats = Stats()
+    backend = make_backend(setup.options, setup.options.budget(setup.price))
     started = time.perf_counter()
     with ResponseCache(setup.cache_path) as cache:
-        results = complete(setup.config, requests, cache, stats)
+        results = backend.complete(setup.config, requests, cache, stats)
     seconds = time.perf_counter() - started
     texts = [(c[0].text or "") if c and c[0].error is None else "" for c in results]
     prompt_tokens = sum(int(c[0].usage.get("prompt_tokens", 0)) for c in results if c)

@@ -58,6 +58,7 @@ from pathlib import Path
 from typing import Iterator
 
 from kdpipe.errors import InputError, KdpipeError, UsageError
+from kdpipe.options import Options, option
 from kdpipe.filter.rules import (  # noqa: F401  (judge, restates_answer: the rules' API)
     RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of, unchanged_when_kept,
 )
@@ -71,27 +72,36 @@ _PARALLEL_FROM = 16 << 20  # bytes of input from which `workers=0` (auto) uses s
 
 
 @dataclass
-class FilterOptions:
-    drop_errors: bool = True
-    gold: bool = True
-    rel_tol: float = 1e-4
-    vote: bool = True
-    min_agreement: float = 0.5
-    length: bool = True
-    min_question_words: int = 2
-    max_question_words: int = 1000
-    min_rationale_words: int = 3
-    max_rationale_words: int = 1000
-    restated: bool = True
-    dedup: bool = True
-    near_dup: bool = True
-    near_threshold: float = 0.6
-    shingle: int = 2
-    against: list[Path] = field(default_factory=list)
-    ngram: int = 13
-    workers: int = 0  # processes for rules 1-5; 0: one per CPU for a large input, else 1
+class FilterOptions(Options):
+    drop_errors: bool = option(True, "Rule 1: drop samples `generate` marked as errors.",
+                               flags="--drop-errors/--keep-errors")
+    gold: bool = option(True, "Rule 2: drop samples whose answer disagrees with the gold answer.",
+                        flags="--gold/--no-gold")
+    rel_tol: float = option(1e-4, "Relative tolerance of numeric answers.")
+    vote: bool = option(True, "Rule 3: majority vote over the samples of records without gold.",
+                        flags="--vote/--no-vote")
+    min_agreement: float = option(0.5, "Share of samples the majority answer needs.")
+    length: bool = option(True, "Rule 4: word bounds on question and rationale.", flags="--length/--no-length")
+    min_question_words: int = option(2)
+    max_question_words: int = option(1000)
+    min_rationale_words: int = option(3)
+    max_rationale_words: int = option(1000)
+    restated: bool = option(True, "Rule 4: drop a rationale that only restates the answer.",
+                            flags="--restated/--no-restated")
+    dedup: bool = option(True, "Rule 6: drop exact duplicate questions (normalized).", flags="--dedup/--no-dedup")
+    near_dup: bool = option(True, "Rule 7: drop a question near an earlier kept one (MinHash-LSH proposes "
+                                  "pairs, so may miss one near the threshold; exact Jaccard decides).",
+                            flags="--near-dup/--no-near-dup")
+    near_threshold: float = option(0.6, "Jaccard similarity of word shingles from which a question is a "
+                                        "near-duplicate.")
+    shingle: int = option(2, "Words per shingle.")
+    against: list[Path] = option(help="Eval records to decontaminate against (repeatable).",
+                                 default_factory=list)
+    ngram: int = option(13, "Length in words of a span shared with an eval question that counts as "
+                            "contamination.")
+    workers: int = option(0, "Processes for the record rules (0: one per CPU on a large input).")
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         if not (0.0 <= self.rel_tol < 1.0):
             problems.append(f"--rel-tol must be in [0, 1), got {self.rel_tol}")
@@ -115,8 +125,7 @@ class FilterOptions:
         for p in self.against:
             if not Path(p).is_file():
                 problems.append(f"--against {p}: no such file")
-        if problems:
-            raise UsageError("; ".join(problems))
+        return problems
 
 
 @dataclass

@@ -27,17 +27,19 @@ from typing import Callable
 
 from kdpipe import answers
 from kdpipe.errors import UsageError
-from kdpipe.generate.cost import cost_problems, make_budget, make_sender, open_cache
+from kdpipe.generate.cost import open_cache
 from kdpipe.generate.result import GenerateResult
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, write_meta, write_records,
 )
-from kdpipe.teacher.cache import default_cache_path
+from kdpipe.options import option
+from kdpipe.teacher.backend import make_backend
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
-from kdpipe.teacher.pricing import Price, prices_file_from_env, resolve_price
+from kdpipe.teacher.pricing import Price
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
+from kdpipe.teacher.options import TeacherOptions
 
 MODES = ("label", "expand")
 NEW_PER_REQUEST = 8  # questions asked for in one expansion request
@@ -45,33 +47,22 @@ MAX_EMPTY_ROUNDS = 3  # expansion rounds in a row without a new question before 
 
 
 @dataclass
-class GenerateOptions:
-    mode: str = "label"
-    model: str = ""
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 32
-    samples: int = 1
-    temperature: float | None = None  # None: 0 for one sample, 0.7 to sample several or to expand
-    max_tokens: int | None = 512
-    stop: list[str] | None = None
-    seed: int | None = None
-    cache: Path | None = None  # None: default_cache_path()
-    prompt: Path | None = None  # None: prompts/<task>.txt (label), prompts/expand.txt (expand)
-    num_new: int = 100
-    seeds_per_prompt: int = 3
-    price_in: float | None = None
-    price_out: float | None = None
-    timeout: float = 60.0
-    retries: int = 6
-    transport: str = "openai"
-    # Cost control (kdpipe/teacher/estimate.py, budget.py, batch.py).
-    dry_run: bool = False  # estimate the cost, send nothing, write nothing
-    max_usd: float | None = None  # stop sending before this many dollars
-    batch: bool = False  # send through the OpenAI Batch API (half price, up to 24 h)
-    prices: Path | None = None  # price file (JSON/TOML); None: $KDPIPE_PRICES, else built-in table
-    tokenizer: Path | None = None  # the teacher's tokenizers JSON, to count prompt tokens exactly
-    poll_interval: float = 30.0  # seconds between batch status checks
+class GenerateOptions(TeacherOptions):
+    """generate's options: the teacher's (who, how to reach and pay it: TeacherOptions) and these."""
+
+    mode: str = option("label", "label: answer with rationales; expand: write new questions like the seeds.")
+    samples: int = option(1, "Completions per question (label mode only). Raising it later pays only for the "
+                             "new samples at the same temperature; from 1 to several the default temperature "
+                             "changes (0 to 0.7), so every sample is asked anew.")
+    # None: 0 for one sample, 0.7 to sample several or to expand
+    temperature: float | None = option(None, "Sampling temperature (default: 0 for one sample, 0.7 for several "
+                                             "or for expand).")
+    stop: list[str] | None = option(None, "Stop sequence (repeatable).")
+    seed: int | None = option(None, "Sampling seed sent to the endpoint; also picks the seed examples of expand "
+                                    "mode.")
+    prompt: Path | None = option(None, "Prompt template (default: prompts/<task>.txt, prompts/expand.txt).")
+    num_new: int = option(100, "New questions to write (expand mode only).")
+    seeds_per_prompt: int = option(3, "Seed questions shown per expansion request (expand mode only).")
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
@@ -79,11 +70,7 @@ class GenerateOptions:
         return 0.0 if self.mode == "label" and self.samples == 1 else 0.7
 
     def teacher_config(self) -> TeacherConfig:
-        return TeacherConfig(
-            model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
-            temperature=self.resolved_temperature(), max_tokens=self.max_tokens, stop=self.stop or None,
-            seed=self.seed, concurrency=self.concurrency, timeout=self.timeout, retries=self.retries,
-            transport=self.transport)
+        return self.client_config(temperature=self.resolved_temperature(), stop=self.stop or None, seed=self.seed)
 
     def problems(self) -> list[str]:
         p = []
@@ -104,23 +91,13 @@ class GenerateOptions:
             if wrong:
                 p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
                          "not label mode")
-        for name in ("price_in", "price_out"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
-                p.append(f"--{name.replace('_', '-')} must not be negative")
         if self.prompt is not None:
             placeholder = "{examples}" if self.mode == "expand" else "{question}"
             if not Path(self.prompt).is_file():
                 p.append(f"--prompt {self.prompt}: no such file")
             elif placeholder not in Path(self.prompt).read_text(encoding="utf-8", errors="replace"):
                 p.append(f"--prompt {self.prompt}: {self.mode} mode needs a {placeholder} placeholder in it")
-        return p + cost_problems(self) + self.teacher_config().problems(need_key=not self.dry_run)
-
-    def resolved_prices_file(self) -> Path | None:
-        return prices_file_from_env(self.prices)
-
-    def price(self) -> Price | None:
-        """The price this run is billed at (batch price with --batch)."""
-        return resolve_price(self.model, self.price_in, self.price_out, self.resolved_prices_file(), self.batch)
+        return p + super().problems()
 
 
 def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
@@ -146,9 +123,10 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
         on_price(price)
     config = opts.teacher_config()
     stats = Stats()
-    budget = make_budget(opts, price)
-    with open_cache(opts.cache or default_cache_path(), opts.dry_run) as cache:
-        send = make_sender(opts, cache, budget, on_batch_step)
+    budget = opts.budget(price)
+    with open_cache(opts.cache_path(), opts.dry_run) as cache:
+        backend = make_backend(opts, budget, on_batch_step)
+        send = backend.complete
         if opts.mode == "label":
             prompts = label_prompts(records, opts.prompt)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
@@ -158,7 +136,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
             result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
         if opts.dry_run:
             return GenerateResult(counts, stats, price, extra={"estimate": estimate(
-                config, send.requests, cache, token_counter(opts.tokenizer), price, opts.batch)},
+                config, backend.requests, cache, token_counter(opts.tokenizer), price, opts.batch)},
                 mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
     write_records(out, result_records)
     cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
@@ -185,7 +163,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
 
 def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress, send=complete):
     """Label records in place with `samples` teacher samples each; returns (records, counts).
-    `send` answers the requests: the online client, the Batch API or a dry run (generate_cost.py)."""
+    `send` answers the requests: a teacher backend's complete (kdpipe/teacher/backend.py)."""
     results = send(config, label_requests(records, prompts, samples), cache, stats, on_progress)
     counts: Counter = Counter()
     for record, completions in zip(records, results):

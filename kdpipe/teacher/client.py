@@ -48,38 +48,40 @@ class TeacherConfig:
     # protocol spoken directly, less CPU per request, for high concurrency.
     transport: str = "openai"
 
-    def problems(self, need_key: bool = True) -> list[str]:
-        """Every problem with the config; `need_key=False` for work that sends nothing (a dry run)."""
+    def problems(self, need_key: bool = True, flag: Callable[[str], str] | None = None) -> list[str]:
+        """Every problem with the config; `need_key=False` for work that sends nothing (a dry run);
+        `flag(field)` names the flag that set a field (default: --field-name)."""
+        flag = flag or (lambda name: "--" + name.replace("_", "-"))
         p = []
         if not self.model:
-            p.append("--model is required")
+            p.append(f"{flag('model')} is required")
         if self.concurrency < 1:
-            p.append("--concurrency must be at least 1")
+            p.append(f"{flag('concurrency')} must be at least 1")
         if not 0.0 <= self.temperature <= 2.0:
-            p.append("--temperature must be between 0 and 2")
+            p.append(f"{flag('temperature')} must be between 0 and 2")
         if self.max_tokens is not None and self.max_tokens < 1:
-            p.append("--max-tokens must be at least 1")
+            p.append(f"{flag('max_tokens')} must be at least 1")
         if self.timeout <= 0:
-            p.append("--timeout must be positive")
+            p.append(f"{flag('timeout')} must be positive")
         if self.retries < 0:
-            p.append("--retries must be at least 0")
+            p.append(f"{flag('retries')} must be at least 0")
         if self.transport not in TRANSPORTS:
             p.append(f"transport must be one of {', '.join(TRANSPORTS)}")
         url = self.resolved_base_url()
         parts = urlsplit(url)
         if parts.username is not None or parts.password is not None:
             # Never echo it: the user part often is the key itself.
-            p.append(f"--base-url must not hold credentials (user:password@host); put the key in "
+            p.append(f"{flag('base_url')} must not hold credentials (user:password@host); put the key in "
                      f"${self.api_key_env}")
         elif parts.scheme not in ("http", "https") or not parts.hostname:
-            p.append(f"--base-url must be an http(s) URL, got {url!r}")
+            p.append(f"{flag('base_url')} must be an http(s) URL, got {url!r}")
         else:
             try:
                 parts.port
             except ValueError:
-                p.append(f"--base-url has a bad port: {url!r}")
+                p.append(f"{flag('base_url')} has a bad port: {url!r}")
         if need_key and not os.environ.get(self.api_key_env) and not _is_loopback(url):
-            p.append(f"no API key: set {self.api_key_env} (or name another variable with --api-key-env)")
+            p.append(f"no API key: set {self.api_key_env} (or name another variable with {flag('api_key_env')})")
         return p
 
     def resolved_base_url(self) -> str:

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from kdpipe import __version__
 from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.options import Options, option
 from kdpipe.libraries import quiet_libraries
 from kdpipe.records import atomic_file, file_digest
 from kdpipe.train.data import SftData, check_lengths, read_sft
@@ -36,37 +37,43 @@ CHECKPOINTS = "checkpoints"
 
 
 @dataclass
-class TrainOptions:
-    student: str = ""
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
+class TrainOptions(Options):
+    student: str = option("", "Hugging Face model id or local model folder (its tokenizer comes with it).",
+                          required=True)
+    lora_r: int = option(16, "LoRA rank.")
+    lora_alpha: int = option(32, "LoRA alpha (scale = alpha / r).")
+    lora_dropout: float = option(0.05, "LoRA dropout.")
     # "all-linear": every linear layer but the output head, which suits any
     # decoder architecture (the QLoRA paper's finding: all layers beat q,v only).
-    lora_targets: str = "all-linear"
-    full: bool = False
-    qlora: bool = False
-    rationale_weight: float = 1.0
-    learning_rate: float | None = None  # None: 2e-4 for LoRA, 2e-5 for full fine-tuning
-    lr_scheduler: str = "cosine"
-    warmup_ratio: float = 0.03
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 8
-    grad_accum: int = 1
-    gradient_checkpointing: bool = False
-    max_length: int = 1024
-    packing: bool = False
-    log_every: int = 5
-    eval_every: int = 50
-    save_every: int = 200
-    seed: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    merge: bool = False
-    trust_remote_code: bool = False
+    lora_targets: str = option("all-linear", "Modules that get adapters: 'all-linear' (every linear layer but "
+                                             "the output head) or a comma list such as q_proj,v_proj.")
+    full: bool = option(False, "Full fine-tuning instead of LoRA (small students).")
+    qlora: bool = option(False, "4-bit base weights (needs CUDA + bitsandbytes).")
+    rationale_weight: float = option(1.0, "Loss weight of dss rationale rows (the paper's lambda).")
+    learning_rate: float | None = option(None, "Peak learning rate (default: 2e-4 LoRA, 2e-5 --full).",
+                                         flags=("--learning-rate", "--lr"))
+    lr_scheduler: str = option("cosine", "Schedule: cosine, linear, constant, constant_with_warmup...")
+    warmup_ratio: float = option(0.03, "Share of steps warming up.")
+    epochs: float = option(3.0, "Epochs (ignored with --max-steps).")
+    max_steps: int | None = option(None, "Stop after this many steps.")
+    batch_size: int = option(8, "Examples per device per step.")
+    grad_accum: int = option(1, "Gradient accumulation steps.")
+    gradient_checkpointing: bool = option(False, "Recompute activations in the backward pass: less memory, "
+                                                 "more time.")
+    max_length: int = option(1024, "Tokens per example (prompt + completion); longer ones are cut.")
+    packing: bool = option(False, "Pack examples into full sequences, padding-free (for GPUs; slow on a CPU; "
+                                  "not with --rationale-weight).")
+    log_every: int = option(5, "Log metrics every N steps.")
+    eval_every: int = option(50, "Validation loss every N steps.")
+    save_every: int = option(200, "Checkpoint every N steps.")
+    seed: int = option(0, "Random seed.")
+    resume: bool = option(False, "Continue from the last checkpoint in RUN_DIR.")
+    overwrite: bool = option(False, "Replace a non-empty RUN_DIR.")
+    merge: bool = option(False, "Also save RUN_DIR/merged: adapter folded into the base weights (loads with "
+                                "AutoModelForCausalLM).")
+    trust_remote_code: bool = option(False, "Run model code shipped with the model (off by default).")
 
-    def validate(self) -> None:
+    def problems(self) -> list[str]:
         problems = []
         if not self.student:
             problems.append("--student is required")
@@ -97,8 +104,7 @@ class TrainOptions:
         scheduler_problem = _check_scheduler(self.lr_scheduler)
         if scheduler_problem:
             problems.append(scheduler_problem)
-        if problems:
-            raise UsageError("; ".join(problems))
+        return problems
 
     @property
     def lr(self) -> float:

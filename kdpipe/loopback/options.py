@@ -1,0 +1,40 @@
+"""The options of `kdpipe teacher serve` (the loopback teacher), declared once for the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from kdpipe.errors import UsageError
+from kdpipe.options import Options, option
+
+
+@dataclass
+class ServeOptions(Options):
+    host: str = option("127.0.0.1", "Address to listen on.")
+    port: int = option(8765, "Port (0: any free port).")
+    script: list[Path] | None = option(None, "Scripted answers, JSONL {question, completions, expand} "
+                                             "(repeatable).")
+    latency: float = option(0.0, "Seconds before each answer.")
+    fault_rate: list[str] | None = option(None, "KIND=RATE, repeatable; kinds: rate_limit, server_error, "
+                                                "malformed, hang, truncated, empty.")
+    retry_after: float = option(1.0, "Retry-After seconds sent with a 429.")
+    fault_seed: int = option(0, "Seed of the fault draws.")
+    ready_file: Path | None = option(None, "Write the base URL here once listening.")
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append("--port must be between 0 and 65535")
+        if self.latency < 0 or self.retry_after < 0:
+            problems.append("--latency and --retry-after must not be negative")
+        try:
+            self.faults()
+        except UsageError as e:
+            problems.append(str(e))
+        return problems
+
+    def faults(self) -> dict[str, float]:
+        from kdpipe.loopback import parse_fault_rates
+
+        return parse_fault_rates(self.fault_rate or [])

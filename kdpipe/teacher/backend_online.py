@@ -1,0 +1,17 @@
+"""The online backend: requests to the OpenAI-compatible endpoint, many in flight (client.py)."""
+
+from __future__ import annotations
+
+from kdpipe.teacher.client import complete
+
+
+class OnlineBackend:
+    def __init__(self, budget=None):
+        self.budget = budget
+
+    def complete(self, config, requests, cache, stats=None, on_progress=None):
+        return complete(config, requests, cache, stats, on_progress, budget=self.budget)
+
+
+def backend(opts, budget, on_batch_step) -> OnlineBackend:
+    return OnlineBackend(budget)
