@@ -55,6 +55,7 @@ def seed(
 # ------------------------------------------------------------------ filter and format
 
 from kdpipe.filter import FilterOptions as _Filter  #  (light: numpy only)
+from kdpipe.filter.report import rules_help as _rules_help
 from kdpipe.format import FormatOptions as _Format
 
 
@@ -102,13 +103,7 @@ def filter_(
                                 help="Processes for the record rules (0: one per CPU on a large input)."),
     quiet: bool = QUIET,
 ) -> None:
-    """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule.
-
-    Rules in this order, each one switchable: 1 teacher errors, 2 gold agreement, 3 self-consistency
-    vote (no gold, several samples), 4 question/rationale length and restated answers,
-    5 contamination (--against), 6 exact duplicates, 7 near-duplicates of a kept question.
-    The first rule that removes a record is its reason in --rejected.
-    """
+    """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule."""
     from kdpipe.filter import FilterOptions, run_filter
 
     opts = FilterOptions(drop_errors=drop_errors, gold=gold, rel_tol=rel_tol, vote=vote,
@@ -121,6 +116,9 @@ def filter_(
     say(quiet, rep.table())
     say(quiet, f"filter: {rep.kept} of {rep.input} records kept ({rep.samples_kept} samples) in "
                f"{rep.seconds:.1f} s -> {out}" + (f"; rejected -> {rejected}" if rejected else ""))
+
+
+filter_.__doc__ += "\n\n" + _rules_help(_Filter)  # the rule list, from the filter's own list of rules
 
 
 @reports_errors
