@@ -183,8 +183,7 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
             rep_fp = stack.enter_context(atomic_file(report))
             json.dump(rep.to_dict(), rep_fp, indent=2)
             rep_fp.write("\n")
-    params = {k: (v if not isinstance(v, list) else [str(p) for p in v]) for k, v in asdict(opts).items()}
-    write_meta(out, stage="filter", params=params, inputs=[inp, *opts.against], counts=rep.to_dict(),
+    write_meta(out, stage="filter", params=asdict(opts), inputs=[inp, *opts.against], counts=rep.to_dict(),
                started=started)
     return rep
 

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kdpipe.errors import InputError, UsageError
-from kdpipe.loopback.replies import bill, json_reply as _json, usage as _usage
+from kdpipe.loopback.replies import answered, chat_completion, json_reply as _json
 
 FAULTS = ("rate_limit", "server_error", "malformed", "hang", "truncated", "empty")
 UNKNOWN_ANSWER = "I don't know."
@@ -216,22 +216,10 @@ async def _chat(teacher: LoopbackTeacher, headers: dict, raw: bytes):
         return 200, {}, b'{"id": "chatcmpl-x", "choices": [{"mess'
     if fault == "hang":
         await asyncio.sleep(3600)  # cancelled when the client gives up and hangs up
-    texts, expand = teacher.answer(body)
-    finish = ["stop"] * len(texts)
-    if fault == "truncated":
-        texts, finish = [t[: len(t) // 2] for t in texts], ["length"] * len(texts)
-    elif fault == "empty":
-        texts = [""] * len(texts)
+    texts, finish, expand = answered(teacher, body, fault)
     teacher.stats["answered"] += 1
-    bill(teacher, body, len(texts))
     teacher.stats["expand" if expand else "label"] += 1
-    return _json(200, {
-        "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model", "loopback"),
-        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
-                    for i, (t, f) in enumerate(zip(texts, finish))],
-        "usage": _usage(body.get("messages") or [], texts),
-    })
+    return _json(200, chat_completion("chatcmpl-loopback", body, texts, finish))
 
 
 async def _start(teacher: LoopbackTeacher, host: str, port: int):

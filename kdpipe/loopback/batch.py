@@ -28,7 +28,7 @@ import json
 import re
 import time
 
-from kdpipe.loopback.replies import bill, json_reply, usage
+from kdpipe.loopback.replies import answered, chat_completion, json_reply
 
 TERMINAL = ("completed", "expired", "failed", "cancelled")
 PAGE_SIZE = 20  # most items per list page (OpenAI allows up to 100 for batches)
@@ -248,20 +248,10 @@ def _answer_line(teacher, line: dict, k: int) -> dict:
         entry["response"] = {"status_code": LINE_FAILURES[fault], "request_id": f"req_{k}", "body": {
             "error": {"message": f"injected {fault}", "type": "server_error"}}}
         return entry
-    texts, _ = teacher.answer(body)
-    finish = ["stop"] * len(texts)
-    if fault == "truncated":
-        texts, finish = [t[: len(t) // 2] for t in texts], ["length"] * len(texts)
-    elif fault == "empty":
-        texts = [""] * len(texts)
-    bill(teacher, body, len(texts))
+    texts, finish, _ = answered(teacher, body, fault)
     teacher.stats["batch_answered"] += 1
-    entry["response"] = {"status_code": 200, "request_id": f"req_{k}", "body": {
-        "id": f"chatcmpl-batch-{k}", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model", "loopback"),
-        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
-                    for i, (t, f) in enumerate(zip(texts, finish))],
-        "usage": usage(body.get("messages") or [], texts)}}
+    entry["response"] = {"status_code": 200, "request_id": f"req_{k}",
+                         "body": chat_completion(f"chatcmpl-batch-{k}", body, texts, finish)}
     return entry
 
 
