@@ -64,7 +64,7 @@ class FilterOptions:
     shingle: int = 2
     against: list[Path] = field(default_factory=list)
     ngram: int = 13
-    workers: int = 0  # processes for the record rules; 0: one per CPU for a large input, else 1
+    workers: int = 0  # processes for rules 1-5; 0: one per CPU for a large input, else 1
 
     def validate(self) -> None:
         problems = []
