@@ -118,7 +118,7 @@ def filter_(
                f"{rep.seconds:.1f} s -> {out}" + (f"; rejected -> {rejected}" if rejected else ""))
 
 
-filter_.__doc__ += "\n\n" + _rules_help(_Filter)  # the rule list, from the filter's own list of rules
+filter_.__doc__ = (filter_.__doc__ or "") + "\n\n" + _rules_help(_Filter)  # from the filter's list of rules
 
 
 @reports_errors

@@ -159,7 +159,7 @@ def minhash(words: Words, k: int) -> np.ndarray:
 
 def _minhash_of(h: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     out = np.empty((n, PERMS), dtype=np.uint32)
-    if not n:  # a chunk whose records all went to rules 1-5
+    if not n:  # a chunk whose records all went to the record and chunk rules
         return out
     first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     # Slices of ~32k shingles keep the (shingles x PERMS) temporary in cache.

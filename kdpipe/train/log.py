@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from transformers import TrainerCallback  # noqa: F401  (this module is imported lazily by train.py)
+from transformers import TrainerCallback  # noqa: F401  (this module is imported lazily by the train stage)
 
 
 class MetricsLog(TrainerCallback):
