@@ -70,26 +70,30 @@ def filter_(
     against: list[Path] = typer.Option([], "--against", help="Eval records to decontaminate against "
                                        "(repeatable)."),
     drop_errors: bool = typer.Option(_Filter.drop_errors, "--drop-errors/--keep-errors",
-                                     help="Rule 1: drop samples `generate` marked as errors."),
+                                     help="teacher_error rule: drop samples `generate` marked as errors."),
     gold: bool = typer.Option(_Filter.gold, "--gold/--no-gold",
-                              help="Rule 2: drop samples whose answer disagrees with the gold answer."),
+                              help="gold_mismatch rule: drop samples whose answer disagrees with the gold "
+                                   "answer."),
     rel_tol: float = typer.Option(_Filter.rel_tol, "--rel-tol", help="Relative tolerance of numeric answers."),
     vote: bool = typer.Option(_Filter.vote, "--vote/--no-vote",
-                              help="Rule 3: majority vote over the samples of records without gold."),
+                              help="no_consensus and minority_answer rules: majority vote over the samples "
+                                   "of records without gold."),
     min_agreement: float = typer.Option(_Filter.min_agreement, "--min-agreement",
                                         help="Share of samples the majority answer needs."),
     length: bool = typer.Option(_Filter.length, "--length/--no-length",
-                                help="Rule 4: word bounds on question and rationale."),
+                                help="question_length and rationale_length rules: word bounds on question "
+                                     "and rationale."),
     min_question_words: int = typer.Option(_Filter.min_question_words, "--min-question-words"),
     max_question_words: int = typer.Option(_Filter.max_question_words, "--max-question-words"),
     min_rationale_words: int = typer.Option(_Filter.min_rationale_words, "--min-rationale-words"),
     max_rationale_words: int = typer.Option(_Filter.max_rationale_words, "--max-rationale-words"),
     restated: bool = typer.Option(_Filter.restated, "--restated/--no-restated",
-                                  help="Rule 4: drop a rationale that only restates the answer."),
+                                  help="rationale_restates_answer rule: drop a rationale that only restates "
+                                       "the answer."),
     dedup: bool = typer.Option(_Filter.dedup, "--dedup/--no-dedup",
-                               help="Rule 6: drop exact duplicate questions (normalized)."),
+                               help="duplicate rule: drop exact duplicate questions (normalized)."),
     near_dup: bool = typer.Option(_Filter.near_dup, "--near-dup/--no-near-dup",
-                                  help="Rule 7: drop a question near an earlier kept one (MinHash-LSH "
+                                  help="near_duplicate rule: drop a question near an earlier kept one (MinHash-LSH "
                                        "proposes pairs, so may miss one near the threshold; exact "
                                        "Jaccard decides)."),
     near_threshold: float = typer.Option(_Filter.near_threshold, "--near-threshold",
