@@ -133,7 +133,7 @@ def measure(n: int, runs: int, workdir: Path) -> dict:
     with open(rej) as fp:
         for line in fp:
             obj = json.loads(line)
-            rule = obj["reason"].split(":")[0]
+            rule = obj["reason"]
             dropped[obj["id"]] = rule
             if rule not in ("duplicate", "near_duplicate", "contaminated"):
                 early.add(obj["id"])

@@ -64,7 +64,8 @@ def run_trl_defaults(student: str, data: Path, args, out: Path) -> dict:
 
     from kdpipe.train.data import read_sft
     from kdpipe.libraries import quiet_libraries
-    from kdpipe.train import _dataset
+    from kdpipe.train import dataset
+    from kdpipe.train.trainers import pick
 
     quiet_libraries()
     cuda = torch.cuda.is_available()
@@ -76,7 +77,7 @@ def run_trl_defaults(student: str, data: Path, args, out: Path) -> dict:
                        max_length=args.max_length, report_to="none", save_strategy="no", disable_tqdm=True,
                        logging_steps=max(1, args.steps // 10),
                        **({} if cuda else {"bf16": False, "dataloader_pin_memory": False}))
-    trainer = SFTTrainer(model=model, args=config, train_dataset=_dataset(rows, False), processing_class=tokenizer,
+    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset(rows, pick(False)), processing_class=tokenizer,
                          peft_config=LoraConfig(r=args.lora_r, task_type="CAUSAL_LM"))
     from transformers import PrinterCallback
 

@@ -365,11 +365,18 @@ def _numeric_candidates(span: str):
         yield numbers[0]
 
 
-def _parse_json(text: str, task: str, choices: list[str] | None) -> Parsed | None:
+_FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+
+def unfenced(text: str) -> str:
+    """`text` stripped, and without the Markdown code fence (```json ... ```) that wraps it whole, if any."""
     s = text.strip()
-    fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", s, re.S)
-    if fenced:
-        s = fenced.group(1)
+    fenced = _FENCED.match(s)
+    return fenced.group(1) if fenced else s
+
+
+def _parse_json(text: str, task: str, choices: list[str] | None) -> Parsed | None:
+    s = unfenced(text)
     if not (s.startswith("{") and s.endswith("}")):
         return None
     try:

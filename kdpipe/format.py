@@ -22,7 +22,6 @@ way it was trained (`render_prompt` with `PromptFormat.from_dict`).
 
 from __future__ import annotations
 
-import hashlib
 import random
 import time
 from collections import Counter
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.options import Options, option
+from kdpipe.keys import split_rank
 from kdpipe.prompt_format import PromptFormat, render_answer, render_completion, render_prompt
 from kdpipe.records import Record, check_outputs_differ, read_records, write_meta, write_records
 
@@ -71,7 +71,7 @@ class FormatResult:
 def val_ids(ids: list[str], val_frac: float, seed: int) -> set[str]:
     """round(n * val_frac) record ids, chosen by a hash of seed and id (stable, order-free)."""
     n_val = round(len(ids) * val_frac)
-    ranked = sorted(ids, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode("utf-8")).hexdigest())
+    ranked = sorted(ids, key=lambda i: split_rank(i, seed))
     return set(ranked[:n_val])
 
 

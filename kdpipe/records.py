@@ -13,7 +13,8 @@ them), so the fields below are the whole contract between stages:
     provenance  where the record came from: source file and line for seeds,
                 the seeds that inspired an expanded question, the teacher call
                 (model, prompt template digest, sampling parameters)
-    reason      why a stage rejected the record (filter --rejected), else None
+    reason      the filter rule that rejected the record (filter --rejected), else None
+    reason_detail  what that rule found ("same question as q12"), when it says more
     vote_share  self-consistency agreement of the kept samples, else None
     meta        source fields kdpipe does not interpret, kept for the user
 
@@ -60,7 +61,8 @@ class Sample:
     detail: str | None = None  # human-readable detail for `error`
     usage: dict[str, int] = field(default_factory=dict)
     cached: bool = False
-    reason: str | None = None  # why `filter` dropped this sample
+    reason: str | None = None  # the filter rule that dropped this sample
+    reason_detail: str | None = None  # what the rule found, when it says more (omitted when None)
 
     @property
     def ok(self) -> bool:
@@ -77,15 +79,19 @@ class Record:
     samples: list[Sample] = field(default_factory=list)
     provenance: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    reason_detail: str | None = None
     vote_share: float | None = None
     meta: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         # Omit empty optional fields so files stay readable by eye.
-        for key in ("choices", "gold", "reason", "vote_share"):
+        for key in ("choices", "gold", "reason", "reason_detail", "vote_share"):
             if d[key] is None:
                 del d[key]
+        for s in d["samples"]:
+            if s["reason_detail"] is None:
+                del s["reason_detail"]
         for key in ("samples", "provenance", "meta"):
             if not d[key]:
                 del d[key]
@@ -139,6 +145,7 @@ class Record:
             samples=samples,
             provenance=obj.get("provenance") or {},
             reason=obj.get("reason"),
+            reason_detail=obj.get("reason_detail"),
             vote_share=obj.get("vote_share"),
             meta=obj.get("meta") or {},
         )
@@ -151,10 +158,12 @@ _OPTIONAL_STR = (str, type(None))
 # would surface later as a crash deep in a stage.
 _RECORD_TYPES = {"id": (str,), "question": (str,), "task": (str,), "choices": (list, type(None)),
                  "gold": _OPTIONAL_STR, "samples": (list,), "provenance": (dict,), "reason": _OPTIONAL_STR,
+                 "reason_detail": _OPTIONAL_STR,
                  "vote_share": (int, float, type(None)), "meta": (dict,)}
 _SAMPLE_TYPES = {"index": (int,), "text": _OPTIONAL_STR, "rationale": _OPTIONAL_STR, "answer": _OPTIONAL_STR,
                  "finish_reason": _OPTIONAL_STR, "error": _OPTIONAL_STR, "detail": _OPTIONAL_STR,
-                 "usage": (dict,), "cached": (bool,), "reason": _OPTIONAL_STR}
+                 "usage": (dict,), "cached": (bool,), "reason": _OPTIONAL_STR,
+                 "reason_detail": _OPTIONAL_STR}
 assert set(_SAMPLE_TYPES) == _SAMPLE_FIELDS and set(_RECORD_TYPES) == _RECORD_FIELDS
 
 

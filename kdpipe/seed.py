@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from kdpipe import answers
 from kdpipe.errors import InputError, KdpipeError, UsageError
 from kdpipe.options import Options, option
+from kdpipe.keys import question_key, split_rank
 from kdpipe.records import (
     TASKS, Record, atomic_file, check_outputs_differ, JsonlWriter, write_meta,
 )
@@ -268,10 +269,6 @@ def stable_id(question: str, choices: list[str] | None) -> str:
     return "q" + h.hexdigest()[:12]
 
 
-def _dedup_key(question: str, choices: list[str] | None) -> str:
-    return answers.normalize_text(question) + "\0" + "\0".join(answers.normalize_text(c) for c in choices or [])
-
-
 def build_record(src: Path, loc: int, row: dict[str, Any], fields: dict[str, Any], task: str) -> Record:
     parts = []
     for name in fields["question"]:
@@ -312,11 +309,6 @@ def build_record(src: Path, loc: int, row: dict[str, Any], fields: dict[str, Any
                   provenance={"source": src.name, "line": loc}, meta=meta)
 
 
-def holdout_rank(record_id: str, seed: int) -> str:
-    """Sort key of the held-out split: depends only on the id and the seed."""
-    return hashlib.sha256(f"{seed}:{record_id}".encode("utf-8")).hexdigest()
-
-
 def run_seed(src: str | Path, out: str | Path, opts: SeedOptions | None = None) -> SeedResult:
     opts = opts or SeedOptions()
     opts.validate()
@@ -338,7 +330,7 @@ def run_seed(src: str | Path, out: str | Path, opts: SeedOptions | None = None) 
     duplicates = 0
     for loc, row in rows:
         rec = build_record(src, loc, row, fields, task)
-        key = _dedup_key(rec.question, rec.choices)
+        key = question_key(rec.question, rec.choices)
         if key in seen_keys:
             duplicates += 1
             continue
@@ -354,7 +346,7 @@ def run_seed(src: str | Path, out: str | Path, opts: SeedOptions | None = None) 
         n_eval = max(1, round(len(records) * opts.eval_frac))
         if n_eval >= len(records):
             raise KdpipeError(f"{src}: {len(records)} records are too few to hold out {opts.eval_frac:.0%}")
-        ranked = sorted(records, key=lambda r: holdout_rank(r.id, opts.seed))
+        ranked = sorted(records, key=lambda r: split_rank(r.id, opts.seed))
         held_ids = {r.id for r in ranked[:n_eval]}
         held = [r for r in records if r.id in held_ids]
         records = [r for r in records if r.id not in held_ids]

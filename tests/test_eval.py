@@ -105,7 +105,8 @@ def test_eval_prompt_is_the_training_prompt(tmp_path, chat):
     from kdpipe.prompt_format import inference_task, load_prompt_format, render_prompt
     from kdpipe.student import encode_prompt, load_tokenizer
     from kdpipe.tiny_student import build_tiny_student
-    from kdpipe.train import _dataset
+    from kdpipe.train import dataset
+    from kdpipe.train.trainers import pick
 
     # Text in which the end of a question runs into its answer ("+ 517", "?(a)"), as a real tokenizer's
     # training text would have it: BPE learns tokens across that boundary.
@@ -125,7 +126,7 @@ def test_eval_prompt_is_the_training_prompt(tmp_path, chat):
         task = inference_task(fmt)
         args = SFTConfig(output_dir=str(tmp_path / "out"), bf16=False, report_to="none", max_length=512,
                          activation_checkpointing=False, dataloader_pin_memory=False, disable_tqdm=True, completion_only_loss=True)
-        trained = SFTTrainer(model=model, args=args, train_dataset=_dataset(data.train, False),
+        trained = SFTTrainer(model=model, args=args, train_dataset=dataset(data.train, pick(False)),
                              processing_class=tokenizer).train_dataset
         assert len(trained) == len(data.train)
         ids_of = [json.loads(x)["id"] for x in sft.read_text().splitlines() if json.loads(x)["split"] == "train"]

@@ -5,7 +5,8 @@ import pytest
 
 import kdpipe.filter as filter_mod
 from kdpipe.errors import InputError
-from kdpipe.filter import RULES, FilterOptions, judge, run_filter
+from kdpipe.filter import FilterOptions, judge, run_filter
+from kdpipe.filter.rules import RULE_NAMES, Reason
 from kdpipe.records import Record, Sample, load_records, meta_path
 from support_filter import unwritable_outputs
 
@@ -61,7 +62,8 @@ def test_gold_agreement_numbers_in_any_form(tmp_path, cli):
     assert all(s.reason is None for s in kept[0].samples)
     [b] = rejected
     assert b["reason"] == "gold_mismatch"
-    assert b["samples"][0]["reason"].startswith("gold_mismatch: answer '41'")
+    assert b["samples"][0]["reason"] == "gold_mismatch"
+    assert b["samples"][0]["reason_detail"].startswith("answer '41'")
     rules = {r["rule"]: r for r in report["rules"]}
     assert rules["gold_mismatch"] == {"rule": "gold_mismatch", "records": 1, "samples": 2}
     assert_adds_up(report)
@@ -85,7 +87,8 @@ def test_teacher_errors_are_dropped_with_their_reason(tmp_path, cli):
     kept, rejected, report, _ = filter_cli(cli, tmp_path, [r, all_bad])
     assert [(k.id, [s.index for s in k.samples]) for k in kept] == [("e", [1])]
     assert rejected[0]["id"] == "f" and rejected[0]["reason"] == "teacher_error"
-    assert rejected[0]["samples"][0]["reason"] == "teacher_error: refusal"
+    assert (rejected[0]["samples"][0]["reason"], rejected[0]["samples"][0]["reason_detail"]) == (
+        "teacher_error", "refusal")
     assert report["teacher_errors"] == {"truncated": 1, "refusal": 1}
     assert_adds_up(report)
 
@@ -108,12 +111,12 @@ def test_self_consistency_vote_without_gold(tmp_path, cli):
 def test_length_bounds_and_restated_rationale():
     opts = FilterOptions()
     short_q = rec("q", question="Why?", gold="1", answers=["1"])
-    assert judge(short_q, opts)[0].startswith("question_length: 1 words")
+    assert judge(short_q, opts)[0] == Reason("question_length", "1 words, bounds 2-1000")
     r = rec("r", gold="12", answers=["12", "12", "12"])
     r.samples[0].rationale = "So the answer is 12."
     r.samples[1].rationale = "12 apples"
-    assert judge(r, opts) == (None, ["rationale_restates_answer", "rationale_length: 2 words, bounds 3-1000",
-                                     None])
+    assert judge(r, opts) == (None, [Reason("rationale_restates_answer"),
+                                     Reason("rationale_length", "2 words, bounds 3-1000"), None])
     assert judge(r, FilterOptions(length=False, restated=False)) == (None, [None, None, None])
 
 
@@ -128,9 +131,9 @@ def test_duplicates_keep_the_first_and_samples_are_not_duplicates(tmp_path, cli)
     ]
     kept, rejected, report, _ = filter_cli(cli, tmp_path, records)
     assert [(r.id, len(r.samples)) for r in kept] == [("first", 3), ("other", 1)]
-    reasons = {r["id"]: r["reason"] for r in rejected}
-    assert reasons == {"exact": "duplicate: same question as first",
-                       "near": "near_duplicate: near-copy of the question of first"}
+    reasons = {r["id"]: (r["reason"], r["reason_detail"]) for r in rejected}
+    assert reasons == {"exact": ("duplicate", "same question as first"),
+                       "near": ("near_duplicate", "near-copy of the question of first")}
     assert_adds_up(report)
     kept, _, _, _ = filter_cli(cli, tmp_path, records, "--no-dedup", "--no-near-dup")
     assert len(kept) == 4
@@ -144,7 +147,8 @@ def test_near_duplicate_chain_keeps_what_is_not_near_a_kept_question(tmp_path, c
                for id, lo in (("a", 0), ("b", 5), ("c", 10))]
     kept, rejected, report, _ = filter_cli(cli, tmp_path, records, "--near-threshold", "0.7")
     assert [r.id for r in kept] == ["a", "c"]
-    assert [r["reason"] for r in rejected] == ["near_duplicate: near-copy of the question of a"]
+    assert [(r["reason"], r["reason_detail"]) for r in rejected] == [
+        ("near_duplicate", "near-copy of the question of a")]
     kept, rejected, _, _ = filter_cli(cli, tmp_path, records, "--near-threshold", "0.55")
     assert [r.id for r in kept] == ["a"] and [r["id"] for r in rejected] == ["b", "c"]
 
@@ -157,7 +161,7 @@ def test_a_file_whose_records_all_fail_the_record_rules(tmp_path, cli, workers):
                        "--workers", workers)
     assert code == 0, err
     assert (tmp_path / "out.jsonl").read_text() == ""
-    assert [r["reason"].split(":")[0] for r in read_jsonl(tmp_path / "rej.jsonl")] == ["gold_mismatch"] * 2
+    assert [r["reason"] for r in read_jsonl(tmp_path / "rej.jsonl")] == ["gold_mismatch"] * 2
     assert "filter: 0 of 2 records kept" in err
 
 
@@ -173,7 +177,8 @@ def test_decontamination_against_eval(tmp_path, cli):
     ]
     kept, rejected, report, _ = filter_cli(cli, tmp_path, records, "--against", tmp_path / "eval.jsonl")
     assert [r.id for r in kept] == ["clean"]
-    assert rejected[0]["reason"] == "contaminated: shares a 13-word span with eval question ev1"
+    assert rejected[0]["reason"] == "contaminated"
+    assert rejected[0]["reason_detail"] == "shares a 13-word span with eval question ev1"
     assert_adds_up(report)
 
 
@@ -181,7 +186,7 @@ def test_gold_only_seeds_pass_question_rules(tmp_path, cli):
     seeds = [rec("s1", gold="3"), rec("s2", question="Hi", gold="1"), rec("s3", gold="4")]
     kept, rejected, report, _ = filter_cli(cli, tmp_path, seeds)
     assert [r.id for r in kept] == ["s1", "s3"]
-    assert rejected[0]["reason"].startswith("question_length")
+    assert (rejected[0]["reason"], rejected[0]["reason_detail"]) == ("question_length", "1 words, bounds 2-1000")
     code, _, err = cli("format", tmp_path / "out.jsonl", "-o", tmp_path / "sft.jsonl", "--style", "gold")
     assert code == 0, err
     assert sorted(r["completion"][0]["content"] for r in read_jsonl(tmp_path / "sft.jsonl")) == ["3", "4"]
@@ -206,7 +211,7 @@ def test_report_adds_up_on_mixed_input_and_output_is_deterministic(tmp_path, mon
     assert (tmp_path / "ra.jsonl").read_bytes() == (tmp_path / "rb.jsonl").read_bytes()
     report = json.loads((tmp_path / "r.json").read_text())
     assert_adds_up(report)
-    assert [r["rule"] for r in report["rules"]] == list(RULES)
+    assert [r["rule"] for r in report["rules"]] == list(RULE_NAMES)
     kept_ids = {r.id for r in load_records(tmp_path / "a.jsonl")}
     rejected_ids = [r["id"] for r in read_jsonl(tmp_path / "ra.jsonl")]
     assert len(kept_ids) + len(rejected_ids) == 300 and not kept_ids & set(rejected_ids)
@@ -290,6 +295,6 @@ def test_switching_rules_off():
     r.samples[0].error, r.samples[0].answer = "unparseable", None
     # Errors kept: the sample without an answer still cannot agree with gold.
     reason, samples = judge(r, FilterOptions(drop_errors=False))
-    assert reason == "gold_mismatch" and [s.split(":")[0] for s in samples] == ["gold_mismatch"] * 2
+    assert reason == Reason("gold_mismatch") and [s.rule for s in samples] == ["gold_mismatch"] * 2
     reason, samples = judge(r, FilterOptions(drop_errors=False, gold=False))
     assert reason is None and samples == [None, None]

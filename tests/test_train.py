@@ -137,7 +137,8 @@ def _trainer(student: Path, sft: Path, weight: float, dss: bool, **config):
 
     from kdpipe.train.data import read_sft
     from kdpipe.student import load_tokenizer
-    from kdpipe.train import _dataset
+    from kdpipe.train import dataset
+    from kdpipe.train.trainers import pick
     from kdpipe.train.trainers.weighted import weighted_trainer_classes
 
     torch.manual_seed(0)
@@ -154,7 +155,7 @@ def _trainer(student: Path, sft: Path, weight: float, dss: bool, **config):
         collator, cls = weighted_trainer_classes()
         kwargs["data_collator"] = collator(pad_token_id=tokenizer.pad_token_id)
         kwargs["rationale_weight"] = weight
-    return cls(model=model, args=args, train_dataset=_dataset(data.train, dss), processing_class=tokenizer,
+    return cls(model=model, args=args, train_dataset=dataset(data.train, pick(dss)), processing_class=tokenizer,
                **kwargs)
 
 
@@ -259,6 +260,9 @@ def test_lora_run_directory(label_run, student):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 8 and any("eval_loss" in r for r in rows)
+    # One validation line per evaluation: the one at the last step is not logged again after training.
+    assert [r["step"] for r in rows if "eval_loss" in r] == [20, 40]
+    assert config["results"]["eval_loss"] == [r["eval_loss"] for r in rows if "eval_loss" in r][-1]
     assert all(r["tokens_per_s"] > 0 for r in rows if "loss" in r)
     assert losses[-1] < 0.5 * losses[0]  # LoRA training lowers the loss
 
@@ -296,9 +300,43 @@ def test_resume_continues_from_checkpoint(student, tmp_path):
     r = run_train(sft, tmp_path / "run", TrainOptions(student=str(student), resume=True,
                                                        **dict(opts, max_steps=30)))
     assert r.steps == 30
-    steps = [json.loads(x)["step"] for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-             if "loss" in json.loads(x)]
-    assert steps == [5, 10, 15, 20, 25, 30]  # the resumed run starts at step 21, not at 1
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [row for row in rows if "loss" in row]
+    assert [row["step"] for row in train_rows] == [5, 10, 15, 20, 25, 30]  # resumed at step 21, not at 1
+    # The totals cover the whole run, not only the resumed steps: each logged loss is the mean of 5 steps.
+    losses = [row["loss"] for row in train_rows]
+    assert r.train_loss == pytest.approx(sum(losses) / 6, abs=1e-4)
+    assert abs(r.train_loss - sum(losses[4:]) / 2) > 0.05  # what the resumed steps alone would say
+    tokens = [row["num_tokens"] for row in train_rows]
+    assert tokens == sorted(tokens) and tokens[4] - tokens[3] == pytest.approx(tokens[3] - tokens[2], rel=0.5)
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert config["results"]["tokens"] == tokens[-1] and config["results"]["train_loss"] == r.train_loss
+    assert all(row["tokens_per_s"] < 10 * train_rows[0]["tokens_per_s"] for row in train_rows)
+
+
+def test_student_path_is_stored_resolved_with_its_digest(student, tmp_path, monkeypatch):
+    from kdpipe.records import file_digest
+    from kdpipe.student import check_model_exists, resolve_source
+
+    sft = st.write_sft(tmp_path / "sft.jsonl", "label")
+    monkeypatch.chdir(student.parent)
+    run_train(sft, tmp_path / "run", TrainOptions(student=student.name, **dict(FAST, max_steps=2)))
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert config["student"] == str(student.resolve()) and config["options"]["student"] == student.name
+    assert config["student_digest"] == {p.name: file_digest(p) for p in student.iterdir()
+                                        if p.name in ("config.json", "generation_config.json", "model.safetensors")}
+    # From another directory, eval finds the base model of the adapter.
+    monkeypatch.chdir(tmp_path)
+    source = resolve_source(str(tmp_path / "run"))
+    check_model_exists(source.model)
+    assert source.model == str(student.resolve())
+
+
+def test_a_hub_id_is_stored_as_it_is():
+    from kdpipe.train.run_dir import resolved_student, student_digest
+
+    assert resolved_student("Qwen/Qwen2.5-0.5B-Instruct") == "Qwen/Qwen2.5-0.5B-Instruct"
+    assert student_digest("Qwen/Qwen2.5-0.5B-Instruct") is None
 
 
 @pytest.mark.slow

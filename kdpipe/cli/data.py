@@ -42,17 +42,12 @@ seed = command(SeedOptions, _seed, [
 # ------------------------------------------------------------------ filter and format
 
 from kdpipe.filter import FilterOptions  # (light: numpy only)
+from kdpipe.filter.report import rules_help
 from kdpipe.format import FormatOptions
 
 
 def _filter(opts, inp: Path, out: Path, rejected: Optional[Path], report: Optional[Path], quiet: bool) -> None:
-    """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule.
-
-    Rules in this order, each one switchable: 1 teacher errors, 2 gold agreement, 3 self-consistency
-    vote (no gold, several samples), 4 question/rationale length and restated answers,
-    5 contamination (--against), 6 exact duplicates, 7 near-duplicates of a kept question.
-    The first rule that removes a record is its reason in --rejected.
-    """
+    """Drop wrong, broken, duplicate and contaminated teacher output; report counts per rule."""
     from kdpipe.filter import run_filter
 
     rep = run_filter(inp, out, opts, rejected=rejected, report=report)
@@ -61,6 +56,7 @@ def _filter(opts, inp: Path, out: Path, rejected: Optional[Path], report: Option
                f"{rep.seconds:.1f} s -> {out}" + (f"; rejected -> {rejected}" if rejected else ""))
 
 
+_filter.__doc__ += "\n\n" + rules_help(FilterOptions)  # the rules, from the filter's own list
 filter_ = command(FilterOptions, _filter, [
     param("inp", Path, typer.Argument(..., help="Teacher records (JSONL) from `generate`, or seed records.",
                                       show_default=False)),

@@ -264,8 +264,7 @@ def write_report(report: EvalReport, out: Path, opts: EvalOptions, started: floa
     with atomic_file(out) as fp:
         json.dump(report.to_dict(), fp, indent=2, ensure_ascii=False)
         fp.write("\n")
-    params = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items()}
-    write_meta(out, stage="eval", params=params, inputs=[report.eval_path], started=started,
+    write_meta(out, stage="eval", params=asdict(opts), inputs=[report.eval_path], started=started,
                counts={"questions": report.n, "skipped_no_gold": report.skipped_no_gold,
                        "models": len(report.models)})
 

@@ -1,46 +1,21 @@
 """`kdpipe filter`: keep only teacher output worth training a student on.
 
-Rules, applied in this order (each can be switched off); the first rule that
-removes a record's last sample, or the record itself, is its reason:
+The rules are an ordered list (filter/rules.py); each can be switched off, and
+the first rule that removes a record's last sample, or the record itself, is
+its reason. Records are the unit of the contamination and duplicate rules:
+the samples of one question are never duplicates of each other. Records with
+no samples (gold-only seeds) meet only the record rules.
 
-    1. teacher_error     sample marked by `generate` (unparseable, empty,
-                         truncated, refusal, transport) or with no answer
-    2. gold_mismatch     sample whose answer disagrees with the gold answer
-                         (answers.answers_agree: numbers within a tolerance,
-                         choices by letter or text, text normalized)
-    3. no_consensus /    no gold and several samples: majority vote on
-       minority_answer   answers.answer_key; when the top answer's share
-                         reaches --min-agreement its samples are kept (and
-                         `vote_share` recorded), else the record goes
-    4. question_length   question outside the word bounds (record)
-       rationale_length  rationale outside the word bounds (sample)
-       rationale_restates_answer  rationale with nothing but the answer in it
-    5. contaminated      (--against EVAL) question sharing a long n-gram with
-                         an eval question, or near-duplicating one
-    6. duplicate         same question as an earlier record, after
-                         normalization (and the same options); only the
-                         first of each text goes on to rule 7
-    7. near_duplicate    Jaccard similarity of the word shingles with an
-                         earlier KEPT record >= --near-threshold, computed
-                         exactly (on 32-bit shingle hashes) for the pairs
-                         MinHash-LSH proposes; LSH may miss a pair, more so
-                         near the threshold (a pair at 0.6 is proposed ~89%
-                         of the time, at 0.7 ~99%). a~b, b~c, a not~c keeps
-                         a and c (b went, so c is near no kept record)
-
-Records are the unit of 6 and 7: the samples of one question are never
-duplicates of each other. Records with no samples (gold-only seeds) meet only
-rules 4-7.
-
-Rules 1-5 run record by record on chunks of lines (in worker processes when
-the input is large); survivors stream to a temporary file. Rules 6 and 7 need
-the whole set and work on compact hashes (see dedup.py): ~90 bytes held per
-surviving record whatever its size, its shingle hashes (4 bytes a word) in a
-temporary file read back for candidate pairs only, and time linear in the
-input. Ids must be unique, as everywhere: a hash of each (16 bytes a record,
-read back at the end) finds one used twice. A second pass copies the
-survivors into the output. Numpy is imported when the stage
-runs, not with the CLI.
+The record rules run record by record on chunks of lines (in worker processes
+when the input is large), then contamination on each chunk's survivors; the
+survivors stream to a temporary file. The set rules (duplicate,
+near_duplicate) need the whole set and work on compact hashes (see dedup.py):
+~90 bytes held per surviving record whatever its size, its shingle hashes (4
+bytes a word) in a temporary file read back for candidate pairs only, and time
+linear in the input. Ids must be unique, as everywhere: a hash of each (16
+bytes a record, read back at the end) finds one used twice. A second pass
+copies the survivors into the output. Numpy is imported when the stage runs,
+not with the CLI.
 """
 
 from __future__ import annotations
@@ -52,15 +27,15 @@ import json
 import os
 import tempfile
 import time
-from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
 from kdpipe.errors import InputError, KdpipeError, UsageError
 from kdpipe.options import Options, option
+from kdpipe.filter.report import FilterReport, rules_help  # noqa: F401  (the stage's API)
 from kdpipe.filter.rules import (  # noqa: F401  (judge, restates_answer: the rules' API)
-    RULES, judge, kept_obj, rejected_obj, restates_answer, rule_of, unchanged_when_kept,
+    Reason, judge, kept_obj, rejected_obj, restates_answer, rules_in, unchanged_when_kept, with_reason,
 )
 from kdpipe.records import (
     atomic_file, cannot_write, check_input_file, check_outputs_differ, dumps, parse_json_line, read_records,
@@ -73,24 +48,27 @@ _PARALLEL_FROM = 16 << 20  # bytes of input from which `workers=0` (auto) uses s
 
 @dataclass
 class FilterOptions(Options):
-    drop_errors: bool = option(True, "Rule 1: drop samples `generate` marked as errors.",
+    drop_errors: bool = option(True, "teacher_error rule: drop samples `generate` marked as errors.",
                                flags="--drop-errors/--keep-errors")
-    gold: bool = option(True, "Rule 2: drop samples whose answer disagrees with the gold answer.",
+    gold: bool = option(True, "gold_mismatch rule: drop samples whose answer disagrees with the gold answer.",
                         flags="--gold/--no-gold")
     rel_tol: float = option(1e-4, "Relative tolerance of numeric answers.")
-    vote: bool = option(True, "Rule 3: majority vote over the samples of records without gold.",
+    vote: bool = option(True, "no_consensus and minority_answer rules: majority vote over the samples of "
+                              "records without gold.",
                         flags="--vote/--no-vote")
     min_agreement: float = option(0.5, "Share of samples the majority answer needs.")
-    length: bool = option(True, "Rule 4: word bounds on question and rationale.", flags="--length/--no-length")
+    length: bool = option(True, "question_length and rationale_length rules: word bounds on question and "
+                                "rationale.", flags="--length/--no-length")
     min_question_words: int = option(2)
     max_question_words: int = option(1000)
     min_rationale_words: int = option(3)
     max_rationale_words: int = option(1000)
-    restated: bool = option(True, "Rule 4: drop a rationale that only restates the answer.",
+    restated: bool = option(True, "rationale_restates_answer rule: drop a rationale that only restates the answer.",
                             flags="--restated/--no-restated")
-    dedup: bool = option(True, "Rule 6: drop exact duplicate questions (normalized).", flags="--dedup/--no-dedup")
-    near_dup: bool = option(True, "Rule 7: drop a question near an earlier kept one (MinHash-LSH proposes "
-                                  "pairs, so may miss one near the threshold; exact Jaccard decides).",
+    dedup: bool = option(True, "duplicate rule: drop exact duplicate questions (normalized).",
+                         flags="--dedup/--no-dedup")
+    near_dup: bool = option(True, "near_duplicate rule: drop a question near an earlier kept one (MinHash-LSH "
+                                  "proposes pairs, so may miss one near the threshold; exact Jaccard decides).",
                             flags="--near-dup/--no-near-dup")
     near_threshold: float = option(0.6, "Jaccard similarity of word shingles from which a question is a "
                                         "near-duplicate.")
@@ -126,45 +104,6 @@ class FilterOptions(Options):
             if not Path(p).is_file():
                 problems.append(f"--against {p}: no such file")
         return problems
-
-
-@dataclass
-class FilterReport:
-    input: int = 0
-    kept: int = 0
-    samples_input: int = 0
-    samples_kept: int = 0
-    records_dropped: Counter = field(default_factory=Counter)
-    samples_dropped: Counter = field(default_factory=Counter)
-    teacher_errors: Counter = field(default_factory=Counter)
-    voted: int = 0
-    seconds: float = 0.0
-
-    def merge(self, other: "FilterReport") -> None:
-        for name in ("input", "kept", "samples_input", "samples_kept", "voted"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-        self.records_dropped.update(other.records_dropped)
-        self.samples_dropped.update(other.samples_dropped)
-        self.teacher_errors.update(other.teacher_errors)
-
-    def to_dict(self) -> dict:
-        return {
-            "input": self.input, "kept": self.kept, "dropped": self.input - self.kept,
-            "samples_input": self.samples_input, "samples_kept": self.samples_kept,
-            "rules": [{"rule": r, "records": self.records_dropped[r], "samples": self.samples_dropped[r]}
-                      for r in RULES],
-            "teacher_errors": dict(self.teacher_errors), "voted_records": self.voted,
-            "seconds": round(self.seconds, 3),
-        }
-
-    def table(self) -> str:
-        lines = [f"{'rule':<27} {'records':>9} {'samples':>9}", f"{'input':<27} {self.input:>9} "
-                 f"{self.samples_input:>9}"]
-        for r in RULES:
-            if self.records_dropped[r] or self.samples_dropped[r]:
-                lines.append(f"  - {r:<23} {self.records_dropped[r]:>9} {self.samples_dropped[r]:>9}")
-        lines.append(f"{'kept':<27} {self.kept:>9} {self.samples_kept:>9}")
-        return "\n".join(lines)
 
 
 # ------------------------------------------------------------------ the stage
@@ -213,20 +152,16 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
         feats = _first_pass(inp, opts, evals, rep, survivors_path, early_rejects_path)
         dedup.check_unique_ids(inp, np.fromfile(tmpdir / "ids.bin", dtype=np.uint64).reshape(-1, 2))
 
-        # Rules 6 and 7 over the whole set, on hashes only.
+        # The set rules over the whole set, on hashes only: each record's earlier match, and which rule.
         n = len(feats.exact)
+        set_rules = rules_in("set", opts)
         dup_of = np.full(n, -1, dtype=np.int64)
-        rule = np.zeros(n, dtype=np.int8)  # 1 duplicate, 2 near_duplicate
-        if opts.dedup and n:
-            first = dedup.first_of_exact(feats.exact)
-            is_dup = first != np.arange(n)
-            dup_of[is_dup], rule[is_dup] = first[is_dup], 1
-        if opts.near_dup and n:
-            # Exact duplicates go anyway (linked to the first of their text): they take no part.
-            near = dedup.near_duplicate_of(feats.bands, feats.shingle_sets, feats.set_sizes,
-                                           opts.near_threshold, eligible=rule == 0)
-            hit = near >= 0
-            dup_of[hit], rule[hit] = near[hit], 2
+        rule = np.full(n, -1, dtype=np.int8)  # index in set_rules
+        for k, r in enumerate(set_rules if n else ()):
+            # A record one rule took takes no part in the next (linked to its first match).
+            hit = r.earlier(feats, opts, rule < 0)
+            hit_ = hit >= 0
+            dup_of[hit_], rule[hit_] = hit[hit_], k
         del feats
         heads = set(dup_of[dup_of >= 0].tolist())
 
@@ -241,18 +176,17 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
             for i, line in enumerate(fp):
                 if i in heads:
                     head_ids[i] = json.loads(line)["id"]
-                if rule[i] == 0:
+                if rule[i] < 0:
                     out_fp.write(line)
                     continue
                 obj = json.loads(line)
                 n_samples = len(obj.get("samples") or [])
-                name = "duplicate" if rule[i] == 1 else "near_duplicate"
-                rep.records_dropped[name] += 1
-                rep.samples_dropped[name] += n_samples
+                r = set_rules[rule[i]]
+                rep.records_dropped[r.name] += 1
+                rep.samples_dropped[r.name] += n_samples
                 rep.samples_kept -= n_samples
                 if rej_fp:
-                    what = "same question as" if rule[i] == 1 else "near-copy of the question of"
-                    obj["reason"] = f"{name}: {what} {head_ids[int(dup_of[i])]}"
+                    obj = with_reason(obj, Reason(r.name, f"{r.found} {head_ids[int(dup_of[i])]}"))
                     obj.pop("vote_share", None)
                     rej_fp.write(dumps(obj) + "\n")
         rep.kept = rep.input - sum(rep.records_dropped.values())
@@ -261,8 +195,7 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
             rep_fp = stack.enter_context(atomic_file(report))
             json.dump(rep.to_dict(), rep_fp, indent=2)
             rep_fp.write("\n")
-    params = {k: (v if not isinstance(v, list) else [str(p) for p in v]) for k, v in asdict(opts).items()}
-    write_meta(out, stage="filter", params=params, inputs=[inp, *opts.against], counts=rep.to_dict(),
+    write_meta(out, stage="filter", params=asdict(opts), inputs=[inp, *opts.against], counts=rep.to_dict(),
                started=started)
     return rep
 
@@ -288,7 +221,7 @@ def _init_state(inp: Path, opts: FilterOptions, evals) -> None:
 
 
 def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
-    """Rules 1-5 over a chunk of raw lines (in a worker process, or inline)."""
+    """The record and chunk rules over a chunk of raw lines (in a worker process, or inline)."""
     import numpy as np
 
     from kdpipe.filter import dedup
@@ -299,11 +232,10 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
     rejected: list[str] = []
     ids: list[tuple[int, int]] = []
 
-    def reject(obj, reason, sample_reasons):
-        name = rule_of(reason)
-        rep.records_dropped[name] += 1
+    def reject(obj, reason: Reason, sample_reasons):
+        rep.records_dropped[reason.rule] += 1
         # Samples that still stood go with the record and count under its rule.
-        rep.samples_dropped[name] += sum(1 for r in sample_reasons if r is None)
+        rep.samples_dropped[reason.rule] += sum(1 for r in sample_reasons if r is None)
         rejected.append(dumps(rejected_obj(obj, reason, sample_reasons)))
 
     try:
@@ -318,9 +250,9 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             reason, sample_reasons = judge(rec, opts)
             for r in sample_reasons:
                 if r is not None:
-                    rep.samples_dropped[rule_of(r)] += 1
-                    if r.startswith("teacher_error"):
-                        rep.teacher_errors[r.split(": ", 1)[1]] += 1
+                    rep.samples_dropped[r.rule] += 1
+                    if r.rule == "teacher_error":
+                        rep.teacher_errors[r.detail] += 1
             if reason is not None:
                 reject(obj, reason, sample_reasons)
                 continue
@@ -338,16 +270,15 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
     word_lists = [k[1] for k in kept]
     words = dedup.Words.of(word_lists)
     feats = dedup.features(word_lists, [k[2] for k in kept], opts.shingle, words)
-    why = evals.contaminated(words, feats) if evals is not None else [None] * len(kept)
-    survivors = []
-    for (line, _, _, n_kept), w in zip(kept, why):
-        if w is None:
-            survivors.append(line)
-            rep.samples_kept += n_kept
-        else:
-            reject(json.loads(line), f"contaminated: {w}", [None] * n_kept)
-    keep = [w is None for w in why]
-    return _Chunk(survivors, rejected, rep, feats.select(np.array(keep, dtype=bool)), dedup.id_lines(ids))
+    keep = np.ones(len(kept), dtype=bool)
+    for rule in rules_in("chunk", opts):
+        for k, detail in enumerate(rule.check_chunk(evals, words, feats)):
+            if detail is not None and keep[k]:
+                keep[k] = False
+                reject(json.loads(kept[k][0]), Reason(rule.name, detail), [None] * kept[k][3])
+    survivors = [line for (line, _, _, _), k in zip(kept, keep) if k]
+    rep.samples_kept += sum(n_kept for (_, _, _, n_kept), k in zip(kept, keep) if k)
+    return _Chunk(survivors, rejected, rep, feats.select(keep), dedup.id_lines(ids))
 
 
 def _read_chunks(inp: Path) -> Iterator[tuple[int, list[bytes]]]:
@@ -390,8 +321,8 @@ def _chunk_results(inp: Path, opts: FilterOptions, evals) -> Iterator[_Chunk]:
 
 def _first_pass(inp: Path, opts: FilterOptions, evals, rep: FilterReport, survivors_path: Path,
                 rejects_path: Path):
-    """Rules 1-5 chunk by chunk, in input order; survivors go to a temporary file, and their
-    hashes (dedup.Features) are returned for rules 6 and 7."""
+    """The record and chunk rules chunk by chunk, in input order; survivors go to a temporary file,
+    and their hashes (dedup.Features) are returned for the set rules."""
     import numpy as np
 
     from kdpipe.filter import dedup

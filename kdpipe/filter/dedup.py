@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kdpipe.answers import ARTICLES, normalize_text
+from kdpipe.keys import key_of_words, words_of  # noqa: F401  (words_of: the words compared)
 from kdpipe.errors import InputError
 from kdpipe.records import parse_json_line
 
@@ -49,29 +49,9 @@ _ROW_MUL = _rng.integers(1, 2**63, size=ROWS, dtype=np.uint64) | np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
 
-# Every ASCII byte that is not a word character (regex \w) becomes a space.
-_NOT_WORD = bytes(c for c in range(128) if not (chr(c).isalnum() or chr(c) == "_"))
-_ASCII_PUNCT = bytes.maketrans(_NOT_WORD, b" " * len(_NOT_WORD))
-_ARTICLES = frozenset(w.encode("ascii") for w in ARTICLES)
-
-
-def words_of(text: str) -> list[bytes]:
-    """The words a question is compared on, as UTF-8: `answers.normalize_text(text).split()`.
-
-    ASCII text takes a fast path with the same result (tests check it on real
-    questions): lower case, every non-word character to a space, articles out.
-    """
-    if text.isascii():
-        return [w for w in text.encode("ascii").lower().translate(_ASCII_PUNCT).split() if w not in _ARTICLES]
-    return [w.encode("utf-8") for w in normalize_text(text).split()]
-
-
 def exact_key(words: list[bytes], choices: list[str] | None = None) -> int:
-    """A 64-bit key equal for questions that are the same after normalization."""
-    text = b" ".join(words)
-    if choices:
-        text += b"\0" + "\0".join(normalize_text(c) for c in choices).encode("utf-8")
-    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "little")
+    """A 64-bit hash of the question key (keys.question_key): equal for the same question."""
+    return int.from_bytes(hashlib.blake2b(key_of_words(words, choices), digest_size=8).digest(), "little")
 
 
 def id_key(record_id: str) -> int:
@@ -179,7 +159,7 @@ def minhash(words: Words, k: int) -> np.ndarray:
 
 def _minhash_of(h: np.ndarray, owner: np.ndarray, n: int) -> np.ndarray:
     out = np.empty((n, PERMS), dtype=np.uint32)
-    if not n:  # a chunk whose records all went to rules 1-5
+    if not n:  # a chunk whose records all went to the record and chunk rules
         return out
     first = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     # Slices of ~32k shingles keep the (shingles x PERMS) temporary in cache.

@@ -29,6 +29,7 @@ from kdpipe import answers
 from kdpipe.errors import UsageError
 from kdpipe.generate.cost import open_cache
 from kdpipe.generate.result import GenerateResult
+from kdpipe.keys import question_key
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, write_meta, write_records,
@@ -146,7 +147,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
              "batch": opts.batch, "price": None if price is None else {"input": price.input, "output": price.output},
              "max_usd": opts.max_usd, "stopped_at_max_usd": bool(budget and budget.stopped),
              "not_sent_samples": stats.not_sent}
-    params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
+    params = asdict(opts)  # write_meta writes paths as text
     params["temperature"] = config.temperature
     params["base_url"] = config.provenance()["base_url_host"]
     write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
@@ -209,10 +210,7 @@ def parse_question_list(text: str | None) -> list[str]:
     of objects with a "question" field); an item may run over several lines."""
     if not text or not text.strip():
         return []
-    s = text.strip()
-    fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", s, re.S)
-    if fenced:
-        s = fenced.group(1)
+    s = answers.unfenced(text)
     if s.startswith("["):
         try:
             items = json.loads(s)
@@ -252,7 +250,7 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
     if "choice" in tasks:
         raise UsageError("--mode expand writes numeric and text questions; multiple-choice seeds are not supported")
     pools = {t: [r for r in seeds if r.task == t] for t in tasks}
-    seen = {answers.normalize_text(r.question) for r in seeds}
+    seen = {question_key(r.question) for r in seeds}
     new: list[Record] = []
     counts: Counter = Counter()
     teacher = {**config.provenance(), "prompt": name, "prompt_digest": digest}
@@ -281,7 +279,7 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
                 counts["truncated"] += 1
             for q in proposed:
                 counts["proposed"] += 1
-                key = answers.normalize_text(q)
+                key = question_key(q)
                 if not key or key in seen:
                     counts["duplicates"] += 1
                     continue

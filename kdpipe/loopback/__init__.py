@@ -18,7 +18,7 @@ with Retry-After), server_error (500), malformed (a broken JSON body), hang
 finish_reason "length"), empty (an empty completion).
 
 `GET /v1/kdpipe/stats` returns what the server has answered, for tests.
-The Files and Batch API (`/v1/files`, `/v1/batches`) are in loopback_batch.py.
+The Files and Batch API (`/v1/files`, `/v1/batches`) are in batch.py.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kdpipe.errors import InputError, UsageError
+from kdpipe.loopback.replies import answered, chat_completion, json_reply as _json
 
 FAULTS = ("rate_limit", "server_error", "malformed", "hang", "truncated", "empty")
 UNKNOWN_ANSWER = "I don't know."
@@ -105,7 +106,7 @@ class LoopbackTeacher:
     api_key: str | None = None  # when set, any other bearer token gets a 401
     models: list[str] | None = None  # when set, any other model gets a 404
     stats: Counter = field(default_factory=Counter)
-    # The Batch API (loopback_batch.py): seconds per batch line; how many batches expire half way.
+    # The Batch API (batch.py): seconds per batch line; how many batches expire half way.
     batch_latency: float = 0.0
     expire_batches: int = 0
     paid: Counter = field(default_factory=Counter)  # prompt digest -> answers billed, online and batch
@@ -162,23 +163,6 @@ class LoopbackTeacher:
         return "\n".join(f"{k}. {q}" for k, q in enumerate(picks, 1))
 
 
-def _usage(messages: list, texts: list[str]) -> dict[str, int]:
-    prompt = sum(len(str(m.get("content") or "")) for m in messages) // 4 + 1
-    completion = sum(len(t) // 4 + (1 if t else 0) for t in texts)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
-def bill(teacher: LoopbackTeacher, body: dict, choices: int) -> None:
-    """Record that `choices` answers to this model and these messages were paid for."""
-    digest = hashlib.sha256(json.dumps([body.get("model"), body.get("messages")], sort_keys=True)
-                            .encode()).hexdigest()[:16]
-    teacher.paid[digest] += choices
-
-
-def _json(status: int, obj, headers: dict | None = None):
-    return status, headers or {}, json.dumps(obj).encode("utf-8")
-
-
 async def handle(teacher: LoopbackTeacher, method: str, target: str, headers: dict, body: bytes):
     """One HTTP request -> (status, headers, body): the OpenAI chat API as the loopback speaks it."""
     path, _, query = target.partition("?")
@@ -232,22 +216,10 @@ async def _chat(teacher: LoopbackTeacher, headers: dict, raw: bytes):
         return 200, {}, b'{"id": "chatcmpl-x", "choices": [{"mess'
     if fault == "hang":
         await asyncio.sleep(3600)  # cancelled when the client gives up and hangs up
-    texts, expand = teacher.answer(body)
-    finish = ["stop"] * len(texts)
-    if fault == "truncated":
-        texts, finish = [t[: len(t) // 2] for t in texts], ["length"] * len(texts)
-    elif fault == "empty":
-        texts = [""] * len(texts)
+    texts, finish, expand = answered(teacher, body, fault)
     teacher.stats["answered"] += 1
-    bill(teacher, body, len(texts))
     teacher.stats["expand" if expand else "label"] += 1
-    return _json(200, {
-        "id": "chatcmpl-loopback", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model", "loopback"),
-        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
-                    for i, (t, f) in enumerate(zip(texts, finish))],
-        "usage": _usage(body.get("messages") or [], texts),
-    })
+    return _json(200, chat_completion("chatcmpl-loopback", body, texts, finish))
 
 
 async def _start(teacher: LoopbackTeacher, host: str, port: int):

@@ -16,7 +16,7 @@ expire half way: the lines not reached go to the error file with code
 "batch_expired", as OpenAI does when the completion window closes.
 
 Every answered choice, online or in a batch, is billed in `teacher.paid`
-(prompt digest -> choices billed, see loopback.bill), so tests can check
+(prompt digest -> choices billed, see loopback.replies.bill), so tests can check
 nothing was paid twice.
 """
 
@@ -28,7 +28,7 @@ import json
 import re
 import time
 
-from kdpipe.loopback import LoopbackTeacher, _json, _usage, bill
+from kdpipe.loopback.replies import answered, chat_completion, json_reply
 
 TERMINAL = ("completed", "expired", "failed", "cancelled")
 PAGE_SIZE = 20  # most items per list page (OpenAI allows up to 100 for batches)
@@ -38,7 +38,7 @@ LINE_FAILURES = {"rate_limit": 429, "server_error": 500, "malformed": 500, "hang
 class BatchEndpoints:
     """The files and batches one loopback server holds, and its /v1/files and /v1/batches routes."""
 
-    def __init__(self, teacher: LoopbackTeacher):
+    def __init__(self, teacher):  # the LoopbackTeacher whose answers and bill the batches share
         self.teacher = teacher
         self.files: dict[str, dict] = {}  # id -> {"object": file fields, "content": bytes}
         self.batches: dict[str, dict] = {}  # id -> batch object (dicts keep creation order)
@@ -49,26 +49,26 @@ class BatchEndpoints:
         """One request under /v1/files or /v1/batches -> (status, headers, body)."""
         t = self.teacher
         if t.api_key is not None and headers.get("authorization") != f"Bearer {t.api_key}":
-            return _json(401, {"error": {"message": "Incorrect API key provided"}})
+            return json_reply(401, {"error": {"message": "Incorrect API key provided"}})
         parts = path.rstrip("/").split("/")[2:]  # ["files", id, "content"], ["batches", id, "cancel"]
         route = (method, parts[0], len(parts), parts[-1] if len(parts) == 3 else None)
         item = parts[1] if len(parts) > 1 else None
         if route == ("POST", "files", 1, None):
             return self._upload(headers, body)
         if route == ("GET", "files", 1, None):
-            return _json(200, _listing([f["object"] for f in self.files.values()], query))
+            return json_reply(200, _listing([f["object"] for f in self.files.values()], query))
         if route[:3] == ("GET", "files", 2) or route == ("GET", "files", 3, "content"):
             f = self.files.get(item)
             if f is None:
                 return _not_found("file")
             if len(parts) == 2:
-                return _json(200, f["object"])
+                return json_reply(200, f["object"])
             t.stats["files_downloaded"] += 1
             return 200, {}, f["content"]
         if route == ("POST", "batches", 1, None):
             return self._create(body)
         if route == ("GET", "batches", 1, None):
-            return _json(200, _listing(list(self.batches.values()), query))
+            return json_reply(200, _listing(list(self.batches.values()), query))
         if route[:3] == ("GET", "batches", 2) or route == ("POST", "batches", 3, "cancel"):
             b = self.batches.get(item)
             if b is None:
@@ -76,8 +76,8 @@ class BatchEndpoints:
             if len(parts) == 3 and b["status"] not in TERMINAL:
                 b["status"] = "cancelling"
             t.stats["batch_polls"] += len(parts) == 2
-            return _json(200, b)
-        return _json(404, {"error": {"message": f"no route {method} {path}"}})
+            return json_reply(200, b)
+        return json_reply(404, {"error": {"message": f"no route {method} {path}"}})
 
     def _new_file(self, name: str, purpose: str, content: bytes) -> dict:
         fid = f"file-{next(self._ids):06d}"
@@ -90,16 +90,16 @@ class BatchEndpoints:
     def _upload(self, headers: dict, body: bytes):
         form = _multipart(headers.get("content-type", ""), body)
         if "file" not in form:
-            return _json(400, {"error": {"message": "send multipart/form-data with a 'file' part"}})
+            return json_reply(400, {"error": {"message": "send multipart/form-data with a 'file' part"}})
         filename, content = form["file"]
         purpose = form.get("purpose", (None, b"batch"))[1].decode()
-        return _json(200, self._new_file(filename or "upload.jsonl", purpose, content))
+        return json_reply(200, self._new_file(filename or "upload.jsonl", purpose, content))
 
     def _create(self, raw: bytes):
         try:
             body = json.loads(raw)
         except ValueError:
-            return _json(400, {"error": {"message": "body is not JSON"}})
+            return json_reply(400, {"error": {"message": "body is not JSON"}})
         source = self.files.get(body.get("input_file_id"))
         if source is None:
             return _not_found("input file")
@@ -114,7 +114,7 @@ class BatchEndpoints:
         task = asyncio.get_running_loop().create_task(self._process(batch, source["content"]))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return _json(200, batch)
+        return json_reply(200, batch)
 
     async def _process(self, batch: dict, content: bytes) -> None:
         teacher = self.teacher
@@ -185,7 +185,7 @@ def _listing(items: list[dict], query: str = "") -> dict:
 
 
 def _not_found(what: str):
-    return _json(404, {"error": {"message": f"No such {what}"}})
+    return json_reply(404, {"error": {"message": f"No such {what}"}})
 
 
 def _multipart(content_type: str, body: bytes) -> dict[str, tuple[str | None, bytes]]:
@@ -227,7 +227,7 @@ def _parse_input(content: bytes, endpoint: str) -> tuple[list[dict], str | None]
     return lines, (None if lines else "empty input file")
 
 
-def _answer_line(teacher: LoopbackTeacher, line: dict, k: int) -> dict:
+def _answer_line(teacher, line: dict, k: int) -> dict:
     """One batch line answered as /v1/chat/completions would answer it."""
     body = dict(line["body"])
     entry = {"id": f"batch_req_{k}", "custom_id": line["custom_id"], "error": None}
@@ -248,20 +248,10 @@ def _answer_line(teacher: LoopbackTeacher, line: dict, k: int) -> dict:
         entry["response"] = {"status_code": LINE_FAILURES[fault], "request_id": f"req_{k}", "body": {
             "error": {"message": f"injected {fault}", "type": "server_error"}}}
         return entry
-    texts, _ = teacher.answer(body)
-    finish = ["stop"] * len(texts)
-    if fault == "truncated":
-        texts, finish = [t[: len(t) // 2] for t in texts], ["length"] * len(texts)
-    elif fault == "empty":
-        texts = [""] * len(texts)
-    bill(teacher, body, len(texts))
+    texts, finish, _ = answered(teacher, body, fault)
     teacher.stats["batch_answered"] += 1
-    entry["response"] = {"status_code": 200, "request_id": f"req_{k}", "body": {
-        "id": f"chatcmpl-batch-{k}", "object": "chat.completion", "created": int(time.time()),
-        "model": body.get("model", "loopback"),
-        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
-                    for i, (t, f) in enumerate(zip(texts, finish))],
-        "usage": _usage(body.get("messages") or [], texts)}}
+    entry["response"] = {"status_code": 200, "request_id": f"req_{k}",
+                         "body": chat_completion(f"chatcmpl-batch-{k}", body, texts, finish)}
     return entry
 
 

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
-from kdpipe.teacher.transport import TeacherFatalError, _Rejected, _Retryable, _short, make_transport
+from kdpipe.teacher.transport import Rejected, Retryable, TeacherFatalError, make_transport, short
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -267,13 +267,13 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats) 
         body = request_body(config, messages, n)
         try:
             response = await _with_retries(config, transport, body, stats)
-        except _Rejected as e:
+        except Rejected as e:
             if n > 1:  # some endpoints refuse n > 1 ("n must be 1"): ask one by one
                 use_n = False
                 continue
             got += [Completion(i, error="transport", detail=str(e)) for i in want]
             break
-        except _Retryable as e:
+        except Retryable as e:
             got += [Completion(i, error="transport", detail=str(e)) for i in want]
             break
         taken = completions_from(response, want, stats)
@@ -336,15 +336,15 @@ async def _with_retries(config, transport, body, stats: Stats) -> dict:
             # The transport has its own timeout; this one also covers a stuck connect or read.
             return await _send_within(transport, body, config.timeout + 1.0)
         except asyncio.TimeoutError:
-            error = _Retryable(f"no response within {config.timeout:g} s")
-        except _Retryable as e:
+            error = Retryable(f"no response within {config.timeout:g} s")
+        except Retryable as e:
             error = e
-        except (TeacherFatalError, _Rejected):
+        except (TeacherFatalError, Rejected):
             raise
         except Exception as e:  # noqa: BLE001  a client library's surprise: a failed attempt, not a traceback
-            error = _Retryable(f"unexpected {type(e).__name__}: {_short(str(e))}")
+            error = Retryable(f"unexpected {type(e).__name__}: {short(str(e))}")
         if attempt == config.retries:
-            raise _Retryable(f"{error} (gave up after {attempt + 1} attempts)")
+            raise Retryable(f"{error} (gave up after {attempt + 1} attempts)")
         stats.retries += 1
         delay = random.uniform(0, min(config.max_backoff, config.backoff * 2 ** attempt))
         if error.retry_after is not None:

@@ -1,8 +1,8 @@
 """How a chat request travels: the official openai client, or aiohttp speaking the same protocol.
 
 Both turn every failure into one of three outcomes the client acts on:
-_Retryable (429, 5xx, timeouts, connection errors, malformed bodies; with the
-server's Retry-After when it sent one), _Rejected (this request is bad: 400,
+Retryable (429, 5xx, timeouts, connection errors, malformed bodies; with the
+server's Retry-After when it sent one), Rejected (this request is bad: 400,
 422), TeacherFatalError (the run is bad: 401/403 key, 404 model).
 """
 
@@ -18,13 +18,13 @@ class TeacherFatalError(KdpipeError):
     """The endpoint refused the run as a whole (bad key, no access, unknown model)."""
 
 
-class _Retryable(Exception):
+class Retryable(Exception):
     def __init__(self, detail: str, retry_after: float | None = None):
         super().__init__(detail)
         self.retry_after = retry_after
 
 
-class _Rejected(Exception):
+class Rejected(Exception):
     """The server refused this one request (400, 422): retrying will not help."""
 
 
@@ -35,8 +35,8 @@ def _classify(status: int, detail: str, retry_after: str | None, model: str, url
     if status == 404:
         raise TeacherFatalError(f"{url}: model {model!r} or endpoint not found (HTTP 404): {detail}")
     if status in (408, 409, 429) or status >= 500:
-        raise _Retryable(f"HTTP {status}: {detail}", _seconds(retry_after))
-    raise _Rejected(f"HTTP {status}: {detail}")
+        raise Retryable(f"HTTP {status}: {detail}", _seconds(retry_after))
+    raise Rejected(f"HTTP {status}: {detail}")
 
 
 def _seconds(value: str | None) -> float | None:
@@ -47,7 +47,7 @@ def _seconds(value: str | None) -> float | None:
 
 
 def make_transport(config):
-    """The transport a TeacherConfig names; `send(body) -> dict` raises _Retryable, _Rejected
+    """The transport a TeacherConfig names; `send(body) -> dict` raises Retryable, Rejected
     or TeacherFatalError."""
     return _OpenAITransport(config) if config.transport == "openai" else _AiohttpTransport(config)
 
@@ -76,16 +76,16 @@ class _OpenAITransport:
             # and a malformed body comes out as one error we retry.
             raw = await self._client.chat.completions.with_raw_response.create(**body)
         except openai.APIStatusError as e:
-            _classify(e.status_code, _short(e.message), e.response.headers.get("retry-after"),
+            _classify(e.status_code, short(e.message), e.response.headers.get("retry-after"),
                       self._model, self._url)
         except openai.APITimeoutError as e:
             # The SDK's aiohttp adapter reports a refused connection as a connect timeout.
             cause = _refused_cause(e)
             if cause is not None:
-                raise _Retryable(f"connection error: {_short(str(cause))}") from None
-            raise _Retryable(f"no response within {self._timeout_s:g} s") from None
+                raise Retryable(f"connection error: {short(str(cause))}") from None
+            raise Retryable(f"no response within {self._timeout_s:g} s") from None
         except openai.APIConnectionError as e:
-            raise _Retryable(f"connection error: {_short(str(e.__cause__ or e))}") from None
+            raise Retryable(f"connection error: {short(str(e.__cause__ or e))}") from None
         return _json_object(raw.content)
 
     async def close(self) -> None:
@@ -135,9 +135,9 @@ class _AiohttpTransport:
                     _classify(resp.status, _error_message(raw),
                               resp.headers.get("Retry-After"), self._model, self._url)
         except asyncio.TimeoutError:
-            raise _Retryable(f"no response within {self._timeout_s:g} s") from None
+            raise Retryable(f"no response within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as e:
-            raise _Retryable(f"connection error: {_short(str(e))}") from None
+            raise Retryable(f"connection error: {short(str(e))}") from None
         return _json_object(raw)
 
     async def close(self) -> None:
@@ -148,9 +148,9 @@ def _json_object(raw: bytes) -> dict:
     try:
         obj = json.loads(raw)
     except ValueError as e:
-        raise _Retryable(f"malformed response body: {e}") from None
+        raise Retryable(f"malformed response body: {e}") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("choices", []), list):
-        raise _Retryable("malformed response body: not a chat completion object")
+        raise Retryable("malformed response body: not a chat completion object")
     return obj
 
 
@@ -158,11 +158,11 @@ def _error_message(raw: bytes) -> str:
     """The message of an OpenAI-style error body, else the body itself, shortened."""
     try:
         obj = json.loads(raw)
-        return _short(str(obj["error"]["message"]))
+        return short(str(obj["error"]["message"]))
     except (ValueError, KeyError, TypeError):
-        return _short(raw.decode("utf-8", "replace"))
+        return short(raw.decode("utf-8", "replace"))
 
 
-def _short(text: str, limit: int = 200) -> str:
+def short(text: str, limit: int = 200) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit] + "..."

@@ -4,20 +4,18 @@ LoRA (PEFT) by default, full fine-tuning with `--full`, 4-bit QLoRA with
 `--qlora` (CUDA + bitsandbytes). Loss falls on the completion only: the rows
 are prompt/completion pairs and TRL masks the prompt. For Distilling
 step-by-step data the loss is L_label + λ·L_rationale, each task's mean
-token loss taken separately (λ = `rationale_weight`; see kdpipe/weighted.py).
+token loss taken separately (λ = `rationale_weight`; see trainers/weighted.py).
 
-RUN_DIR after a run:
-    adapter_model.safetensors + adapter_config.json   (or full weights with --full)
-    tokenizer files, prompt_format.json, train_config.json (options, resolved
-    trainer arguments, data digest, results), metrics.jsonl (one line per
-    logging step), loss.png, checkpoints/ (for --resume), merged/ (--merge)
+`run_train` is four steps: prepare the data (read, check against the
+tokenizer), build the trainer (the model, the trainer arguments, and the
+recipe of trainers/ that fits the data), fit, and save the run (run_dir.py
+says what RUN_DIR holds).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,13 +25,14 @@ from kdpipe import __version__
 from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.options import Options, option
 from kdpipe.libraries import quiet_libraries
-from kdpipe.records import atomic_file, file_digest
+from kdpipe.records import file_digest
+from kdpipe.student import check_model_exists, load_tokenizer
 from kdpipe.train.data import SftData, check_lengths, read_sft
-from kdpipe.student import MERGED, PROMPT_FORMAT, TRAIN_CONFIG, check_model_exists, load_tokenizer
-
-METRICS = "metrics.jsonl"
-LOSS_PNG = "loss.png"
-CHECKPOINTS = "checkpoints"
+from kdpipe.train.run_dir import (
+    CHECKPOINTS, METRICS, check_run_dir, clear_run_dir, resolved_student, save_run, student_digest,
+)
+from kdpipe.train.trainers import pick
+from kdpipe.train.trainers.base import Recipe
 
 
 @dataclass
@@ -158,36 +157,181 @@ def _check_scheduler(name: str) -> str | None:
     return None
 
 
-def _main_process() -> bool:
-    # Under `accelerate launch` every process runs run_train; only the main one checks and
-    # clears RUN_DIR (the others would otherwise see its first files and refuse).
-    return int(os.environ.get("RANK", "0")) == 0
+@dataclass
+class Prepared:
+    """The data of a run, read and checked against the student's tokenizer, and the recipe that fits it."""
+
+    data: SftData
+    train_rows: list[dict[str, Any]]
+    val_rows: list[dict[str, Any]]
+    length_stats: dict[str, Any]
+    tokenizer: Any
+    recipe: Recipe
+    student: str  # opts.student resolved: an absolute path for a local folder, else the hub id
+    notes: list[str]
 
 
-def _check_run_dir(run_dir: Path, opts: TrainOptions) -> None:
-    """Refuse RUN_DIR when it cannot be used as asked; changes nothing."""
-    if not _main_process():
-        return
-    if run_dir.exists() and not run_dir.is_dir():
-        raise KdpipeError(f"{run_dir}: exists and is not a directory")
-    has_content = run_dir.is_dir() and any(run_dir.iterdir())
-    if opts.resume:
-        ckpts = list((run_dir / CHECKPOINTS).glob("checkpoint-*")) if run_dir.is_dir() else []
-        if not ckpts:
-            raise KdpipeError(f"{run_dir}: no checkpoint to resume from (in {run_dir / CHECKPOINTS})")
-    elif has_content:
-        if not opts.overwrite:
-            raise KdpipeError(f"{run_dir}: not empty; pass --resume to continue its run or --overwrite "
-                              "to start over")
+def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
+    """Read the SFT rows and check everything that can be checked before a model is loaded."""
+    data: SftData = read_sft(sft_path)
+    recipe = pick(data.has_rationale)
+    notes = []
+    if opts.packing and recipe.no_packing:
+        raise UsageError(recipe.no_packing)
+    if opts.rationale_weight != 1.0 and not data.has_rationale:
+        notes.append("--rationale-weight has no effect: the data has no rationale rows")
+    if data.prompt_format_inferred:
+        notes.append(f"no prompt format in {sft_path}.meta.json; inferred style "
+                     f"{data.prompt_format['style']!r} from the rows")
+    check_model_exists(opts.student, opts.trust_remote_code)
+    if opts.qlora:
+        _check_qlora()
+    student = resolved_student(opts.student)
+    tokenizer = load_tokenizer(student, opts.trust_remote_code)
+    if data.chat and not tokenizer.chat_template:
+        raise KdpipeError(f"{opts.student}: the tokenizer has no chat template but the data is in chat "
+                          "form; rerun `kdpipe format --no-chat` or pick a chat model")
+    train_rows, length_stats = check_lengths(data.train, tokenizer, data.chat, opts.max_length)
+    val_rows = check_lengths(data.val, tokenizer, data.chat, opts.max_length)[0] if data.val else []
+    if length_stats["dropped_prompt_too_long"]:
+        notes.append(f"{length_stats['dropped_prompt_too_long']} rows dropped: prompt alone is "
+                     f"--max-length {opts.max_length} tokens or more")
+    check_run_dir(run_dir, opts.resume, opts.overwrite)
+    return Prepared(data, train_rows, val_rows, length_stats, tokenizer, recipe, student, notes)
 
 
-def _clear_run_dir(run_dir: Path, opts: TrainOptions) -> None:
-    """--overwrite: delete the previous run, once everything that could refuse the new one has been built."""
-    if _main_process() and opts.overwrite and run_dir.is_dir():
-        shutil.rmtree(run_dir)
+def dataset(rows: list[dict[str, Any]], recipe: Recipe):
+    """The rows as a datasets.Dataset with the columns the recipe's loss reads."""
+    from datasets import Dataset
+
+    return Dataset.from_list(recipe.rows(rows))
 
 
-def _load_model(opts: TrainOptions):
+def build_trainer(prep: Prepared, run_dir: Path, opts: TrainOptions, callbacks: list):
+    """(trainer, cuda, bf16): the student loaded and the recipe's Trainer built over it."""
+    from peft import LoraConfig
+    from peft.utils.error import NoMatchingPeftModuleError
+    from transformers import PrinterCallback
+    from trl import SFTConfig
+
+    quiet_libraries()
+    model, cuda, bf16 = _load_model(opts, prep.student)
+    has_val = bool(prep.val_rows)
+    args = SFTConfig(
+        output_dir=str(run_dir / CHECKPOINTS), seed=opts.seed, learning_rate=opts.lr,
+        lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
+        num_train_epochs=opts.epochs, max_steps=opts.max_steps or -1,
+        per_device_train_batch_size=opts.batch_size, per_device_eval_batch_size=opts.batch_size,
+        gradient_accumulation_steps=opts.grad_accum, activation_checkpointing=opts.gradient_checkpointing,
+        max_length=opts.max_length, packing=opts.packing, completion_only_loss=True,
+        bf16=bf16, fp16=False, dataloader_pin_memory=cuda, report_to="none",
+        logging_steps=opts.log_every, eval_strategy="steps" if has_val else "no",
+        eval_steps=opts.eval_every, save_strategy="steps", save_steps=opts.save_every,
+        save_total_limit=2, disable_tqdm=True, remove_unused_columns=not prep.recipe.extra_columns,
+    )
+    peft_config = None if opts.full else LoraConfig(
+        r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
+        target_modules=opts.targets(), task_type="CAUSAL_LM")
+    try:
+        trainer = prep.recipe.build(model, prep.tokenizer, dataset(prep.train_rows, prep.recipe),
+                                    dataset(prep.val_rows, prep.recipe) if has_val else None, opts,
+                                    args=args, peft_config=peft_config, callbacks=callbacks)
+    except NoMatchingPeftModuleError:
+        raise KdpipeError(f"--lora-targets {opts.lora_targets}: no such module in {opts.student}; its linear "
+                          f"layers are {', '.join(_linear_names(model))} (or use all-linear)") from None
+    trainer.remove_callback(PrinterCallback)  # MetricsLog says a concise line instead
+    return trainer, cuda, bf16
+
+
+@dataclass
+class Fit:
+    steps: int
+    train_loss: float | None  # mean over every step of the run, resumed or not
+    eval_loss: float | None
+    tokens: int | None  # training tokens of the whole run
+    seconds: float
+
+
+def fit(trainer, run_dir: Path, opts: TrainOptions, log, has_val: bool) -> Fit:
+    """Train (from the last checkpoint with --resume) and take the final validation loss."""
+    import torch
+
+    from kdpipe.train.log import resume_point
+
+    before = resume_point(run_dir / CHECKPOINTS) if opts.resume else None
+    if before is not None:
+        # TRL counts training tokens from 0 in each trainer it builds: carry the run's count on.
+        trainer._total_train_tokens = log.tokens_before = before.tokens
+    started = time.time()
+    try:
+        output = trainer.train(resume_from_checkpoint=True if opts.resume else None)
+        eval_loss = _final_eval_loss(trainer) if has_val else None
+    except torch.OutOfMemoryError:
+        raise KdpipeError(f"out of memory: lower --batch-size ({opts.batch_size}, raising --grad-accum to "
+                          f"keep the effective batch), --max-length ({opts.max_length}), turn on "
+                          "--gradient-checkpointing, or use --qlora") from None
+    steps = trainer.state.global_step
+    train_loss = output.training_loss  # transformers: the mean over the steps of this call only
+    if before is not None and before.loss_sum is not None and steps:
+        train_loss = (before.loss_sum + train_loss * (steps - before.step)) / steps
+    return Fit(steps, train_loss, eval_loss, getattr(trainer, "_total_train_tokens", None),
+               time.time() - started)
+
+
+def _final_eval_loss(trainer) -> float:
+    """The validation loss of the final weights: the one logged at the last step when there was one
+    (evaluating again would log it twice), else a fresh evaluation."""
+    step = trainer.state.global_step
+    at_end = [h["eval_loss"] for h in trainer.state.log_history if "eval_loss" in h and h.get("step") == step]
+    return at_end[-1] if at_end else trainer.evaluate()["eval_loss"]
+
+
+def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: TrainOptions,
+              progress: Callable[[str], None] | None = None) -> TrainResult:
+    """Train the student on `sft_path` into `run_dir`; validate everything before training.
+
+    `progress` gets kdpipe's own lines (one per logging step); the libraries' bars stay off.
+    """
+    say = progress or (lambda _m: None)
+    opts.validate()
+    sft_path, run_dir = Path(sft_path), Path(run_dir)
+    prep = prepare_data(sft_path, run_dir, opts)
+
+    from kdpipe.train.log import MetricsLog
+
+    log = MetricsLog(run_dir / METRICS, say)
+    trainer, cuda, bf16 = build_trainer(prep, run_dir, opts, [log])
+    clear_run_dir(run_dir, opts.overwrite)  # the old run stays until the new one is ready to start
+    say(f"train: {len(prep.train_rows)} train rows, {len(prep.val_rows)} val rows, "
+        f"{'full fine-tuning' if opts.full else 'QLoRA' if opts.qlora else 'LoRA'} on "
+        f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}")
+    done = fit(trainer, run_dir, opts, log, has_val=bool(prep.val_rows))
+    tokens_per_s = log.tokens_per_s()
+    weighted = prep.data.has_rationale
+    data = prep.data
+    config = {
+        "kdpipe_version": __version__, "student": prep.student, "student_digest": student_digest(prep.student),
+        "trust_remote_code": opts.trust_remote_code, "options": asdict(opts),
+        "resolved": {"learning_rate": opts.lr, "device": "cuda" if cuda else "cpu", "bf16": bf16,
+                     "trainer": prep.recipe.name, "weighted_loss": weighted, "loss": prep.recipe.loss(opts),
+                     "lora_targets": None if opts.full else opts.targets(),
+                     "world_size": trainer.args.world_size},
+        "data": {"path": str(sft_path), "digest": file_digest(sft_path), "chat": data.chat,
+                 "tasks": dict(data.tasks), "train_rows": len(prep.train_rows), "val_rows": len(prep.val_rows),
+                 **prep.length_stats},
+        "prompt_format": data.prompt_format,
+        "results": {"steps": done.steps, "train_loss": done.train_loss, "eval_loss": done.eval_loss,
+                    "tokens": done.tokens, "tokens_per_s": tokens_per_s, "seconds": round(done.seconds, 3)},
+        "notes": prep.notes,
+        "trainer_args": json.loads(json.dumps(trainer.args.to_dict(), default=str)),
+    }
+    save_run(trainer, prep.tokenizer, run_dir, config, data.prompt_format,
+             merge_from=prep.student if opts.merge else None, trust_remote_code=opts.trust_remote_code, say=say)
+    return TrainResult(run_dir, len(prep.train_rows), len(prep.val_rows), done.steps, done.train_loss,
+                       done.eval_loss, tokens_per_s, done.seconds, weighted, prep.notes)
+
+
+def _load_model(opts: TrainOptions, student: str):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -203,145 +347,7 @@ def _load_model(opts: TrainOptions):
     # Frozen LoRA base weights can live in bf16; full fine-tuning keeps fp32
     # master weights and lets autocast run the matmuls in bf16.
     kwargs["dtype"] = torch.bfloat16 if (bf16 and not opts.full) else torch.float32
-    return AutoModelForCausalLM.from_pretrained(opts.student, **kwargs), cuda, bf16
-
-
-def _dataset(rows: list[dict[str, Any]], with_task: bool):
-    """prompt/completion rows for TRL; `with_task` adds the dss task column of the two-task loss."""
-    from datasets import Dataset
-
-    from kdpipe.train.trainers.weighted import TASK_COLUMN
-
-    data = [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
-    if with_task:
-        for d, r in zip(data, rows):
-            d[TASK_COLUMN] = int(r["task"] == "rationale")
-    return Dataset.from_list(data)
-
-
-def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: TrainOptions,
-              progress: Callable[[str], None] | None = None) -> TrainResult:
-    """Train the student on `sft_path` into `run_dir`; validate everything before training.
-
-    `progress` gets kdpipe's own lines (one per logging step); the libraries' bars stay off.
-    """
-    say = progress or (lambda _m: None)
-    opts.validate()
-    sft_path, run_dir = Path(sft_path), Path(run_dir)
-    data: SftData = read_sft(sft_path)
-    # dss data always takes the two-task loss (even at λ = 1, where a plain token
-    # mean would still weigh each task by its share of completion tokens).
-    weighted = data.has_rationale
-    notes = []
-    if opts.packing and weighted:
-        raise UsageError("--packing cannot be used on dss data (packed batches cannot keep the label "
-                         "and rationale tasks apart for the two-task loss)")
-    if opts.rationale_weight != 1.0 and not data.has_rationale:
-        notes.append("--rationale-weight has no effect: the data has no rationale rows")
-    if data.prompt_format_inferred:
-        notes.append(f"no prompt format in {sft_path}.meta.json; inferred style "
-                     f"{data.prompt_format['style']!r} from the rows")
-    check_model_exists(opts.student, opts.trust_remote_code)
-    if opts.qlora:
-        _check_qlora()
-    tokenizer = load_tokenizer(opts.student, opts.trust_remote_code)
-    if data.chat and not tokenizer.chat_template:
-        raise KdpipeError(f"{opts.student}: the tokenizer has no chat template but the data is in chat "
-                          "form; rerun `kdpipe format --no-chat` or pick a chat model")
-    train_rows, length_stats = check_lengths(data.train, tokenizer, data.chat, opts.max_length)
-    val_rows = check_lengths(data.val, tokenizer, data.chat, opts.max_length)[0] if data.val else []
-    if length_stats["dropped_prompt_too_long"]:
-        notes.append(f"{length_stats['dropped_prompt_too_long']} rows dropped: prompt alone is "
-                     f"--max-length {opts.max_length} tokens or more")
-    _check_run_dir(run_dir, opts)
-
-    import torch
-    from peft import LoraConfig
-    from trl import SFTConfig, SFTTrainer
-
-    from kdpipe.train.log import MetricsLog, plot_losses
-    from kdpipe.train.trainers.weighted import weighted_trainer_classes
-
-    quiet_libraries()
-    model, cuda, bf16 = _load_model(opts)
-    train_ds, val_ds = _dataset(train_rows, weighted), (_dataset(val_rows, weighted) if val_rows else None)
-    args = SFTConfig(
-        output_dir=str(run_dir / CHECKPOINTS), seed=opts.seed, learning_rate=opts.lr,
-        lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
-        num_train_epochs=opts.epochs, max_steps=opts.max_steps or -1,
-        per_device_train_batch_size=opts.batch_size, per_device_eval_batch_size=opts.batch_size,
-        gradient_accumulation_steps=opts.grad_accum, activation_checkpointing=opts.gradient_checkpointing,
-        max_length=opts.max_length, packing=opts.packing, completion_only_loss=True,
-        bf16=bf16, fp16=False, dataloader_pin_memory=cuda, report_to="none",
-        logging_steps=opts.log_every, eval_strategy="steps" if val_ds is not None else "no",
-        eval_steps=opts.eval_every, save_strategy="steps", save_steps=opts.save_every,
-        save_total_limit=2, disable_tqdm=True, remove_unused_columns=not weighted,
-    )
-    peft_config = None if opts.full else LoraConfig(
-        r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
-        target_modules=opts.targets(), task_type="CAUSAL_LM")
-    log = MetricsLog(run_dir / METRICS, say)
-    kwargs: dict[str, Any] = {}
-    trainer_cls = SFTTrainer
-    if weighted:
-        collator_cls, trainer_cls = weighted_trainer_classes()
-        kwargs["data_collator"] = collator_cls(pad_token_id=tokenizer.pad_token_id)
-        kwargs["rationale_weight"] = opts.rationale_weight
-    from peft.utils.error import NoMatchingPeftModuleError
-
-    try:
-        trainer = trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
-                              processing_class=tokenizer, peft_config=peft_config, callbacks=[log], **kwargs)
-    except NoMatchingPeftModuleError:
-        raise KdpipeError(f"--lora-targets {opts.lora_targets}: no such module in {opts.student}; its linear "
-                          f"layers are {', '.join(_linear_names(model))} (or use all-linear)") from None
-    _clear_run_dir(run_dir, opts)  # the old run stays until the new one is ready to start
-    from transformers import PrinterCallback
-
-    trainer.remove_callback(PrinterCallback)  # MetricsLog says a concise line instead
-    say(f"train: {len(train_rows)} train rows, {len(val_rows)} val rows, "
-        f"{'full fine-tuning' if opts.full else 'QLoRA' if opts.qlora else 'LoRA'} on "
-        f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}")
-    started = time.time()
-    try:
-        output = trainer.train(resume_from_checkpoint=True if opts.resume else None)
-        eval_loss = trainer.evaluate()["eval_loss"] if val_ds is not None else None
-    except torch.OutOfMemoryError:
-        raise KdpipeError(f"out of memory: lower --batch-size ({opts.batch_size}, raising --grad-accum to "
-                          f"keep the effective batch), --max-length ({opts.max_length}), turn on "
-                          "--gradient-checkpointing, or use --qlora") from None
-    seconds = time.time() - started
-    tokens_per_s = log.tokens_per_s()
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(run_dir))
-        tokenizer.save_pretrained(str(run_dir))
-        _write_json(run_dir / PROMPT_FORMAT, data.prompt_format)
-        if opts.merge:
-            say("train: merging the adapter into the base weights")
-            merge_adapter(opts.student, run_dir, run_dir / MERGED, opts.trust_remote_code)
-        plot_losses(run_dir / METRICS, run_dir / LOSS_PNG)
-        config = {
-            "kdpipe_version": __version__, "student": opts.student, "trust_remote_code": opts.trust_remote_code,
-            "options": asdict(opts),
-            "resolved": {"learning_rate": opts.lr, "device": "cuda" if cuda else "cpu", "bf16": bf16,
-                         "weighted_loss": weighted,
-                         "loss": (f"L_label + {opts.rationale_weight:g} * L_rationale (per-task token means)"
-                                  if weighted else "token mean over completion tokens"),
-                         "lora_targets": None if opts.full else opts.targets(),
-                         "world_size": trainer.args.world_size},
-            "data": {"path": str(sft_path), "digest": file_digest(sft_path), "chat": data.chat,
-                     "tasks": dict(data.tasks), "train_rows": len(train_rows), "val_rows": len(val_rows),
-                     **length_stats},
-            "prompt_format": data.prompt_format,
-            "results": {"steps": trainer.state.global_step, "train_loss": output.training_loss,
-                        "eval_loss": eval_loss, "tokens_per_s": tokens_per_s,
-                        "seconds": round(seconds, 3)},
-            "notes": notes,
-            "trainer_args": json.loads(json.dumps(trainer.args.to_dict(), default=str)),
-        }
-        _write_json(run_dir / TRAIN_CONFIG, config)
-    return TrainResult(run_dir, len(train_rows), len(val_rows), trainer.state.global_step,
-                       output.training_loss, eval_loss, tokens_per_s, seconds, weighted, notes)
+    return AutoModelForCausalLM.from_pretrained(student, **kwargs), cuda, bf16
 
 
 def _linear_names(model) -> list[str]:
@@ -349,21 +355,3 @@ def _linear_names(model) -> list[str]:
 
     return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules()
                    if isinstance(m, torch.nn.Linear) and name})
-
-
-def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, trust_remote_code: bool = False) -> Path:
-    """Fold a LoRA adapter into its base weights; the result loads with AutoModelForCausalLM."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", trust_remote_code=trust_remote_code)
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(str(out_dir))
-    AutoTokenizer.from_pretrained(str(adapter_dir)).save_pretrained(str(out_dir))
-    return out_dir
-
-
-def _write_json(path: Path, obj: Any) -> None:
-    with atomic_file(path) as fp:
-        json.dump(obj, fp, indent=2, ensure_ascii=False, default=str)
-        fp.write("\n")

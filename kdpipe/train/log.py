@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from transformers import TrainerCallback  # noqa: F401  (this module is imported lazily by train.py)
+from transformers import TrainerCallback  # noqa: F401  (this module is imported lazily by the train stage)
 
 
 class MetricsLog(TrainerCallback):
@@ -22,6 +23,7 @@ class MetricsLog(TrainerCallback):
         self.say = say or (lambda _m: None)
         self._start: float | None = None
         self._last: tuple[float, float] | None = None  # (time, cumulative tokens) at the last log
+        self.tokens_before = 0  # tokens trained before this session (a resumed run)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = time.time()
@@ -33,7 +35,7 @@ class MetricsLog(TrainerCallback):
         row = {"step": state.global_step, "epoch": state.epoch, **logs, "time": round(now, 3)}
         tokens = logs.get("num_tokens")
         if tokens is not None and "loss" in logs and self._start is not None:
-            since, before = self._last or (self._start, 0.0)
+            since, before = self._last or (self._start, self.tokens_before)
             if now > since:
                 row["tokens_per_s"] = round((tokens - before) / (now - since), 1)
             self._last = (now, tokens)
@@ -48,7 +50,40 @@ class MetricsLog(TrainerCallback):
         """Training tokens (prompt + completion, no padding) per second of training so far."""
         if self._last is None or self._start is None or self._last[0] <= self._start:
             return None
-        return round(self._last[1] / (self._last[0] - self._start), 1)
+        return round((self._last[1] - self.tokens_before) / (self._last[0] - self._start), 1)
+
+
+@dataclass
+class ResumePoint:
+    """Where a resumed run starts: the checkpoint's step, the sum of the step losses up to it (None when
+    no loss was logged by then) and the training tokens up to it."""
+
+    step: int
+    loss_sum: float | None
+    tokens: int
+
+
+def resume_point(checkpoints: Path) -> ResumePoint | None:
+    """What the last checkpoint's log history says of the run so far.
+
+    Each logged loss is the mean over the steps since the log before it, so the logged losses weighted
+    by their intervals sum the step losses exactly up to the last log; steps between that log and the
+    checkpoint (when --save-every is not a multiple of --log-every) count at the logged mean.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(str(checkpoints)) if Path(checkpoints).is_dir() else None
+    if last is None:
+        return None
+    state = json.loads((Path(last) / "trainer_state.json").read_text(encoding="utf-8"))
+    step = int(state["global_step"])
+    prev, total, tokens = 0, 0.0, 0
+    for h in state.get("log_history", []):
+        if "loss" in h and h["step"] <= step:
+            total += h["loss"] * (h["step"] - prev)
+            prev = h["step"]
+            tokens = h.get("num_tokens", tokens)
+    return ResumePoint(step, total / prev * step if prev else None, int(tokens))
 
 
 def progress_line(row: dict, total_steps: int) -> str | None:

@@ -1,1 +1,26 @@
-"""Trainers, one per loss: each builds a TRL trainer for `kdpipe train`."""
+"""Trainers, one per loss: each file holds one `Recipe` that builds a transformers Trainer for `kdpipe
+train` from the model, the tokenizer, the datasets and the options (see base.py).
+
+    sft.py       plain SFT: token mean over completion tokens (TRL's SFTTrainer as it is)
+    weighted.py  Distilling step-by-step: L_label + λ·L_rationale, per-task token means
+
+A trainer with another loss (a distillation loss on teacher logits, say) is one new file with a Recipe,
+and one line in `pick` saying which data or option chooses it. The run directory, the data checks,
+fitting and saving are shared (train/__init__.py, train/run_dir.py).
+"""
+
+from __future__ import annotations
+
+from kdpipe.train.trainers.base import Recipe
+
+
+def pick(has_rationale: bool) -> Recipe:
+    """The recipe for this data: dss data (rows with a rationale task) always takes the two-task loss,
+    even at λ = 1, where a plain token mean would still weigh each task by its share of tokens."""
+    if has_rationale:
+        from kdpipe.train.trainers.weighted import DistillingStepByStep
+
+        return DistillingStepByStep()
+    from kdpipe.train.trainers.sft import PlainSFT
+
+    return PlainSFT()

@@ -24,7 +24,30 @@ collator passes through as a tensor and `compute_loss` splits the batch by.
 
 from __future__ import annotations
 
+from kdpipe.train.trainers.base import Recipe
+
 TASK_COLUMN = "is_rationale"
+
+
+class DistillingStepByStep(Recipe):
+    name = "dss"
+    extra_columns = (TASK_COLUMN,)
+    # (and TRL refuses a custom collator in padding-free mode)
+    no_packing = ("--packing cannot be used on dss data (packed batches cannot keep the label and rationale "
+                  "tasks apart for the two-task loss)")
+
+    def loss(self, opts) -> str:
+        return f"L_label + {opts.rationale_weight:g} * L_rationale (per-task token means)"
+
+    def rows(self, rows):
+        return [dict(d, **{TASK_COLUMN: int(r["task"] == "rationale")}) for d, r in zip(super().rows(rows), rows)]
+
+    def build(self, model, tokenizer, train_ds, val_ds, opts, *, args, peft_config, callbacks):
+        collator_cls, trainer_cls = weighted_trainer_classes()
+        return trainer_cls(model=model, args=args, train_dataset=train_ds, eval_dataset=val_ds,
+                           processing_class=tokenizer, peft_config=peft_config, callbacks=callbacks,
+                           data_collator=collator_cls(pad_token_id=tokenizer.pad_token_id),
+                           rationale_weight=opts.rationale_weight)
 
 
 def dss_loss(token_loss, mask, is_rationale, rationale_weight: float):

@@ -1,0 +1,29 @@
+"""What a trainer recipe is: the small interface every file in trainers/ implements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Recipe:
+    """Builds the Trainer of one loss. Heavy imports (torch, trl) happen inside `build`."""
+
+    name: str = ""
+    extra_columns: tuple[str, ...] = ()  # dataset columns besides prompt/completion that the loss reads
+    no_packing: str | None = None  # why --packing cannot be used with this loss, if it cannot
+
+    def loss(self, opts) -> str:
+        """The loss in words, for train_config.json."""
+        raise NotImplementedError
+
+    def rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The dataset rows of this loss from SFT rows (prompt, completion and `extra_columns`)."""
+        return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
+
+    def build(self, model, tokenizer, train_ds, val_ds, opts, *, args, peft_config, callbacks):
+        """A transformers Trainer (an SFTTrainer or a subclass) ready for `.train()`.
+
+        `args`: the SFTConfig built from the options; `peft_config`: LoRA or None (--full);
+        `callbacks`: kdpipe's metrics log.
+        """
+        raise NotImplementedError
