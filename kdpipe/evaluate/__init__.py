@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kdpipe.answers import answers_agree, canonical_answer, parse_completion, safe_eval
+from kdpipe.answers import answers_agree, canonical_answer, parse_completion, student_text
 from kdpipe.errors import KdpipeError, UsageError
-from kdpipe.prompt_format import PromptFormat, answer_in_sentence, inference_task, load_prompt_format, render_prompt
+from kdpipe.numbers import is_number_only
+from kdpipe.prompt_format import (PromptFormat, answer_in_sentence, answers_in_sentence, inference_task,
+                                  load_prompt_format, render_prompt)
 from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
 
 
@@ -105,28 +107,42 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
 
 def read_answer(text: str, asked_task: str, record: Record,
                 fmt: PromptFormat | None = None) -> tuple[str | None, str | None]:
-    """(canonical answer, error) of a completion.
+    """(canonical answer, error) of a completion: the student's first complete answer.
 
-    CoT completions end in the student's answer sentence (`fmt.answer_sentence`, as
-    `format --answer-sentence` stored it); when that sentence is missing or holds no
-    answer of the task, the generic markers of answers.parse_completion ("The answer
-    is X", "Answer: X", ...) are tried.
+    A reasoning block (`<think>…</think>`), an echo of the prompt and anything after the
+    start of an invented next example ("\\nQ: …") are set aside first. CoT completions
+    end in the student's answer sentence (`fmt.answer_sentence`, as `format
+    --answer-sentence` stored it): the first one holding an answer of the task counts;
+    without one, the generic markers of answers.parse_completion ("The answer is X",
+    "Answer: X", ...) are tried. Answer-only completions must be the answer itself.
     """
+    said = _drop_echo(student_text(text), record, asked_task, fmt)
     if asked_task == "cot":
-        raw = answer_in_sentence(fmt, text) if fmt is not None else None
-        answer = canonical_answer(raw, record.task, record.choices) if raw is not None else None
-        if answer is not None:
-            return answer, None
-        parsed = parse_completion(text, record.task, record.choices)
+        for raw in answers_in_sentence(fmt, said) if fmt is not None else ():
+            answer = canonical_answer(raw, record.task, record.choices)
+            if answer is not None:
+                return answer, None
+        parsed = parse_completion(said, record.task, record.choices)
         return parsed.answer, parsed.error
-    if not text.strip():
+    if not said.strip():
         return None, "empty"
-    answer = _whole_answer(text, record, fmt)
+    answer = _whole_answer(said, record, fmt)
     return answer, None if answer is not None else "unparseable"
 
 
+def _drop_echo(text: str, record: Record, asked_task: str, fmt: PromptFormat | None) -> str:
+    """The completion without a leading copy of its prompt (or of the bare question)."""
+    stripped = text.lstrip()
+    echoes = [record.question.strip()]
+    if fmt is not None:
+        echoes.insert(0, render_prompt(fmt, record.question, record.choices, asked_task).strip())
+    for echo in echoes:
+        if echo and stripped.startswith(echo):
+            return stripped[len(echo):]
+    return text
+
+
 _EDGE_PUNCTUATION = " \t\r\n.,;:!?\"'"
-_NUMBER_DECORATION = re.compile(r"[$€£¥₹%,\s]")
 
 
 def _whole_answer(text: str, record: Record, fmt: PromptFormat | None) -> str | None:
@@ -134,16 +150,19 @@ def _whole_answer(text: str, record: Record, fmt: PromptFormat | None) -> str | 
     surrounding whitespace and punctuation, or the student's answer sentence around it); else None.
 
     answers.canonical_answer alone would take the one number out of any text, so that a random
-    model's "arore them Gus 26 frien" would count as the answer 26.
+    model's "arore them Gus 26 frien" would count as the answer 26; and a bare expression
+    ("56 - 18") is the question restated, not its answer.
     """
     core = text.strip()
+    if record.task != "text":
+        core = core.split("\n", 1)[0]  # an answer is one line; what follows is run-on
     in_sentence = answer_in_sentence(fmt, core) if fmt is not None else None
     if in_sentence is not None:
         core = in_sentence
     core = core.strip(_EDGE_PUNCTUATION)
     if not core:
         return None
-    if record.task == "numeric" and safe_eval(_NUMBER_DECORATION.sub("", core)) is None:
+    if record.task == "numeric" and not is_number_only(core):
         return None
     return canonical_answer(core, record.task, record.choices)
 
