@@ -89,6 +89,7 @@ class ModelScore:
     examples_per_s: float
     cost_usd: float | None = None
     tokens: dict[str, int] | None = None
+    decoding: dict[str, Any] | None = None  # local models: strategy, settings and stop tokens (kdpipe/decoding.py)
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -183,11 +184,13 @@ def score(role: str, model: str, records: list[Record], texts: list[str], asked_
 
 
 def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
-                    fmt_override: dict[str, Any] | None = None) -> tuple[list[str], PromptFormat, float]:
-    """Greedy answers of a run directory or model; returns (texts, prompt format, seconds)."""
-    from kdpipe.student import encode_prompt, generate, load_student, resolve_source
-
+                    fmt_override: dict[str, Any] | None = None
+                    ) -> tuple[list[str], PromptFormat, float, dict[str, Any]]:
+    """Greedy answers of a run directory or model (kdpipe/decoding.py's one setup);
+    returns (texts, prompt format, seconds, the decoding record for eval.json)."""
+    from kdpipe.decoding import Decoding, generate, record, stop_tokens
     from kdpipe.libraries import quiet_libraries
+    from kdpipe.student import encode_prompt, load_student, resolve_source
 
     quiet_libraries()
     src = resolve_source(spec)
@@ -199,10 +202,11 @@ def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
     task = inference_task(fmt)
     prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), fmt.chat)
                for r in records]
-    max_new = opts.max_new_tokens or (256 if task == "cot" else 32)
+    decoding = Decoding(max_new_tokens=opts.max_new_tokens or (256 if task == "cot" else 32))
+    stops = stop_tokens(model, tokenizer)
     started = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, max_new, opts.batch_size)
-    return texts, fmt, time.perf_counter() - started
+    texts = generate(model, tokenizer, prompts, decoding, opts.batch_size, stops)
+    return texts, fmt, time.perf_counter() - started, record(decoding, stops, model)
 
 
 def load_eval_records(path: str | os.PathLike, limit: int | None) -> tuple[list[Record], int]:
@@ -249,9 +253,9 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
     for role, spec in runs:
         say(f"eval: asking the {role} ({spec}) {len(records)} questions")
-        texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format)
-
+        texts, fmt, seconds, decoding = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format)
         s, p = score(role, spec, records, texts, inference_task(fmt), fmt.style, seconds, fmt)
+        s.decoding = decoding
         scores.append(s)
         preds.extend(p)
     if teacher_client is not None:
