@@ -111,7 +111,6 @@ def conversation_ids(tokenizer, i: int) -> tuple[list[int], int]:
 def teach(model_dir: Path, steps: int = 80) -> None:
     """Fine-tune the student in place on every question's conversation (see the module docstring)."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small trains several times faster on one thread

@@ -144,7 +144,7 @@ def test_more_options_than_letters_is_a_one_line_error(tmp_path, cli):
     src = tmp_path / "q.jsonl"
     src.write_text(json.dumps({"question": "Pick one", "choices": [f"option {i}" for i in range(30)],
                                "answer": "option 3"}) + "\n")
-    code, out, err = cli("seed", src, "-o", tmp_path / "seed.jsonl")
+    code, _, err = cli("seed", src, "-o", tmp_path / "seed.jsonl")
     assert code != 0 and "30 options" in err and "Traceback" not in err
     assert not (tmp_path / "seed.jsonl").exists()
     bad = tmp_path / "records.jsonl"
