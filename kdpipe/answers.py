@@ -249,17 +249,23 @@ def _drop_invented_examples(text: str) -> str:
 
 def _find_answer(body: str, task: str, choices: list[str] | None) -> tuple[int, str, str | None] | None:
     """(start of the marker, answer span, canonical answer) of the first complete answer under
-    the strongest marker; the canonical answer is None when a marker holds no answer of the task."""
+    the strongest marker; the canonical answer is None when a marker holds no answer of the task.
+
+    A span that is an answer ("(d) feeling guilty", "38 apples") beats one that only contains
+    one ("the feeling of someone who is being judged" names the option "being judged"), wherever
+    it stands: rationales open with "The answer should be the …".
+    """
     unread = None
-    for kind, pattern in _MARKERS:
-        for m in pattern.finditer(body):
-            span = _braced(body, m.end()) if kind == "boxed" else _first_sentence(body[m.end():])
-            if not span or not span.strip(" *_.:"):
-                continue
-            answer = _canonical_span(span, task, choices)
-            if answer is not None:
-                return m.start(), span, answer
-            unread = unread or (m.start(), span, None)
+    for loose in (False, True):
+        for kind, pattern in _MARKERS:
+            for m in pattern.finditer(body):
+                span = _braced(body, m.end()) if kind == "boxed" else _first_sentence(body[m.end():])
+                if not span or not span.strip(" *_.:"):
+                    continue
+                answer = _canonical_span(span, task, choices, loose)
+                if answer is not None:
+                    return m.start(), span, answer
+                unread = unread or (m.start(), span, None)
     return unread
 
 
@@ -277,10 +283,12 @@ def _first_sentence(rest: str) -> str:
     return span.strip().strip("*_`\"' ").rstrip(".").strip()
 
 
-def _canonical_span(span: str, task: str, choices: list[str] | None) -> str | None:
+def _canonical_span(span: str, task: str, choices: list[str] | None, loose: bool = True) -> str | None:
+    """The canonical answer a marker's span states; `loose` also takes an answer the span only
+    contains (the first number of "42 apples and 3 pears", the one option named in a sentence)."""
     span = re.sub(r"\\boxed\{(.*)\}", r"\1", span).replace("\\$", "$").strip()
     if task == "numeric":
-        for candidate in _numeric_candidates(span):
+        for candidate in _numeric_candidates(span, loose):
             answer = canonical_answer(candidate, task)
             if answer is not None:
                 return answer
@@ -293,6 +301,8 @@ def _canonical_span(span: str, task: str, choices: list[str] | None) -> str | No
         m = re.match(r"^\(?([a-zA-Z])\)", span)
         if m and LETTERS.index(m.group(1).lower()) < len(choices):
             return choices[LETTERS.index(m.group(1).lower())]
+        if not loose:
+            return None
         # The option's text inside a longer answer, when exactly one option is named.
         norm = f" {normalize_text(span)} "
         hits = {normalize_text(c) for c in choices if f" {normalize_text(c)} " in norm}
@@ -302,7 +312,7 @@ def _canonical_span(span: str, task: str, choices: list[str] | None) -> str | No
     return canonical_answer(span, "text")
 
 
-def _numeric_candidates(span: str):
+def _numeric_candidates(span: str, loose: bool):
     yield span
     if "=" in span:  # "84 / 2 = 42"
         yield span.rsplit("=", 1)[1]
@@ -311,7 +321,7 @@ def _numeric_candidates(span: str):
     if m and m.group(0).lstrip().startswith("("):  # "(16 * 17) * 4 pieces of mail"
         yield m.group(0)
     numbers = number_tokens(s)
-    if numbers and not is_expression(s):  # "42 apples and 3 pears" names 42 first; "56 - 18" names none
+    if loose and numbers and not is_expression(s):  # "42 apples and 3 pears" names 42 first; "56 - 18" none
         yield numbers[0]
 
 
