@@ -7,7 +7,7 @@ an integer (1/3 written as 0.333333).
 
 What reads as a number:
     "42", "+42", "-42", "−42" (Unicode minus), "42.0" (the integer 42), ".5", "$1,200", "1,234,567.5",
-    "50%", "3/4", "3 apples" (the one number in the text)
+    "50%", "3/4", "2.5e3", "3 apples" (the one number in the text)
 and what does not:
     "3,8" and "12,34" (a comma that is not a thousands separator), "3 and 4" (two numbers),
     "56 - 18" (a bare expression: more often a restated question, a score or a range than a result).
@@ -44,10 +44,10 @@ _CURRENCY = re.compile(r"[$€£¥₹]")
 # Signs and separators NFKC leaves alone: the minus sign, the fraction slash ("½" -> "1⁄2").
 _SIGNS = str.maketrans({"\u2212": "-", "\u2044": "/"})
 # A number token: digits with commas (checked by _GROUPED afterwards), an optional decimal part.
-_TOKEN = re.compile(r"(?<![\w.])[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)")
-_GROUPED = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?")
+_TOKEN = re.compile(r"(?<![\w.])[-+]?(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d{1,3}(?!\d))?")
+_GROUPED = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d+)?(?:[eE][-+]?\d{1,3})?")
 _FRACTION = re.compile(r"([-+]?\d+)/(\d+)")
-_OPENS_WITH_EXPRESSION = re.compile(r"\(*\s*[-+]?[\d.,]*\d\s*[-+*/×÷^]\s*[-+]?[\d(.]")
+_OPENS_WITH_EXPRESSION = re.compile(r"\(*\s*[-+]?[\d.,]*\d(?:[eE][-+]?\d+)?\)*\s*(?:\*\*|[-+*/×÷^])\s*[-+]?[\d(.]")
 
 
 class _TooBig(ValueError):
@@ -151,7 +151,9 @@ def to_number(text: str | int | float | None) -> Number | None:
         return None
     m = _FRACTION.fullmatch(s)
     if m:
-        return _as_number(Fraction(int(m.group(1)), int(m.group(2)))) if int(m.group(2)) else None
+        if len(s) > _MAX_DIGITS or not m.group(2).strip("0"):
+            return None
+        return _as_number(Fraction(int(m.group(1)), int(m.group(2))))
     if s.startswith("("):
         value = safe_eval(s)
         if value is not None:

@@ -70,6 +70,9 @@ STUDENT_OUTPUTS = [
     ("(13 * 3)", "label", NUM, "39"),
     ("The answer is 2.5.", "cot", NUM, "2.5"),
     ("The answer is 12345678901234567891.", "cot", NUM, "12345678901234567891"),
+    ("2.5e3", "label", NUM, "2500"),
+    ("The answer is (2)**3 apples.", "cot", NUM, "8"),
+    ("The answer is 2 ** 3.", "cot", NUM, None),
 ]
 
 
@@ -92,6 +95,17 @@ def test_teacher_completions_follow_the_same_rules(text, expected):
     assert answers.parse_completion(text, "numeric").answer == expected
 
 
+def test_an_answer_beats_a_sentence_that_only_names_an_option():
+    """CQA rationales open with "The answer should be the …": the sentence names an option, the
+    answer comes later."""
+    choices = ["being judged", "hurt feelings", "go to jail", "feeling guilty", "apologetic"]
+    text = ("The answer should be the feeling of someone who has done wrong and is being judged. Of the "
+            "above choices, the closest feeling is feeling guilty. So the answer is (d) feeling guilty.")
+    assert answers.parse_completion(text, "choice", choices).answer == "feeling guilty"
+    assert answers.parse_completion("I think the answer is being judged, surely.", "choice",
+                                    choices).answer == "being judged"
+
+
 def test_integers_are_compared_exactly_and_non_integers_within_the_tolerance():
     assert not answers.answers_agree("250020", "250000", "numeric")
     assert not answers.answers_agree("123460", "123456", "numeric")
@@ -111,7 +125,8 @@ def test_big_integers_stay_exact():
 
 
 @pytest.mark.parametrize("expr", ["999999**64", "(999999**64)", "(999999 ** 64) * 3", "(10**400) / 3",
-                                  "(2 ** 0.5) ** 99999", "9" * 5000, "(-8) ** (1 / 3)"])
+                                  "(2 ** 0.5) ** 99999", "9" * 5000, "(-8) ** (1 / 3)",
+                                  "1" * 5000 + "/3", "3/" + "1" * 5000, "(" + "1" * 150 + ")**30", "1e308*10"])
 def test_arithmetic_never_overflows_into_a_traceback(expr):
     assert answers.safe_eval(expr) is None or isinstance(answers.safe_eval(expr), (int, float))
     assert answers.canonical_answer(expr, "numeric") is None or answers.canonical_answer(expr, "numeric")
