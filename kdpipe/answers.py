@@ -13,105 +13,17 @@ Canonical forms:
 
 from __future__ import annotations
 
-import ast
 import json
-import math
-import operator
 import re
 import string
 import unicodedata
 from dataclasses import dataclass
 
+# Numbers are read, written and compared by kdpipe/numbers.py (integers exact, tolerance for the rest).
+from kdpipe.numbers import (clean, format_number, is_expression, number_tokens, numbers_agree,  # noqa: F401
+                            safe_eval, to_number)
+
 LETTERS = string.ascii_lowercase
-
-# ------------------------------------------------------------------ numbers
-
-_BINOPS = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv,
-    ast.Mod: operator.mod,
-    ast.Pow: operator.pow,
-}
-_UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
-_MAX_EXPR_CHARS = 200
-
-
-def safe_eval(expr: str) -> float | None:
-    """Evaluate plain arithmetic ("(84 / 2) * 3", "2^3") without `eval`.
-
-    Only numbers, + - * / // % ** and parentheses; None for anything else,
-    for division by zero and for results too large to be an answer.
-    """
-    expr = expr.strip().replace("×", "*").replace("÷", "/").replace("^", "**")
-    expr = re.sub(r"(?<=\d),(?=\d{3}\b)", "", expr)
-    if not expr or len(expr) > _MAX_EXPR_CHARS:
-        return None
-    try:
-        tree = ast.parse(expr, mode="eval")
-        value = _eval_node(tree.body)
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError):
-        return None
-    if value is None or isinstance(value, complex) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _eval_node(node):
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return node.value
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        left, right = _eval_node(node.left), _eval_node(node.right)
-        if isinstance(node.op, ast.Pow) and (abs(right) > 64 or abs(left) > 1e6):
-            raise ValueError("exponent too large")
-        return _BINOPS[type(node.op)](left, right)
-    if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
-        return _UNARY[type(node.op)](_eval_node(node.operand))
-    raise ValueError("not arithmetic")
-
-
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?|-?\.\d+")
-_CURRENCY = re.compile(r"[$€£¥₹]")
-
-
-def to_number(text: str | float | int | None) -> float | None:
-    """Read a number from an answer: "42", "42.0", "$1,200", "(84 / 2)", "50%", "3 apples".
-
-    An arithmetic expression is evaluated; otherwise, when the text holds
-    exactly one number, that number. None when there is no single reading.
-    """
-    if text is None or isinstance(text, bool):
-        return None
-    if isinstance(text, (int, float)):
-        return float(text) if math.isfinite(text) else None
-    s = unicodedata.normalize("NFKC", str(text)).strip().rstrip(".").strip()
-    s = _CURRENCY.sub("", s).replace("%", "").strip()
-    if not s:
-        return None
-    value = safe_eval(s)
-    if value is not None:
-        return value
-    numbers = _NUMBER.findall(s)
-    if len(numbers) == 1:
-        try:
-            return float(numbers[0].replace(",", ""))
-        except ValueError:
-            return None
-    return None
-
-
-def format_number(value: float) -> str:
-    """The canonical string of a number: no trailing zeros, at most 6 decimals."""
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return f"{value:.6f}".rstrip("0").rstrip(".")
-
-
-def numbers_agree(a: float, b: float, rel_tol: float = 1e-4, abs_tol: float = 1e-6) -> bool:
-    return math.isclose(a, b, rel_tol=rel_tol, abs_tol=abs_tol)
-
 
 # ------------------------------------------------------------------ text and choices
 
@@ -176,18 +88,27 @@ def canonical_answer(raw, task: str, choices: list[str] | None = None) -> str | 
         return None if value is None else format_number(value)
     text = str(raw).strip()
     if task == "choice":
-        if isinstance(raw, int) and not isinstance(raw, bool) and choices and 0 <= raw < len(choices):
-            return choices[raw]
+        # Options that are numbers (["2", "4", "0"], answer 2) are matched as text before
+        # the answer is taken as an index.
         i = match_choice(text, choices or [])
+        if i is None and isinstance(raw, int) and not isinstance(raw, bool) and choices and 0 <= raw < len(choices):
+            i = raw
         return None if i is None else choices[i]
     return text or None
+
+
+def choices_problem(choices: list[str] | None) -> str | None:
+    """Why a list of options cannot be asked with letters (a)-(z), or None when it can."""
+    if choices is not None and len(choices) > len(LETTERS):
+        return f"{len(choices)} options, more than the {len(LETTERS)} letters (a)-(z) that name them"
+    return None
 
 
 def answers_agree(pred: str | None, gold: str | None, task: str, choices: list[str] | None = None,
                   rel_tol: float = 1e-4) -> bool:
     """Whether a predicted answer matches the gold answer under the task's rule.
 
-    numeric: equal as numbers within a relative tolerance; choice: the same
+    numeric: integers equal exactly, other numbers within `rel_tol`; choice: the same
     option by letter or normalized text; text: equal after normalization.
     """
     if pred is None or gold is None:
@@ -211,8 +132,10 @@ def answer_key(answer: str | None, task: str, choices: list[str] | None = None) 
         return None
     if task == "numeric":
         value = to_number(answer)
+        if value is None or isinstance(value, int):
+            return None if value is None else format_number(value)
         # Round so that 0.333333 and 0.3333333 vote together.
-        return None if value is None else format_number(round(value, 4))
+        return format_number(round(value, 4))
     if task == "choice":
         i = match_choice(answer, choices or [])
         return None if i is None else normalize_text(choices[i])
@@ -249,6 +172,8 @@ _REFUSAL = re.compile(
     r"'m\s+(?:not\s+able|unable|sorry))|as\s+an\s+AI\b|I\s+am\s+sorry|I\s+apologi[sz]e)", re.I)
 _SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
 _ARITH_PREFIX = re.compile(r"[\d\s.,+\-*/()×÷^]*\d[\d\s.,+\-*/()×÷^]*")
+_REASONING = re.compile(r"\s*<(think|thinking|reasoning)>(.*?)(?:</\1>|$)", re.S | re.I)
+_REASONING_CLOSE = re.compile(r"</(?:think|thinking|reasoning)>", re.I)
 _JSON_ANSWER_KEYS = ("final_answer", "answer", "label", "prediction")
 _JSON_RATIONALE_KEYS = ("rationale", "reasoning", "explanation", "thought", "steps")
 
@@ -259,28 +184,52 @@ def parse_completion(text: str | None, task: str, choices: list[str] | None = No
     Understands "The answer is X", "So the answer is (c) text", "Answer: X",
     "**Final answer:** X", "\\boxed{X}", a JSON object with an "answer" field,
     and arithmetic answers for numeric tasks ("(84 / 2)", evaluated without
-    `eval`). Text after the answer that starts an invented next example
-    ("\\n\\nQ: ...") is ignored, so its answer is never taken. A completion
-    with no answer is "refusal" when it declines, else "unparseable".
+    `eval`). A reasoning block (`<think>…</think>`) is set aside first, and text
+    after the answer that starts an invented next example ("\\n\\nQ: ...") is
+    cut, so its answer is never taken. Of the answers left, the first complete
+    one counts (the strongest marker first: \\boxed, "final answer", "the answer
+    is", "Answer:"). A completion with no answer is "refusal" when it declines,
+    else "unparseable".
     """
     if text is None or not text.strip():
         return Parsed(None, None, "empty", "no text")
-    parsed = _parse_json(text, task, choices)
+    reasoning, after = split_reasoning(text)
+    if reasoning is not None and not after.strip():
+        return Parsed(reasoning or None, None, "unparseable", "no answer after the reasoning block")
+    parsed = _parse_json(after, task, choices)
     if parsed is not None:
         return parsed
-    body = _drop_invented_examples(text)
-    found = _find_marker(body)
+    body = _drop_invented_examples(after)
+    found = _find_answer(body, task, choices)
     if found is None:
-        rationale = body.strip() or None
+        rationale = body.strip() or reasoning or None
         if _REFUSAL.search(body):
             return Parsed(rationale, None, "refusal", "the teacher declined to answer")
         return Parsed(rationale, None, "unparseable", "no answer marker")
-    start, span = found
-    rationale = body[:start].strip() or None
-    answer = _canonical_span(span, task, choices)
+    start, span, answer = found
+    rationale = body[:start].strip() or reasoning or None
     if answer is None:
         return Parsed(rationale, None, "unparseable", f"answer {span[:80]!r} is not a {task} answer")
     return Parsed(rationale, answer)
+
+
+def split_reasoning(text: str) -> tuple[str | None, str]:
+    """(reasoning block, text after it) of a completion that opens with `<think>…</think>`
+    (Qwen3, DeepSeek-R1 style; R1's template opens the block in the prompt, so its
+    completions start inside it); (None, text) without one. An unclosed block is all reasoning."""
+    m = _REASONING.match(text)
+    if m:
+        return m.group(2).strip(), text[m.end():]
+    close = _REASONING_CLOSE.search(text)
+    if close and "<" not in text[: close.start()].replace("</", ""):
+        return text[: close.start()].strip(), text[close.end():]
+    return None, text
+
+
+def student_text(text: str) -> str:
+    """What a student said before running on: its reasoning block set aside, invented
+    next examples ("\\nQ: …") cut."""
+    return _drop_invented_examples(split_reasoning(text)[1])
 
 
 def runs_on(text: str) -> bool:
@@ -298,20 +247,26 @@ def _drop_invented_examples(text: str) -> str:
     return text
 
 
-def _find_marker(body: str) -> tuple[int, str] | None:
-    """(start of the marker, answer span) of the strongest, last answer marker."""
-    for kind, pattern in _MARKERS:
-        matches = list(pattern.finditer(body))
-        if not matches:
-            continue
-        m = matches[-1]
-        if kind == "boxed":
-            span = _braced(body, m.end())
-        else:
-            span = _first_sentence(body[m.end():])
-        if span and span.strip(" *_.:"):
-            return m.start(), span
-    return None
+def _find_answer(body: str, task: str, choices: list[str] | None) -> tuple[int, str, str | None] | None:
+    """(start of the marker, answer span, canonical answer) of the first complete answer under
+    the strongest marker; the canonical answer is None when a marker holds no answer of the task.
+
+    A span that is an answer ("(d) feeling guilty", "38 apples") beats one that only contains
+    one ("the feeling of someone who is being judged" names the option "being judged"), wherever
+    it stands: rationales open with "The answer should be the …".
+    """
+    unread = None
+    for loose in (False, True):
+        for kind, pattern in _MARKERS:
+            for m in pattern.finditer(body):
+                span = _braced(body, m.end()) if kind == "boxed" else _first_sentence(body[m.end():])
+                if not span or not span.strip(" *_.:"):
+                    continue
+                answer = _canonical_span(span, task, choices, loose)
+                if answer is not None:
+                    return m.start(), span, answer
+                unread = unread or (m.start(), span, None)
+    return unread
 
 
 def _braced(text: str, i: int) -> str:
@@ -328,10 +283,12 @@ def _first_sentence(rest: str) -> str:
     return span.strip().strip("*_`\"' ").rstrip(".").strip()
 
 
-def _canonical_span(span: str, task: str, choices: list[str] | None) -> str | None:
+def _canonical_span(span: str, task: str, choices: list[str] | None, loose: bool = True) -> str | None:
+    """The canonical answer a marker's span states; `loose` also takes an answer the span only
+    contains (the first number of "42 apples and 3 pears", the one option named in a sentence)."""
     span = re.sub(r"\\boxed\{(.*)\}", r"\1", span).replace("\\$", "$").strip()
     if task == "numeric":
-        for candidate in _numeric_candidates(span):
+        for candidate in _numeric_candidates(span, loose):
             answer = canonical_answer(candidate, task)
             if answer is not None:
                 return answer
@@ -344,6 +301,8 @@ def _canonical_span(span: str, task: str, choices: list[str] | None) -> str | No
         m = re.match(r"^\(?([a-zA-Z])\)", span)
         if m and LETTERS.index(m.group(1).lower()) < len(choices):
             return choices[LETTERS.index(m.group(1).lower())]
+        if not loose:
+            return None
         # The option's text inside a longer answer, when exactly one option is named.
         norm = f" {normalize_text(span)} "
         hits = {normalize_text(c) for c in choices if f" {normalize_text(c)} " in norm}
@@ -353,15 +312,16 @@ def _canonical_span(span: str, task: str, choices: list[str] | None) -> str | No
     return canonical_answer(span, "text")
 
 
-def _numeric_candidates(span: str):
+def _numeric_candidates(span: str, loose: bool):
     yield span
     if "=" in span:  # "84 / 2 = 42"
         yield span.rsplit("=", 1)[1]
-    m = _ARITH_PREFIX.match(span.replace("$", ""))
-    if m:  # "(16 * 17) * 4 pieces of mail"
+    s = clean(span)
+    m = _ARITH_PREFIX.match(s)
+    if m and m.group(0).lstrip().startswith("("):  # "(16 * 17) * 4 pieces of mail"
         yield m.group(0)
-    numbers = _NUMBER.findall(span)
-    if numbers:  # "42 apples and 3 pears" names 42 first
+    numbers = number_tokens(s)
+    if loose and numbers and not is_expression(s):  # "42 apples and 3 pears" names 42 first; "56 - 18" none
         yield numbers[0]
 
 

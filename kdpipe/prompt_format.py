@@ -127,20 +127,32 @@ def render_completion(fmt: PromptFormat, task: str, answer: str, choices: list[s
 
 
 def answer_in_sentence(fmt: PromptFormat, text: str) -> str | None:
-    """The raw answer a completion states in `fmt`'s answer sentence (the text where
-    `{answer}` stands, after the last occurrence of the sentence's lead-in), or None
-    when the completion has no such sentence. A sentence that starts with `{answer}`
-    has no lead-in to find: None (the caller falls back to the generic markers).
+    """The raw answer of the first answer sentence of `fmt` in a completion (see
+    `answers_in_sentence`), or None when the completion has none."""
+    return next(answers_in_sentence(fmt, text), None)
+
+
+def answers_in_sentence(fmt: PromptFormat, text: str):
+    """The raw answers a completion states in `fmt`'s answer sentence, first to last: the
+    text where `{answer}` stands after each occurrence of the sentence's lead-in, up to the
+    sentence's end. A sentence that starts with `{answer}` has no lead-in to find: nothing
+    (the caller falls back to the generic markers).
     """
     before, _, after = fmt.answer_sentence.partition("{answer}")
     lead, tail = _literal(before).strip(), _literal(after).strip()
-    at = text.rfind(lead) if lead else -1
-    if at < 0:
-        return None
-    rest = text[at + len(lead):].strip().split("\n", 1)[0].strip()
-    if tail and rest.endswith(tail):
-        rest = rest[: -len(tail)].strip()
-    return rest or None
+    if not lead:
+        return
+    at = text.find(lead)
+    while at >= 0:
+        rest = text[at + len(lead):].split("\n", 1)[0].strip()
+        if tail:
+            # The first tail that ends the sentence ("2.5." ends at the second period).
+            end = next((i for i in range(len(rest)) if rest.startswith(tail, i)
+                        and (i + len(tail) == len(rest) or rest[i + len(tail)].isspace())), None)
+            rest = rest[:end].strip() if end is not None else rest
+        if rest:
+            yield rest
+        at = text.find(lead, at + len(lead))
 
 
 def _literal(template_part: str) -> str:

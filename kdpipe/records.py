@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from kdpipe.answers import choices_problem
 from kdpipe.errors import InputError
 # Output files: re-exported here, where every stage has always imported them from.
 from kdpipe.outputs import (  # noqa: F401
@@ -121,6 +122,8 @@ class Record:
             raise ValueError("field 'choices' must be a list of strings")
         if task == "choice" and not choices:
             raise ValueError("a 'choice' record needs a non-empty 'choices' list")
+        if choices_problem(choices):
+            raise ValueError(f"field 'choices' has {choices_problem(choices)}")
         samples = []
         for i, s in enumerate(obj.get("samples") or []):
             if not isinstance(s, dict):

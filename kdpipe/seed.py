@@ -288,6 +288,8 @@ def build_record(src: Path, loc: int, row: dict[str, Any], fields: dict[str, Any
         choices = _choices_of(row.get(fields["choices"]))
         if not choices:
             raise InputError(src, f"field '{fields['choices']}' is not a list of options", loc)
+        if answers.choices_problem(choices):
+            raise InputError(src, f"field '{fields['choices']}' has {answers.choices_problem(choices)}", loc)
 
     gold = None
     raw = row.get(fields["answer"]) if fields["answer"] else None

@@ -122,34 +122,22 @@ def load_student(src: StudentSource):
 
 
 def encode_prompt(tokenizer, text: str, chat: bool) -> list[int]:
-    """Token ids of a prompt exactly as TRL tokenized it for training."""
-    if chat:
-        return tokenizer.apply_chat_template([{"role": "user", "content": text}], add_generation_prompt=True,
-                                             tokenize=True, return_dict=True)["input_ids"]
-    return tokenizer(text=text)["input_ids"]
+    """Token ids of a prompt exactly as training saw them before the completion.
 
+    TRL renders the whole conversation (prompt + completion) and trains on what follows
+    the prompt; a template that writes something of its own before the answer (Qwen3's
+    empty `<think>\\n\\n</think>\\n\\n`) puts it there, so the model learned to
+    answer after it. The prompt is therefore the conversation rendered whole up to
+    where the answer starts, which for most templates is the generation prompt itself.
+    """
+    if not chat:
+        return tokenizer(text=text)["input_ids"]
+    from kdpipe.decoding import PROBE
 
-def generate(model, tokenizer, prompts: list[list[int]], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy completions of tokenized prompts, batched (left padding), in input order."""
-    import torch
-
-    dev = next(model.parameters()).device
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths pad less
-    outputs: list[str] = [""] * len(prompts)
-    pad = tokenizer.pad_token_id
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            n = len(prompts[i])
-            ids[row, width - n:] = torch.tensor(prompts[i])
-            mask[row, width - n:] = 1
-        with torch.no_grad():
-            out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=pad,
-                                 eos_token_id=tokenizer.eos_token_id)
-        for row, i in enumerate(idx):
-            outputs[i] = tokenizer.decode(out[row, width:], skip_special_tokens=True).strip()
-    return outputs
+    messages = [{"role": "user", "content": text}]
+    whole = tokenizer.apply_chat_template(messages + [{"role": "assistant", "content": PROBE}], tokenize=False)
+    at = whole.find(PROBE)
+    if at < 0:  # a template that rewrites the answer: the generation prompt is the best guess
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"]
+    return tokenizer(whole[:at], add_special_tokens=False)["input_ids"]

@@ -75,9 +75,11 @@ def test_student_output_shape_for_text_task():
 
 # The recorded PaLM-540B outputs: the parser should find PaLM's answer wherever it wrote one,
 # so agreement with gold is bounded by PaLM's own accuracy (the paper's parsers: svamp 73.5%/74.0%,
-# cqa 74.26%/77.23%). Counts measured with this parser are the floors.
+# cqa 74.26%/77.23%). Counts measured with this parser are the floors. SVAMP train: five outputs
+# that state no single number ("((28 - 13) and (28 - 15))", a cut "(9 + 6") have no answer, and two
+# answers 22 and 78 away from gold no longer agree with it through the tolerance (integers compare exactly).
 @pytest.mark.parametrize("dataset, split, min_parsed, min_correct", [
-    ("svamp", "train", 789, 597), ("svamp", "test", 198, 156),
+    ("svamp", "train", 784, 595), ("svamp", "test", 198, 156),
     ("cqa", "train", 9560, 7390), ("cqa", "test", 1205, 963),
 ])
 def test_recorded_palm_outputs(shared_data, dataset, split, min_parsed, min_correct):

@@ -16,20 +16,21 @@ from __future__ import annotations
 import json
 import math
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from kdpipe.answers import answers_agree, canonical_answer, parse_completion, safe_eval
+from kdpipe.answers import answers_agree, canonical_answer, parse_completion, student_text
 from kdpipe.errors import KdpipeError
 from kdpipe.evaluate.teacher import (
     TEACHER_FLAGS, TEACHER_HELPS, TEACHER_OFFERED, ask_teacher, prepare_teacher, teacher_problems,
 )
+from kdpipe.numbers import is_number_only
 from kdpipe.options import Options, option, options_block
+from kdpipe.prompt_format import (PromptFormat, answer_in_sentence, answers_in_sentence, inference_task,
+                                  load_prompt_format, render_prompt)
 from kdpipe.teacher.options import TeacherOptions
-from kdpipe.prompt_format import PromptFormat, answer_in_sentence, inference_task, load_prompt_format, render_prompt
 from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
 
 
@@ -89,6 +90,7 @@ class ModelScore:
     examples_per_s: float
     cost_usd: float | None = None
     tokens: dict[str, int] | None = None
+    decoding: dict[str, Any] | None = None  # local models: strategy, settings and stop tokens (kdpipe/decoding.py)
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -107,28 +109,42 @@ def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, f
 
 def read_answer(text: str, asked_task: str, record: Record,
                 fmt: PromptFormat | None = None) -> tuple[str | None, str | None]:
-    """(canonical answer, error) of a completion.
+    """(canonical answer, error) of a completion: the student's first complete answer.
 
-    CoT completions end in the student's answer sentence (`fmt.answer_sentence`, as
-    `format --answer-sentence` stored it); when that sentence is missing or holds no
-    answer of the task, the generic markers of answers.parse_completion ("The answer
-    is X", "Answer: X", ...) are tried.
+    A reasoning block (`<think>…</think>`), an echo of the prompt and anything after the
+    start of an invented next example ("\\nQ: …") are set aside first. CoT completions
+    end in the student's answer sentence (`fmt.answer_sentence`, as `format
+    --answer-sentence` stored it): the first one holding an answer of the task counts;
+    without one, the generic markers of answers.parse_completion ("The answer is X",
+    "Answer: X", ...) are tried. Answer-only completions must be the answer itself.
     """
+    said = _drop_echo(student_text(text), record, asked_task, fmt)
     if asked_task == "cot":
-        raw = answer_in_sentence(fmt, text) if fmt is not None else None
-        answer = canonical_answer(raw, record.task, record.choices) if raw is not None else None
-        if answer is not None:
-            return answer, None
-        parsed = parse_completion(text, record.task, record.choices)
+        for raw in answers_in_sentence(fmt, said) if fmt is not None else ():
+            answer = canonical_answer(raw, record.task, record.choices)
+            if answer is not None:
+                return answer, None
+        parsed = parse_completion(said, record.task, record.choices)
         return parsed.answer, parsed.error
-    if not text.strip():
+    if not said.strip():
         return None, "empty"
-    answer = _whole_answer(text, record, fmt)
+    answer = _whole_answer(said, record, fmt)
     return answer, None if answer is not None else "unparseable"
 
 
+def _drop_echo(text: str, record: Record, asked_task: str, fmt: PromptFormat | None) -> str:
+    """The completion without a leading copy of its prompt (or of the bare question)."""
+    stripped = text.lstrip()
+    echoes = [record.question.strip()]
+    if fmt is not None:
+        echoes.insert(0, render_prompt(fmt, record.question, record.choices, asked_task).strip())
+    for echo in echoes:
+        if echo and stripped.startswith(echo):
+            return stripped[len(echo):]
+    return text
+
+
 _EDGE_PUNCTUATION = " \t\r\n.,;:!?\"'"
-_NUMBER_DECORATION = re.compile(r"[$€£¥₹%,\s]")
 
 
 def _whole_answer(text: str, record: Record, fmt: PromptFormat | None) -> str | None:
@@ -136,16 +152,19 @@ def _whole_answer(text: str, record: Record, fmt: PromptFormat | None) -> str | 
     surrounding whitespace and punctuation, or the student's answer sentence around it); else None.
 
     answers.canonical_answer alone would take the one number out of any text, so that a random
-    model's "arore them Gus 26 frien" would count as the answer 26.
+    model's "arore them Gus 26 frien" would count as the answer 26; and a bare expression
+    ("56 - 18") is the question restated, not its answer.
     """
     core = text.strip()
+    if record.task != "text":
+        core = core.split("\n", 1)[0]  # an answer is one line; what follows is run-on
     in_sentence = answer_in_sentence(fmt, core) if fmt is not None else None
     if in_sentence is not None:
         core = in_sentence
     core = core.strip(_EDGE_PUNCTUATION)
     if not core:
         return None
-    if record.task == "numeric" and safe_eval(_NUMBER_DECORATION.sub("", core)) is None:
+    if record.task == "numeric" and not is_number_only(core):
         return None
     return canonical_answer(core, record.task, record.choices)
 
@@ -166,11 +185,13 @@ def score(role: str, model: str, records: list[Record], texts: list[str], asked_
 
 
 def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
-                    fmt_override: dict[str, Any] | None = None) -> tuple[list[str], PromptFormat, float]:
-    """Greedy answers of a run directory or model; returns (texts, prompt format, seconds)."""
-    from kdpipe.student import encode_prompt, generate, load_student, resolve_source
-
+                    fmt_override: dict[str, Any] | None = None
+                    ) -> tuple[list[str], PromptFormat, float, dict[str, Any]]:
+    """Greedy answers of a run directory or model (kdpipe/decoding.py's one setup);
+    returns (texts, prompt format, seconds, the decoding record for eval.json)."""
+    from kdpipe.decoding import Decoding, generate, record, stop_tokens
     from kdpipe.libraries import quiet_libraries
+    from kdpipe.student import encode_prompt, load_student, resolve_source
 
     quiet_libraries()
     src = resolve_source(spec)
@@ -182,10 +203,11 @@ def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
     task = inference_task(fmt)
     prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), fmt.chat)
                for r in records]
-    max_new = opts.max_new_tokens or (256 if task == "cot" else 32)
+    decoding = Decoding(max_new_tokens=opts.max_new_tokens or (256 if task == "cot" else 32))
+    stops = stop_tokens(model, tokenizer)
     started = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, max_new, opts.batch_size)
-    return texts, fmt, time.perf_counter() - started
+    texts = generate(model, tokenizer, prompts, decoding, opts.batch_size, stops)
+    return texts, fmt, time.perf_counter() - started, record(decoding, stops, model)
 
 
 def load_eval_records(path: str | os.PathLike, limit: int | None) -> tuple[list[Record], int]:
@@ -230,9 +252,9 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
     for role, spec in runs:
         say(f"eval: asking the {role} ({spec}) {len(records)} questions")
-        texts, fmt, seconds = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format)
-
+        texts, fmt, seconds, decoding = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format)
         s, p = score(role, spec, records, texts, inference_task(fmt), fmt.style, seconds, fmt)
+        s.decoding = decoding
         scores.append(s)
         preds.extend(p)
     if teacher_client is not None:

@@ -52,7 +52,8 @@ class FilterOptions(Options):
                                flags="--drop-errors/--keep-errors")
     gold: bool = option(True, "gold_mismatch rule: drop samples whose answer disagrees with the gold answer.",
                         flags="--gold/--no-gold")
-    rel_tol: float = option(1e-4, "Relative tolerance of numeric answers.")
+    rel_tol: float = option(1e-4, "Relative tolerance of non-integer numeric answers (integers compare "
+                                  "exactly).")
     vote: bool = option(True, "no_consensus and minority_answer rules: majority vote over the samples of "
                               "records without gold.",
                         flags="--vote/--no-vote")

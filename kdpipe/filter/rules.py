@@ -106,8 +106,8 @@ class TeacherError(SampleRule):
 
 class GoldMismatch(SampleRule):
     name, switch, options = "gold_mismatch", "gold", ("rel_tol",)
-    summary = ('disagrees with the gold answer ("42" = "42.0" = "$42" = "(84 / 2)"; choices by letter '
-               'or text; text normalized)')
+    summary = ('disagrees with the gold answer ("42" = "42.0" = "$42" = "(84 / 2)"; integers exactly, other '
+               'numbers within --rel-tol; choices by letter or text; text normalized)')
 
     def check(self, rec, s, opts):
         if rec.gold is None or _agree(s.answer, rec.gold, rec.task, _choices(rec), opts.rel_tol):
