@@ -45,7 +45,8 @@ PARTS = [
     Part("dss-0.5b", "dss", limit_s=80),
     Part("qlora-0.5b", "qlora", limit_s=60),
 ]
-NOT_YET = "sparse top-k KD loss and white-box offline KD step time: not in kdpipe yet (issue 20 runs them once they exist)"
+NOT_YET = ("sparse top-k KD loss and white-box offline KD step time: not in kdpipe yet "
+           "(issue 20 runs them once they exist)")
 
 
 def settings(part: Part, dry: bool) -> SimpleNamespace:
@@ -74,17 +75,20 @@ def check(dry: bool) -> dict:
 
     from packaging.requirements import Requirement
 
-    problems, info = [], {"python": sys.version.split()[0]}
+    # problems stop the run; warnings (a requirement's version unmet in metadata) are reported only:
+    # if one matters, the imports below fail and say so.
+    problems, warnings, info = [], [], {"python": sys.version.split()[0]}
     import torch
 
     info.update(torch=torch.__version__, torch_cuda=torch.version.cuda, cuda=torch.cuda.is_available())
     if torch.cuda.is_available():
-        info.update(device=torch.cuda.get_device_name(), capability=".".join(map(str, torch.cuda.get_device_capability())),
-                    bf16=torch.cuda.is_bf16_supported())
+        info.update(device=torch.cuda.get_device_name(), bf16=torch.cuda.is_bf16_supported(),
+                    capability=".".join(map(str, torch.cuda.get_device_capability())))
         a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
         ref = (a[:64].float() @ a[:, :64].float())
         if not torch.allclose((a @ a)[:64, :64].float(), ref, rtol=0.05, atol=1.0):
             problems.append("a bf16 matmul on the GPU disagrees with fp32")
+        a @ a  # cuBLAS set-up, outside the timing
         torch.cuda.synchronize()
         started = time.perf_counter()
         for _ in range(20):
@@ -92,7 +96,7 @@ def check(dry: bool) -> dict:
         torch.cuda.synchronize()
         info["matmul_tflops"] = round(20 * 2 * 4096**3 / (time.perf_counter() - started) / 1e12, 1)
         if not info["bf16"]:
-            problems.append(f"{info['device']} has no bf16 (kdpipe train needs compute capability 8.0+)")
+            warnings.append(f"{info['device']} has no bf16: kdpipe train runs in fp32 there")
     elif not dry:
         problems.append(f"torch {torch.__version__} sees no CUDA GPU (CUDA build: {torch.version.cuda})")
     site = os.environ.get("KDPIPE_GPU_SITE")
@@ -105,8 +109,8 @@ def check(dry: bool) -> dict:
             continue
         where = str(dist.locate_file(""))
         packages[name] = {"version": dist.version, "from": where}
-        if dist.version != pin:
-            problems.append(f"{name} {dist.version} is imported, not the carried {pin}")
+        if dist.version != pin:  # an error when the wheels were installed, else what this machine has
+            (problems if site else warnings).append(f"{name} {dist.version} is imported, not the pinned {pin}")
         if site and not where.startswith(site):
             problems.append(f"{name} comes from {where}, not from the carried wheels in {site}")
         for text in dist.requires or []:
@@ -116,26 +120,25 @@ def check(dry: bool) -> dict:
             try:
                 have = md.version(req.name)
             except md.PackageNotFoundError:
-                problems.append(f"{name} needs {req}, which is missing")
+                warnings.append(f"{name} needs {req}, which is missing")
                 continue
             if not req.specifier.contains(have, prereleases=True):
-                problems.append(f"{name} needs {req}; found {req.name} {have}")
+                warnings.append(f"{name} needs {req}; found {req.name} {have}")
     info["packages"] = packages
     for module in ("transformers", "peft", "datasets", "trl", "kdpipe.train"):
         try:
             __import__(module)
         except Exception as e:  # any import failure is the finding
             problems.append(f"import {module}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
-    return {"status": "failed" if problems else "ok", "reason": "; ".join(problems) or None, "info": info}
+    info["warnings"] = warnings
+    return {"status": "failed" if problems else "ok", "reason": "; ".join(problems + warnings) or None,
+            "info": info}
 
 
 def train_part(part: Part, dry: bool, tmp: Path) -> dict:
     import bench_train as bt
     import student_shapes as ss
 
-    s = settings(part, dry)
-    params = ss.n_params(s.shape)
-    _, flops = bt.device_flops()
     if part.kind == "qlora":
         import importlib.util
 
@@ -146,6 +149,9 @@ def train_part(part: Part, dry: bool, tmp: Path) -> dict:
         if importlib.util.find_spec("bitsandbytes") is None:
             return {"status": "skipped", "reason": "bitsandbytes is not importable here (its CUDA wheel is not "
                                                    "among the carried ones)"}
+    s = settings(part, dry)
+    params = ss.n_params(s.shape)
+    _, flops = bt.device_flops()
     style = "dss" if part.kind == "dss" else "cot"
     student, sft = bt.synthetic_student(s.shape, tmp, s.records, s.rationale_words, style)
     student = str(student)
@@ -183,14 +189,16 @@ def run(name: str, out: Path, dry: bool) -> int:
 
 
 def _last_error(log: Path) -> str:
-    lines = [x for x in log.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()] if log.is_file() else []
+    text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+    lines = [x for x in text.splitlines() if x.strip()]
     return lines[-1].strip()[:300] if lines else "no output"
 
 
 def report(work: Path, out_dir: Path, dry: bool) -> None:
     """gpu-check.json and gpu-check.md from the parts' files and the exit statuses in work/status.txt."""
     statuses = {}
-    for line in (work / "status.txt").read_text(encoding="utf-8").splitlines() if (work / "status.txt").is_file() else []:
+    status_file = work / "status.txt"
+    for line in status_file.read_text(encoding="utf-8").splitlines() if status_file.is_file() else []:
         name, rc, seconds, limit = line.split()
         statuses[name] = (int(rc), float(seconds), int(limit))
     parts = []
@@ -205,7 +213,8 @@ def report(work: Path, out_dir: Path, dry: bool) -> None:
             parts.append({"part": name, "status": "failed", "reason": why, "seconds": seconds})
     info = next((p.get("info", {}) for p in parts if p["part"] == "check"), {})
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "dry_run": dry,
-              "device": info.get("device", "cpu"), "info": info, "parts": parts, "not_measured": NOT_YET,
+              "device": info.get("device", "cpu" if dry else "unknown (no check result)"), "info": info,
+              "parts": parts, "not_measured": NOT_YET,
               "seconds": round(sum(p.get("seconds", 0) for p in parts), 1)}
     (out_dir / "gpu-check.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     (out_dir / "gpu-check.md").write_text(markdown(result), encoding="utf-8")
@@ -216,7 +225,8 @@ def markdown(result: dict) -> str:
     head = (f"GPU check {result['date']}: {result['device']}, torch {info.get('torch')} (CUDA {info.get('torch_cuda')})"
             f"{', dry run on tiny shapes: not a measurement' if result['dry_run'] else ''}; "
             f"{result['seconds']:.0f} s in all\n\n")
-    lines = ["| part | shape | configuration | tokens/s | s/step | peak GiB | MFU | status |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| part | shape | configuration | tokens/s | s/step | peak GiB | MFU | status |",
+             "|---|---|---|---|---|---|---|---|"]
     for p in result["parts"]:
         status = p["status"] + (f": {p['reason']}" if p.get("reason") else "")
         rows = p.get("rows") or [None]
@@ -231,38 +241,40 @@ def markdown(result: dict) -> str:
     return head + "\n".join(lines) + f"\n\nNot measured: {result['not_measured']}.\n"
 
 
-def plan(dry_run_json: Path | None, mfu: float, peak_tflops: float) -> str:
-    """The sizing table: 6·N·tokens of each part's GPU shapes, its time at `mfu`, and the tiny run's seconds."""
+def plan(dry_run_json: Path | None, mfus: list[float], peak_tflops: float) -> str:
+    """The sizing table: 6·N·tokens of each part's GPU shapes, its time at each MFU, and the tiny run's seconds."""
     import student_shapes as ss
 
     measured = {}
     if dry_run_json:
         measured = {p["part"]: p for p in json.loads(Path(dry_run_json).read_text(encoding="utf-8"))["parts"]}
-    lines = ["| part | shape | N | runs × steps × batch × tokens/row | 6·N·tokens | s at "
-             f"{100 * mfu:.0f}% MFU | tiny run s (CPU s) | limit s |", "|---|---|---|---|---|---|---|---|"]
-    row_tokens: dict[int, float] = {}
+    at = " | ".join(f"s at {100 * m:.0f}% MFU" for m in mfus)
+    lines = [f"| part | shape | N | runs × steps × batch × tokens/row | 6·N·tokens | {at} | "
+             "tiny run s (CPU s) | limit s |",
+             "|---|---|---|---|---|---|" + "---|" * len(mfus) + "---|"]
+    row_tokens: dict[str, float] = {}
     total = 0
     for part in PARTS:
         m = measured.get(part.name, {})
         tiny = f"{m['seconds']:.0f} ({m.get('cpu_seconds', 0):.0f})" if m else "-"
         total += part.limit_s
         if part.kind == "check":
-            lines.append(f"| {part.name} | - | - | - | - | - | {tiny} | {part.limit_s} |")
+            lines.append(f"| {part.name} | - | - | - | - | " + "- | " * len(mfus) + f"{tiny} | {part.limit_s} |")
             continue
         s = settings(part, dry=False)
-        if s.rationale_words not in row_tokens:
+        style = "dss" if part.kind == "dss" else "cot"
+        if style not in row_tokens:
             with tempfile.TemporaryDirectory(prefix="gpu-plan.") as tmp:
                 recs = ss.synthetic_records(64, rationale_words=s.rationale_words)
                 tok = ss.tokenizer_dir(Path(tmp) / "tok", ss.corpus(recs))
-                row_tokens[s.rationale_words] = ss.mean_row_tokens(tok, ss.write_sft(Path(tmp) / "sft.jsonl", recs, "cot"))
+                row_tokens[style] = ss.mean_row_tokens(tok, ss.write_sft(Path(tmp) / "sft.jsonl", recs, style))
         runs = 2 if part.kind in ("lora", "dss") else 1
         n = ss.n_params(s.shape)
-        tokens = runs * s.steps * s.batch_size * row_tokens[s.rationale_words]
-        flop = 6 * n * tokens
+        flop = 6 * n * runs * s.steps * s.batch_size * row_tokens[style]
+        times = " | ".join(f"{flop / (m * peak_tflops * 1e12):.1f}" for m in mfus)
         lines.append(f"| {part.name} | {s.shape} | {n / 1e9:.2f} B | {runs} × {s.steps} × {s.batch_size} × "
-                     f"{row_tokens[s.rationale_words]:.0f} | {flop:.2e} | {flop / (mfu * peak_tflops * 1e12):.1f} | "
-                     f"{tiny} | {part.limit_s} |")
-    return "\n".join(lines) + f"\n\nLimits of the parts: {total} s; the whole run stops starting parts at {BUDGET_S} s.\n"
+                     f"{row_tokens[style]:.0f} ({style}) | {flop:.2e} | {times} | {tiny} | {part.limit_s} |")
+    return "\n".join(lines) + f"\n\nLimits of the parts: {total} s; no part starts past {BUDGET_S} s in all.\n"
 
 
 def main() -> None:
@@ -279,7 +291,7 @@ def main() -> None:
     rep.add_argument("--dry-run", action="store_true")
     pl = sub.add_parser("plan")
     pl.add_argument("--dry-run-json", type=Path, help="a dry run's gpu-check.json, for the measured seconds")
-    pl.add_argument("--mfu", type=float, default=0.3)
+    pl.add_argument("--mfu", type=float, nargs="+", default=[0.3, 0.1])
     pl.add_argument("--peak-tflops", type=float, default=989.0)
     args = p.parse_args()
     if args.cmd == "list":

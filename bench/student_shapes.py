@@ -55,8 +55,10 @@ def n_params(name: str) -> int:
 
 def tokenizer_dir(out_dir: Path, texts: list[str], vocab: int = TOKENIZER_VOCAB, seed: int = 0) -> Path:
     """A folder with kdpipe's tiny-student tokenizer trained on `texts` (and a tiny model, unused here)."""
+    from kdpipe.libraries import quiet_libraries
     from kdpipe.tiny_student import TinyOptions, build_tiny_student
 
+    quiet_libraries()
     return build_tiny_student(out_dir, texts, TinyOptions(vocab_size=vocab, seed=seed))
 
 
