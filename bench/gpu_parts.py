@@ -97,8 +97,10 @@ def check(dry: bool) -> dict:
         info["matmul_tflops"] = round(20 * 2 * 4096**3 / (time.perf_counter() - started) / 1e12, 1)
         if not info["bf16"]:
             warnings.append(f"{info['device']} has no bf16: kdpipe train runs in fp32 there")
-    elif not dry:
-        problems.append(f"torch {torch.__version__} sees no CUDA GPU (CUDA build: {torch.version.cuda})")
+    else:
+        info["device"] = "cpu"
+        if not dry:
+            problems.append(f"torch {torch.__version__} sees no CUDA GPU (CUDA build: {torch.version.cuda})")
     site = os.environ.get("KDPIPE_GPU_SITE")
     packages = {}
     for name, pin in wheel_pins().items():
