@@ -160,16 +160,25 @@ def train_part(part: Part, dry: bool, tmp: Path) -> dict:
     out = {"shape": s.shape, "params": params, "steps": s.steps, "batch_size": s.batch_size,
            "mean_row_tokens": round(ss.mean_row_tokens(Path(student), sft), 1)}
     if part.kind == "lora":
-        rows = bt.compare(student, sft, s, params)
+        runs = [("kdpipe train", bt.run_kdpipe, sft, {}), ("TRL defaults", bt.run_trl_defaults, sft, {})]
     elif part.kind == "dss":
         plain = ss.without_rationale_task(sft, tmp / "sft-plain.jsonl")
-        rows = [bt.summarise("DSS weighted loss", [bt.measure(bt.run_kdpipe, student, sft, s)], params, flops),
-                bt.summarise("plain loss", [bt.measure(bt.run_kdpipe, student, plain, s)], params, flops)]
+        runs = [("DSS weighted loss", bt.run_kdpipe, sft, {}), ("plain loss", bt.run_kdpipe, plain, {})]
     else:
-        option = {"full": {"full": True}, "qlora": {"qlora": True}}[part.kind]
-        rows = [bt.summarise(f"kdpipe {part.kind}", [bt.measure(bt.run_kdpipe, student, sft, s, **option)],
-                             params, flops)]
-    return {"status": "ok", **out, "rows": rows}
+        runs = [(f"kdpipe {part.kind}", bt.run_kdpipe, sft, {part.kind: True})]
+    rows = []
+    for config, fn, data, option in runs:
+        try:  # one configuration failing (out of memory, say) keeps the others' numbers
+            rows.append(bt.summarise(config, [bt.measure(fn, student, data, s, **option)], params, flops))
+        except Exception as e:
+            traceback.print_exc()
+            rows.append({"config": config, "error": one_line(e)})
+    errors = [f"{r['config']}: {r['error']}" for r in rows if "error" in r]
+    return {"status": "failed" if errors else "ok", "reason": "; ".join(errors) or None, **out, "rows": rows}
+
+
+def one_line(e: Exception) -> str:
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
 def run(name: str, out: Path, dry: bool) -> int:
@@ -182,7 +191,7 @@ def run(name: str, out: Path, dry: bool) -> int:
             result = check(dry) if part.kind == "check" else train_part(part, dry, Path(tmp))
     except Exception as e:  # the report must say why, whatever broke
         traceback.print_exc()
-        result = {"status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+        result = {"status": "failed", "reason": one_line(e)}
     result = {"part": name, **result, "seconds": round(time.time() - started, 1),
               "cpu_seconds": round(time.process_time() - cpu, 1)}
     out.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
@@ -224,9 +233,9 @@ def report(work: Path, out_dir: Path, dry: bool) -> None:
 
 def markdown(result: dict) -> str:
     info = result["info"]
-    head = (f"GPU check {result['date']}: {result['device']}, torch {info.get('torch')} (CUDA {info.get('torch_cuda')})"
-            f"{', dry run on tiny shapes: not a measurement' if result['dry_run'] else ''}; "
-            f"{result['seconds']:.0f} s in all\n\n")
+    dry = ", dry run on tiny shapes: not a measurement" if result["dry_run"] else ""
+    head = (f"GPU check {result['date']}: {result['device']}, torch {info.get('torch')} "
+            f"(CUDA {info.get('torch_cuda')}){dry}; {result['seconds']:.0f} s in all\n\n")
     lines = ["| part | shape | configuration | tokens/s | s/step | peak GiB | MFU | status |",
              "|---|---|---|---|---|---|---|---|"]
     for p in result["parts"]:
@@ -238,8 +247,12 @@ def markdown(result: dict) -> str:
                 continue
             peak = "-" if r.get("peak_gib") is None else f"{r['peak_gib']:.2f}"
             mfu = "-" if r.get("mfu") is None else f"{100 * r['mfu']:.1f}%"
+            if "error" in r:
+                lines.append(f"| {p['part']} | {p.get('shape')} | {r['config']} | - | - | - | - | "
+                             f"failed: {r['error']} |")
+                continue
             lines.append(f"| {p['part']} | {p.get('shape')} | {r['config']} | {r['tokens_per_s']:.0f} | "
-                         f"{r['step_s']:.3f} | {peak} | {mfu} | {status} |")
+                         f"{r['step_s']:.3f} | {peak} | {mfu} | ok |")
     return head + "\n".join(lines) + f"\n\nNot measured: {result['not_measured']}.\n"
 
 

@@ -73,10 +73,18 @@ def test_a_crashed_part_is_reported_with_its_last_line(tmp_path):
     (work / "status.txt").write_text("check 0 3 45\nlora-0.5b 139 12 90\n")
     (work / "check.json").write_text(json.dumps({"part": "check", "status": "ok", "info": {"torch": "2.x"}}))
     (work / "lora-0.5b.log").write_text("loading\nSegmentation fault (core dumped)\n")
+    # a part where one configuration failed keeps the other's numbers
+    (work / "full-0.5b.json").write_text(json.dumps({
+        "part": "full-0.5b", "status": "failed", "reason": "kdpipe full: KdpipeError: out of memory", "shape": "s",
+        "rows": [{"config": "a", "tokens_per_s": 1000.0, "step_s": 0.5, "peak_gib": 9.0, "mfu": 0.25},
+                 {"config": "kdpipe full", "error": "KdpipeError: out of memory"}]}))
     gpu_parts.report(work, out, dry=False)
     lora = parts(out)["lora-0.5b"]
     assert lora["status"] == "failed"
     assert lora["reason"] == "exited with status 139: Segmentation fault (core dumped)"
+    table = (out / "gpu-check.md").read_text()
+    assert "| full-0.5b | s | a | 1000 | 0.500 | 9.00 | 25.0% | ok |" in table
+    assert "| full-0.5b | s | kdpipe full | - | - | - | - | failed: KdpipeError: out of memory |" in table
 
 
 def test_shapes_are_the_published_architectures():
