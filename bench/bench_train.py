@@ -186,12 +186,18 @@ def main() -> None:
 
     import torch
 
-    import student_shapes as ss
-
     if not torch.cuda.is_available() and not args.cpu_smoke:
         sys.exit("bench_train: no CUDA GPU here; this benchmark measures GPU training "
                  "(use --cpu-smoke to check the script itself on a tiny model)")
-    tmp = Path(tempfile.mkdtemp(prefix="bench_train."))
+    with tempfile.TemporaryDirectory(prefix="bench_train.") as tmp:
+        bench(args, Path(tmp))
+
+
+def bench(args, tmp: Path) -> None:
+    import torch
+
+    import student_shapes as ss
+
     if args.cpu_smoke:
         args.steps, args.max_length, args.log_every = min(args.steps, 12), min(args.max_length, 256), 3
         if not args.student and not args.student_config:

@@ -36,6 +36,9 @@ mkdir -p "$OUT_DIR" || exit 2
 OUT_DIR=$(cd "$OUT_DIR" && pwd)
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
+# The parts' scratch files (random models: gigabytes) go in WORK, so that a part killed at its limit
+# leaves nothing behind.
+mkdir -p "$WORK/tmp" && export TMPDIR=$WORK/tmp
 LOG=$OUT_DIR/gpu-check.log
 : >"$LOG"
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1
