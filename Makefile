@@ -57,7 +57,7 @@ BIN     := $(VENV)/bin
 KDPIPE  ?= $(BIN)/kdpipe
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install test test-all demo seeds expand label filter format train eval scorecard clean
+.PHONY: help install test test-all demo seeds expand label filter format train eval scorecard clean gpu-wheels
 .DELETE_ON_ERROR:
 
 help:
@@ -67,6 +67,7 @@ help:
 	@echo "make demo       run the whole pipeline offline on the bundled example"
 	@echo "make eval       run the pipeline up to the scorecard (same as demo, with your variables)"
 	@echo "make clean      remove $(WORK)/"
+	@echo "make gpu-wheels download the wheels bench/gpu_check.sh carries to an offline GPU machine"
 
 # ------------------------------------------------------------------ install
 $(INSTALLED): pyproject.toml constraints.txt
@@ -169,3 +170,15 @@ demo: $(WORK)/eval.json
 
 clean:
 	rm -rf $(WORK)
+
+# ------------------------------------------------------------------ GPU check
+# The wheels bench/gpu_check.sh installs on an offline GPU machine (Python GPU_PY there),
+# then a check that they install from wheels/ alone into an empty folder.
+GPU_PY   ?= 3.12
+GPU_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64,--platform $(p))
+GPU_PIP  := --no-deps --only-binary=:all: --python-version $(GPU_PY) --implementation cp $(GPU_PLATFORMS)
+gpu-wheels:
+	$(BIN)/python -m pip download --quiet --disable-pip-version-check $(GPU_PIP) -d wheels -r bench/gpu-wheels.txt
+	rm -rf wheels/.installed && $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-index \
+	  --find-links wheels --target wheels/.installed $(GPU_PIP) -r bench/gpu-wheels.txt && rm -rf wheels/.installed
+	@echo "wheels/: $$(ls wheels/*.whl | wc -l) wheels, $$(du -sh wheels | cut -f1); carry it with the working tree"
