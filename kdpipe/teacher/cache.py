@@ -13,6 +13,11 @@ is the same request whether 3 or 5 samples were asked for, so raising
 the key, though, and generate's default changes with the sample count (0 for
 one sample, 0.7 for several): going from 1 sample to several without
 --temperature asks for every sample anew.
+
+The one exception to leaving the endpoint out: a kdpipe loopback server
+(scripted answers, a stand-in for tests and the demo) names itself, and its
+answers are keyed under that name too, so they can never be served later as
+a real model's answers (teacher/identity.py).
 """
 
 from __future__ import annotations
@@ -38,10 +43,15 @@ def default_cache_path() -> Path:
     return base / "kdpipe" / "teacher.sqlite"
 
 
-def request_key(model: str, messages: list[dict], params: dict[str, Any], sample_index: int) -> str:
-    """The cache key of one sample: sha256 of canonical JSON of what determines it."""
+def request_key(model: str, messages: list[dict], params: dict[str, Any], sample_index: int,
+                namespace: str | None = None) -> str:
+    """The cache key of one sample: sha256 of canonical JSON of what determines it; `namespace`
+    (a loopback server's identity) keeps a stand-in server's answers apart from the real model's."""
+    what = {"model": model, "messages": messages, "params": params, "sample": sample_index}
+    if namespace:
+        what["server"] = namespace
     canonical = json.dumps(
-        {"model": model, "messages": messages, "params": params, "sample": sample_index},
+        what,
         sort_keys=True, ensure_ascii=False, separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
