@@ -69,6 +69,13 @@ def generate(
                                       "input tokens (--tokenizer, else UTF-8 bytes/4 with bounds bytes/6 .. "
                                       "bytes/2.5), output tokens (mean of earlier cached answers, else "
                                       "--max-tokens) and the cost range; cached requests are free."),
+    expect_new: int = typer.Option(_Gen.expect_new, "--expect-new",
+                                   help="With --dry-run in label mode: also price writing this many new "
+                                        "questions by expansion and labelling them (the seeds stand in for "
+                                        "the questions not yet written): one estimate for the whole run."),
+    expand_prompt: Optional[Path] = typer.Option(_Gen.expand_prompt, "--expand-prompt",
+                                                 help="The expansion prompt --expect-new prices "
+                                                      "(default: prompts/expand.txt)."),
     max_usd: Optional[float] = typer.Option(_Gen.max_usd, "--max-usd",
                                             help="Never spend past this many USD: a request is sent only when "
                                                  "spent plus the worst case of requests in flight and its own "
@@ -104,7 +111,7 @@ def generate(
                            num_new=num_new, seeds_per_prompt=seeds_per_prompt, price_in=price_in,
                            price_out=price_out, timeout=timeout, retries=retries, transport=transport,
                            dry_run=dry_run, max_usd=max_usd, batch=batch, prices=prices, tokenizer=tokenizer,
-                           poll_interval=poll_interval)
+                           poll_interval=poll_interval, expect_new=expect_new, expand_prompt=expand_prompt)
     progress = ProgressLine(f"generate {mode}", None, quiet or dry_run)
     try:
         r = run_generate(seeds, out, opts, on_progress=progress, on_price=progress.set_price,
@@ -168,3 +175,17 @@ def teacher_serve(
         raise KdpipeError(f"cannot listen on {host}:{port}: {e.strerror}") from None
 
 
+@teacher_app.command("clear-cache")
+@reports_errors
+def teacher_clear_cache(
+    path: Path = typer.Argument(..., help="The response cache (SQLite) to delete.", show_default=False),
+) -> None:
+    """Delete a teacher response cache, saying what it held: every answer in it is paid for again."""
+    from kdpipe.teacher.cache import remove_cache
+
+    held = remove_cache(path)
+    if held is None:
+        typer.echo(f"clear-cache: no cache at {path}; nothing removed")
+    else:
+        entries, size = held
+        typer.echo(f"clear-cache: removed {path}: {entries} cached answers, {size / 1e6:.1f} MB")

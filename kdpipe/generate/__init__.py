@@ -21,14 +21,15 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from kdpipe import answers
 from kdpipe.errors import UsageError
-from kdpipe.generate.cost import cost_problems, make_budget, make_sender, open_cache
-from kdpipe.generate.result import GenerateResult
+from kdpipe.generate.cost import DryRun, cost_problems, make_budget, make_sender, open_cache
+from kdpipe.generate.plan import NothingCached, merge_estimates, stand_ins
+from kdpipe.generate.result import GenerateResult, watching_failures
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, write_meta, write_records,
@@ -72,6 +73,9 @@ class GenerateOptions:
     prices: Path | None = None  # price file (JSON/TOML); None: $KDPIPE_PRICES, else built-in table
     tokenizer: Path | None = None  # the teacher's tokenizers JSON, to count prompt tokens exactly
     poll_interval: float = 30.0  # seconds between batch status checks
+    # A dry run of label mode before expansion ran: also price expanding and labelling this many (plan.py).
+    expect_new: int = 0
+    expand_prompt: Path | None = None  # the expansion prompt for expect_new; None: prompts/expand.txt
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
@@ -107,6 +111,14 @@ class GenerateOptions:
         for name in ("price_in", "price_out"):
             if getattr(self, name) is not None and getattr(self, name) < 0:
                 p.append(f"--{name.replace('_', '-')} must not be negative")
+        if self.expect_new < 0:
+            p.append("--expect-new must not be negative")
+        elif self.expect_new and (self.mode != "label" or not self.dry_run):
+            p.append("--expect-new is for a dry run of label mode (--mode label --dry-run)")
+        if self.expand_prompt is not None and not self.expect_new:
+            p.append("--expand-prompt goes with --expect-new")
+        elif self.expand_prompt is not None and not Path(self.expand_prompt).is_file():
+            p.append(f"--expand-prompt {self.expand_prompt}: no such file")
         if self.prompt is not None:
             placeholder = "{examples}" if self.mode == "expand" else "{question}"
             if not Path(self.prompt).is_file():
@@ -147,8 +159,11 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     config = opts.teacher_config()
     stats = Stats()
     budget = make_budget(opts, price)
+    causes: Counter = Counter()
     with open_cache(opts.cache or default_cache_path(), opts.dry_run) as cache:
         send = make_sender(opts, cache, budget, on_batch_step)
+        if not opts.dry_run:
+            send = watching_failures(send, causes)
         if opts.mode == "label":
             prompts = label_prompts(records, opts.prompt)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
@@ -157,9 +172,12 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
             prompts = {template[0]: template}
             result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
         if opts.dry_run:
-            return GenerateResult(counts, stats, price, extra={"estimate": estimate(
-                config, send.requests, cache, token_counter(opts.tokenizer), price, opts.batch)},
-                mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
+            counter = token_counter(opts.tokenizer)
+            total = estimate(config, send.requests, cache, counter, price, opts.batch)
+            if opts.expect_new:
+                total = merge_estimates(total, *_expected_new(records, opts, cache, counter, price))
+            return GenerateResult(counts, stats, price, extra={"estimate": total, "expect_new": opts.expect_new},
+                                  mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
     write_records(out, result_records)
     cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
     usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
@@ -174,7 +192,21 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
                extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
     return GenerateResult(counts, stats, price, cost, extra={"budget": budget}, mode=opts.mode, out=out,
-                          max_tokens=opts.max_tokens)
+                          max_tokens=opts.max_tokens, causes=causes)
+
+
+def _expected_new(records, opts: GenerateOptions, cache, counter, price):
+    """The estimates of expanding opts.expect_new new questions (the first round of requests)
+    and of labelling that many stand-ins for them (generate/plan.py)."""
+    expand_opts = replace(opts, mode="expand", num_new=opts.expect_new, samples=1, temperature=None,
+                          prompt=opts.expand_prompt, expect_new=0, expand_prompt=None)
+    dry = DryRun()
+    template = read_prompt(opts.expand_prompt or PROMPTS_DIR / "expand.txt")
+    expand(records, template, expand_opts.teacher_config(), expand_opts, cache, Stats(), None, dry)
+    expansion = estimate(expand_opts.teacher_config(), dry.requests, cache, counter, price, opts.batch)
+    new = stand_ins(records, opts.expect_new)
+    requests = label_requests(new, label_prompts(new, opts.prompt), opts.samples)
+    return expansion, estimate(opts.teacher_config(), requests, NothingCached(cache), counter, price, opts.batch)
 
 
 # ------------------------------------------------------------------ prompts
