@@ -40,7 +40,7 @@ def train(
     lr_scheduler: str = typer.Option(_Train.lr_scheduler, "--lr-scheduler",
                                      help="Schedule: cosine, linear, constant, constant_with_warmup..."),
     warmup_ratio: float = typer.Option(_Train.warmup_ratio, "--warmup-ratio", help="Share of steps warming up."),
-    epochs: float = typer.Option(_Train.epochs, "--epochs", help="Epochs (ignored with --max-steps)."),
+    epochs: float = typer.Option(_Train.epochs, "--epochs", help="Epochs (not with --max-steps)."),
     max_steps: Optional[int] = typer.Option(_Train.max_steps, "--max-steps", help="Stop after this many steps."),
     batch_size: int = typer.Option(_Train.batch_size, "--batch-size", help="Examples per device per step."),
     grad_accum: int = typer.Option(_Train.grad_accum, "--grad-accum", help="Gradient accumulation steps."),

@@ -82,6 +82,9 @@ class TrainOptions:
             problems.append("--warmup-ratio must be in [0, 1)")
         if self.epochs <= 0:
             problems.append("--epochs must be positive")
+        if self.max_steps is not None and self.epochs != TrainOptions.epochs:
+            # Either would silently win over the other: --max-steps always did.
+            problems.append("give --epochs or --max-steps, not both")
         if self.max_steps is not None and self.max_steps <= 0:
             problems.append("--max-steps must be positive")
         if self.max_length < 8:
