@@ -110,3 +110,24 @@ class ResponseCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def remove_cache(path: str | os.PathLike) -> tuple[int, int] | None:
+    """Delete a response cache and its WAL files; returns (responses it held, bytes it took),
+    None when there is none. A file that is not a response cache is left alone (KdpipeError)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            entries = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise KdpipeError(f"{path}: not a kdpipe response cache ({e}); not removed") from None
+    files = [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
+    size = sum(f.stat().st_size for f in files if f.exists())
+    for f in files:
+        f.unlink(missing_ok=True)
+    return entries, size
