@@ -119,6 +119,8 @@ ifeq ($(filter-out $(NO_PIPELINE_GOALS),$(or $(MAKECMDGOALS),help)),)
 flags =
 else
 flags = $(if $(call differs,$(file <$(FLAGS_DIR)/$(1)),$(1): $(2)),$(shell mkdir -p $(FLAGS_DIR))$(file >$(FLAGS_DIR)/$(1),$(1): $(strip $(2))))$(FLAGS_DIR)/$(1)
+# A settings file removed after it was written (`make clean eval`): its stage reruns.
+$(FLAGS_DIR)/%: ;
 ifneq ($(filter --dry-run,$(GENERATE_FLAGS) $(EXPAND_FLAGS) $(LABEL_FLAGS)),)
 $(error --dry-run in GENERATE_FLAGS writes nothing for the next step to read: run `make dry-run` instead)
 endif
