@@ -1,23 +1,29 @@
 # kdpipe: the distillation pipeline as Make targets, one per artifact.
 #
 #   make demo                      the whole pipeline, offline, on the bundled example
+#   make dry-run                   what the teacher will cost (expansion and labelling), sending nothing
 #   make test                      the test suite
 #
 # To run it on your own task, copy this file and set the variables below, e.g.
 #   make eval SRC=my_questions.jsonl TEACHER_MODEL=gpt-4o-mini BASE_URL=https://api.openai.com/v1 \
 #        STUDENT=Qwen/Qwen2.5-0.5B-Instruct TRAIN_FLAGS="--epochs 3" WORK=runs/mytask
-# Each target reruns only when one of its inputs (data, prompt files) changed;
-# the teacher cache makes a rerun of `generate` free for requests already answered.
+# Each target reruns when one of its inputs (data, prompt files) or one of the settings that
+# shape it changed ($(WORK)/.flags/ holds each stage's settings); the teacher cache makes a
+# rerun of `generate` free for requests already answered. `make clean` keeps that cache.
 
 # ------------------------------------------------------------------ what to distil
 SRC            ?= data/example/questions.jsonl
 WORK           ?= work
 EVAL_FRAC      ?= 0.15
+TASK           ?= numeric
+SEED_FLAGS     ?=
 
 # ------------------------------------------------------------------ the teacher
-# BASE_URL empty: a loopback teacher with the scripted answers in TEACHER_SCRIPT
-# is started for each generate step and stopped after it (the offline demo).
-TEACHER_MODEL  ?= loopback-teacher
+# BASE_URL empty: the demo's loopback teacher, with the scripted answers in TEACHER_SCRIPT,
+# is started for each teacher step and stopped after it. It answers only as the demo's own
+# model id: with any other TEACHER_MODEL, set BASE_URL (the run stops and says so otherwise).
+DEMO_TEACHER_MODEL := loopback-teacher
+TEACHER_MODEL  ?= $(DEMO_TEACHER_MODEL)
 BASE_URL       ?=
 API_KEY_ENV    ?= OPENAI_API_KEY
 TEACHER_SCRIPT ?= data/example/teacher.jsonl
@@ -28,10 +34,12 @@ TEMPERATURE    ?= 0.7
 MAX_TOKENS     ?= 512
 # NUM_NEW: new questions asked of the teacher; 0 skips expansion (needed for multiple-choice tasks).
 NUM_NEW        ?= 60
-TASK           ?= numeric
 LABEL_PROMPT   ?= prompts/$(TASK).txt
 EXPAND_PROMPT  ?= prompts/expand.txt
+# GENERATE_FLAGS go to both teacher steps; EXPAND_FLAGS and LABEL_FLAGS to one each.
 GENERATE_FLAGS ?=
+EXPAND_FLAGS   ?=
+LABEL_FLAGS    ?=
 
 # ------------------------------------------------------------------ filtering and formatting
 FILTER_FLAGS   ?=
@@ -39,16 +47,32 @@ STYLE          ?= dss
 FORMAT_FLAGS   ?=
 
 # ------------------------------------------------------------------ the student
-# The default is a tiny randomly initialised model built from the example data,
-# so the demo trains in a few minutes on a CPU; set STUDENT to a model id or folder.
-STUDENT        ?= $(WORK)/tiny-student
+# The default is the demo's tiny randomly initialised model built from the example data;
+# set STUDENT to a model id or folder for real work.
+DEMO_STUDENT    = $(WORK)/tiny-student
+STUDENT        ?= $(DEMO_STUDENT)
 RATIONALE_WEIGHT ?= 1.0
-MAX_STEPS      ?= 150
-LEARNING_RATE  ?= 3e-3
-TRAIN_FLAGS    ?= --batch-size 16 --max-length 160 --lora-r 16 --lora-alpha 32 --eval-every 50 --save-every 75 --log-every 10
 BASELINE       ?= $(STUDENT)
 SCORE_TEACHER  ?= 1
-EVAL_FLAGS     ?= --max-new-tokens 16
+IS_DEMO_STUDENT = $(filter $(DEMO_STUDENT),$(STUDENT))
+
+# ================================================================== the demo's tuning
+# Used only while STUDENT is the demo's tiny student: a random 2-layer model trained on a
+# CPU in minutes. Nothing here reaches a real student.
+DEMO_MAX_STEPS     ?= 150
+DEMO_LEARNING_RATE ?= 3e-3
+DEMO_TRAIN_FLAGS   ?= --batch-size 16 --max-length 160 --lora-r 16 --lora-alpha 32 --eval-every 50 \
+                      --save-every 75 --log-every 10
+DEMO_EVAL_FLAGS    ?= --max-new-tokens 16
+DEMO_TINY_FLAGS    ?=
+# ================================================================== end of the demo's tuning
+
+# A real student gets kdpipe's own defaults: 3 epochs, learning rate 2e-4 (LoRA), max length
+# 1024, eval's answer length by task. MAX_STEPS trains by steps instead; not with --epochs.
+MAX_STEPS      ?= $(if $(IS_DEMO_STUDENT),$(DEMO_MAX_STEPS))
+LEARNING_RATE  ?= $(if $(IS_DEMO_STUDENT),$(DEMO_LEARNING_RATE))
+TRAIN_FLAGS    ?= $(if $(IS_DEMO_STUDENT),$(DEMO_TRAIN_FLAGS))
+EVAL_FLAGS     ?= $(if $(IS_DEMO_STUDENT),$(DEMO_EVAL_FLAGS))
 
 # ------------------------------------------------------------------ tools
 PYTHON  ?= python3
@@ -57,17 +81,19 @@ BIN     := $(VENV)/bin
 KDPIPE  ?= $(BIN)/kdpipe
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install test test-all demo seeds expand label filter format train eval scorecard clean gpu-wheels
+.PHONY: help install test test-all demo dry-run seeds expand label filter format train eval clean clean-cache gpu-wheels
 .DELETE_ON_ERROR:
 
 help:
-	@echo "make install    build $(VENV) from nothing (pinned versions, CPU torch)"
-	@echo "make test       run the test suite (installs first if needed)"
-	@echo "make test-all   also run the slow end-to-end tests"
-	@echo "make demo       run the whole pipeline offline on the bundled example"
-	@echo "make eval       run the pipeline up to the scorecard (same as demo, with your variables)"
-	@echo "make clean      remove $(WORK)/"
-	@echo "make gpu-wheels download the wheels bench/gpu_check.sh carries to an offline GPU machine"
+	@echo "make install      build $(VENV) from nothing (pinned versions, CPU torch)"
+	@echo "make test         run the test suite (installs first if needed)"
+	@echo "make test-all     also run the slow end-to-end tests"
+	@echo "make demo         run the whole pipeline offline on the bundled example"
+	@echo "make eval         run the pipeline up to the scorecard (same as demo, with your variables)"
+	@echo "make dry-run      estimate what the teacher steps will cost; sends nothing"
+	@echo "make clean        remove $(WORK)/ but the teacher cache $(CACHE)"
+	@echo "make clean-cache  remove the teacher cache (answers in it are paid for again)"
+	@echo "make gpu-wheels   download the wheels bench/gpu_check.sh carries to an offline GPU machine"
 
 # ------------------------------------------------------------------ install
 $(INSTALLED): pyproject.toml constraints.txt
@@ -83,64 +109,104 @@ test: install
 test-all: install
 	HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 $(BIN)/python -m pytest -m ''
 
+# ------------------------------------------------------------------ settings as inputs
+# Each stage lists a file $(WORK)/.flags/STAGE holding the settings that shape its output;
+# the file is rewritten (so made newer than the output) only when they change. Same
+# settings: nothing reruns; SAMPLES changed: label and what follows it; STYLE: format on.
+FLAGS_DIR = $(WORK)/.flags
+NO_PIPELINE_GOALS := help install test test-all clean clean-cache
+differs = $(subst x$(strip $(1))x,,x$(strip $(2))x)$(subst x$(strip $(2))x,,x$(strip $(1))x)
+ifeq ($(filter-out $(NO_PIPELINE_GOALS),$(or $(MAKECMDGOALS),help)),)
+flags =
+else
+flags = $(if $(call differs,$(file <$(FLAGS_DIR)/$(1)),$(1): $(2)),$(shell mkdir -p $(FLAGS_DIR))$(file >$(FLAGS_DIR)/$(1),$(1): $(strip $(2))))$(FLAGS_DIR)/$(1)
+# A settings file removed after it was written (`make clean eval`): its stage reruns.
+$(FLAGS_DIR)/%: ;
+ifneq ($(filter --dry-run,$(GENERATE_FLAGS) $(EXPAND_FLAGS) $(LABEL_FLAGS)),)
+$(error --dry-run in GENERATE_FLAGS writes nothing for the next step to read: run `make dry-run` instead)
+endif
+endif
+
 # ------------------------------------------------------------------ the pipeline
-# Runs a kdpipe command against the teacher: BASE_URL when set, else a loopback
-# teacher started for this command alone.
+# Runs a kdpipe command against the teacher: BASE_URL when set, else the demo's loopback
+# teacher started for this command alone (only as the demo's model: see TEACHER_MODEL).
+# $(2): files to remove when the command ends, however it ends.
 define with_teacher
-	@set -e; if [ -n "$(BASE_URL)" ]; then url="$(BASE_URL)"; else \
+	@set -e; trap 'rm -f $(2)' EXIT; if [ -n "$(BASE_URL)" ]; then url="$(BASE_URL)"; else \
+	  if [ "$(TEACHER_MODEL)" != "$(DEMO_TEACHER_MODEL)" ]; then \
+	    echo "make: TEACHER_MODEL=$(TEACHER_MODEL) needs BASE_URL=<its endpoint>: without BASE_URL only the demo's scripted loopback teacher answers, as TEACHER_MODEL=$(DEMO_TEACHER_MODEL)" >&2; \
+	    exit 2; fi; \
 	  ready=$(WORK)/.teacher-url; rm -f $$ready; \
-	  $(KDPIPE) teacher serve --port 0 --script $(TEACHER_SCRIPT) --ready-file $$ready & pid=$$!; \
-	  trap "kill $$pid 2>/dev/null" EXIT; \
+	  $(KDPIPE) teacher serve --port 0 --script $(TEACHER_SCRIPT) --ready-file $$ready >/dev/null & pid=$$!; \
+	  trap "kill $$pid 2>/dev/null; rm -f $(2)" EXIT; \
 	  for i in $$(seq 300); do [ -s $$ready ] && break; sleep 0.1; done; \
 	  [ -s $$ready ] || { echo "loopback teacher did not start" >&2; exit 1; }; \
 	  url=$$(cat $$ready); fi; \
 	echo "$(1) --base-url $$url"; $(1) --base-url $$url
 endef
 
-TEACHER_ARGS = --model $(TEACHER_MODEL) --api-key-env $(API_KEY_ENV) --cache $(CACHE) \
-               --concurrency $(CONCURRENCY) --max-tokens $(MAX_TOKENS) $(GENERATE_FLAGS)
+# The teacher: who answers (the endpoint, or the demo's script) is a setting of every teacher step.
+TEACHER_DEP   = $(if $(BASE_URL),,$(TEACHER_SCRIPT))
+TEACHER_SHAPE = $(TEACHER_MODEL) at $(or $(BASE_URL),the loopback with $(TEACHER_SCRIPT)) --max-tokens $(MAX_TOKENS) $(GENERATE_FLAGS)
+TEACHER_ARGS  = --model $(TEACHER_MODEL) --api-key-env $(API_KEY_ENV) --cache $(CACHE) \
+                --concurrency $(CONCURRENCY) --max-tokens $(MAX_TOKENS) $(GENERATE_FLAGS)
+SEED_ARGS   = --eval-frac $(EVAL_FRAC) --task $(TASK) $(SEED_FLAGS)
+EXPAND_ARGS = --mode expand --num-new $(NUM_NEW) --prompt $(EXPAND_PROMPT) $(EXPAND_FLAGS)
+LABEL_ARGS  = --mode label --samples $(SAMPLES) --temperature $(TEMPERATURE) --prompt $(LABEL_PROMPT) $(LABEL_FLAGS)
+FILTER_ARGS = $(FILTER_FLAGS)
+FORMAT_ARGS = --style $(STYLE) $(FORMAT_FLAGS)
+# --epochs in TRAIN_FLAGS trains by epochs: the demo's MAX_STEPS is then left out, and one set
+# on the command line is refused (train would refuse both together).
+EPOCHS_GIVEN = $(filter --epochs --epochs=%,$(TRAIN_FLAGS))
+STEPS_ARG = $(if $(EPOCHS_GIVEN),$(if $(filter command line environment,$(origin MAX_STEPS)),$(error \
+            MAX_STEPS=$(MAX_STEPS) and --epochs in TRAIN_FLAGS: give one of them)),$(if $(MAX_STEPS),--max-steps $(MAX_STEPS)))
+TRAIN_ARGS = --rationale-weight $(RATIONALE_WEIGHT) $(STEPS_ARG) \
+             $(if $(LEARNING_RATE),--learning-rate $(LEARNING_RATE)) $(TRAIN_FLAGS)
+EVAL_ARGS  = --baseline $(BASELINE) $(EVAL_FLAGS)
+EVAL_SHAPE = $(EVAL_ARGS) $(if $(filter 1,$(SCORE_TEACHER)),teacher $(TEACHER_SHAPE) $(LABEL_PROMPT))
 
 # 1. seed: questions with gold answers; a held-out eval split never seen in training.
-$(WORK)/seeds.jsonl: $(SRC) $(INSTALLED)
-	$(KDPIPE) seed $(SRC) -o $@ --eval-out $(WORK)/eval.jsonl --eval-frac $(EVAL_FRAC) --task $(TASK)
+$(WORK)/seeds.jsonl: $(SRC) $(call flags,seed,$(SRC) $(SEED_ARGS)) $(INSTALLED)
+	$(KDPIPE) seed $(SRC) -o $@ --eval-out $(WORK)/eval.jsonl $(SEED_ARGS)
 $(WORK)/eval.jsonl: $(WORK)/seeds.jsonl
 
 # 2a. generate --mode expand: the teacher writes new questions in the style of the seeds.
-$(WORK)/expanded.jsonl: $(WORK)/seeds.jsonl $(EXPAND_PROMPT)
-	$(call with_teacher,$(KDPIPE) generate $< -o $@ --mode expand --num-new $(NUM_NEW) --prompt $(EXPAND_PROMPT) $(TEACHER_ARGS))
+$(WORK)/expanded.jsonl: $(WORK)/seeds.jsonl $(EXPAND_PROMPT) $(TEACHER_DEP) $(call flags,expand,$(TEACHER_SHAPE) $(EXPAND_ARGS))
+	$(call with_teacher,$(KDPIPE) generate $< -o $@ $(EXPAND_ARGS) $(TEACHER_ARGS))
 
 # The questions the teacher labels: the seeds and the new questions (NUM_NEW=0: the seeds alone).
-EXPANDED := $(if $(filter 0,$(NUM_NEW)),,$(WORK)/expanded.jsonl)
+EXPANDED = $(if $(filter 0,$(NUM_NEW)),,$(WORK)/expanded.jsonl)
 $(WORK)/questions.jsonl: $(WORK)/seeds.jsonl $(EXPANDED)
-	cat $^ > $@.tmp && mv $@.tmp $@
+	cat $^ > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
 
 # 2b. generate --mode label: several rationales per question (Fine-tune-CoT).
-$(WORK)/teacher.jsonl: $(WORK)/questions.jsonl $(LABEL_PROMPT)
-	$(call with_teacher,$(KDPIPE) generate $< -o $@ --mode label --samples $(SAMPLES) --temperature $(TEMPERATURE) --prompt $(LABEL_PROMPT) $(TEACHER_ARGS))
+$(WORK)/teacher.jsonl: $(WORK)/questions.jsonl $(LABEL_PROMPT) $(TEACHER_DEP) $(call flags,label,$(TEACHER_SHAPE) $(LABEL_ARGS))
+	$(call with_teacher,$(KDPIPE) generate $< -o $@ $(LABEL_ARGS) $(TEACHER_ARGS))
 
 # 3. filter: drop failed, wrong (gold) or minority (vote) answers, duplicates, eval overlap.
-$(WORK)/filtered.jsonl: $(WORK)/teacher.jsonl $(WORK)/eval.jsonl
+$(WORK)/filtered.jsonl: $(WORK)/teacher.jsonl $(WORK)/eval.jsonl $(call flags,filter,$(FILTER_ARGS))
 	$(KDPIPE) filter $< -o $@ --against $(WORK)/eval.jsonl --rejected $(WORK)/rejected.jsonl \
-	  --report $(WORK)/filter-report.json $(FILTER_FLAGS)
+	  --report $(WORK)/filter-report.json $(FILTER_ARGS)
 
 # 4. format: SFT rows in the chosen style (dss: predict/explain tasks; cot; label; gold).
-$(WORK)/sft.jsonl: $(WORK)/filtered.jsonl
-	$(KDPIPE) format $< -o $@ --style $(STYLE) $(FORMAT_FLAGS)
+$(WORK)/sft.jsonl: $(WORK)/filtered.jsonl $(call flags,format,$(FORMAT_ARGS))
+	$(KDPIPE) format $< -o $@ $(FORMAT_ARGS)
 
 # The tiny demo student, built only when STUDENT is left at its default.
-$(WORK)/tiny-student/config.json: $(SRC) $(TEACHER_SCRIPT) $(INSTALLED)
-	$(KDPIPE) tiny-student $(WORK)/tiny-student --corpus $(TEACHER_SCRIPT)
+$(WORK)/tiny-student/config.json: $(SRC) $(TEACHER_SCRIPT) $(INSTALLED) $(call flags,tiny,$(DEMO_TINY_FLAGS))
+	$(KDPIPE) tiny-student $(WORK)/tiny-student --corpus $(TEACHER_SCRIPT) $(DEMO_TINY_FLAGS)
 
-STUDENT_DEP := $(if $(filter $(WORK)/tiny-student,$(STUDENT)),$(WORK)/tiny-student/config.json)
+STUDENT_DEP = $(if $(IS_DEMO_STUDENT),$(WORK)/tiny-student/config.json)
 
 # 5. train: LoRA SFT; the run directory's train_config.json is written last.
-$(WORK)/student/train_config.json: $(WORK)/sft.jsonl $(STUDENT_DEP)
-	$(KDPIPE) train $< -o $(WORK)/student --student $(STUDENT) --overwrite \
-	  --rationale-weight $(RATIONALE_WEIGHT) --max-steps $(MAX_STEPS) --learning-rate $(LEARNING_RATE) $(TRAIN_FLAGS)
+$(WORK)/student/train_config.json: $(WORK)/sft.jsonl $(STUDENT_DEP) $(call flags,train,$(STUDENT) $(TRAIN_ARGS))
+	$(KDPIPE) train $< -o $(WORK)/student --student $(STUDENT) --overwrite $(TRAIN_ARGS)
 
 # 6. eval: the student against the untrained baseline and the teacher on the held-out questions.
-EVAL_CMD = $(KDPIPE) eval $< --model $(WORK)/student --baseline $(BASELINE) -o $@ $(EVAL_FLAGS)
-$(WORK)/eval.json: $(WORK)/eval.jsonl $(WORK)/student/train_config.json
+# Under `make demo` the scorecard is printed once, by the demo target.
+EVAL_CMD = $(KDPIPE) eval $< --model $(WORK)/student -o $@ $(EVAL_ARGS)
+$(WORK)/eval.json: $(WORK)/eval.jsonl $(WORK)/student/train_config.json $(call flags,eval,$(EVAL_SHAPE)) \
+                   $(if $(filter 1,$(SCORE_TEACHER)),$(LABEL_PROMPT) $(TEACHER_DEP))
 ifeq ($(SCORE_TEACHER),1)
 	$(call with_teacher,$(EVAL_CMD) --teacher $(TEACHER_MODEL) --teacher-prompt $(LABEL_PROMPT) --api-key-env $(API_KEY_ENV) --cache $(CACHE))
 else
@@ -155,9 +221,14 @@ format: $(WORK)/sft.jsonl
 train: $(WORK)/student/train_config.json
 eval: $(WORK)/eval.json
 
+# The scorecard once: `kdpipe eval` prints it when it runs; when eval.json was already up to
+# date, the demo prints the saved one.
+ifneq ($(filter demo,$(MAKECMDGOALS)),)
+DEMO_STARTED := $(shell mkdir -p $(WORK) && touch $(WORK)/.demo-started && echo $(WORK)/.demo-started)
+endif
 demo: $(WORK)/eval.json
-	@echo
-	@cat $(WORK)/eval.md
+	@[ -n "$$(find $(WORK)/eval.json -newer $(DEMO_STARTED))" ] || { echo; cat $(WORK)/eval.md; }
+	@rm -f $(DEMO_STARTED)
 	@echo
 	@echo "Artifacts in $(WORK)/ (each with a .meta.json beside it):"
 	@echo "  seeds.jsonl eval.jsonl     seed questions and held-out eval questions"
@@ -168,8 +239,29 @@ demo: $(WORK)/eval.json
 	@echo "  student/                   LoRA adapter, tokenizer, config, metrics, loss curve"
 	@echo "  eval.json eval.md eval.predictions.jsonl   the scorecard"
 
+# ------------------------------------------------------------------ cost before paying
+# One estimate for the teacher steps of the whole run: expansion of NUM_NEW questions and the
+# labelling of the seeds and of those questions (the seeds stand in for questions not yet
+# written; once expanded.jsonl exists, its questions are priced). Seeding runs (it is local
+# and free); nothing is sent to the teacher and nothing else is written.
+DRY_EXPANDED = $(if $(filter 0,$(NUM_NEW)),,$(wildcard $(WORK)/expanded.jsonl))
+DRY_QUESTIONS = $(WORK)/.dry-run-questions.jsonl
+dry-run: $(WORK)/seeds.jsonl $(TEACHER_DEP)
+	$(call with_teacher,$(if $(DRY_EXPANDED),cat $< $(DRY_EXPANDED) > $(DRY_QUESTIONS) && )$(KDPIPE) generate \
+	  $(if $(DRY_EXPANDED),$(DRY_QUESTIONS),$<) -o $(WORK)/teacher.jsonl --dry-run $(LABEL_ARGS) \
+	  $(if $(DRY_EXPANDED)$(filter 0,$(NUM_NEW)),,--expect-new $(NUM_NEW) --expand-prompt $(EXPAND_PROMPT)) \
+	  $(TEACHER_ARGS),$(DRY_QUESTIONS))
+
+# ------------------------------------------------------------------ cleaning
+# The teacher cache holds answers that were paid for: clean keeps it, clean-cache removes it.
+CACHE_IN_WORK = $(word 1,$(subst /, ,$(patsubst $(abspath $(WORK))/%,%,$(filter $(abspath $(WORK))/%,$(abspath $(CACHE))))))
 clean:
-	rm -rf $(WORK)
+	@if [ -d $(WORK) ]; then \
+	  find $(WORK) -mindepth 1 -maxdepth 1 $(if $(CACHE_IN_WORK),! -name '$(CACHE_IN_WORK)*') -exec rm -rf {} +; \
+	  echo "clean: emptied $(WORK)/$(if $(CACHE_IN_WORK), but for the teacher cache $(CACHE) (make clean-cache removes it))"; fi
+
+clean-cache: $(INSTALLED)
+	$(KDPIPE) teacher clear-cache $(CACHE)
 
 # ------------------------------------------------------------------ GPU check
 # The wheels bench/gpu_check.sh installs on an offline GPU machine (Python GPU_PY there),

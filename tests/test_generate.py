@@ -321,7 +321,7 @@ def test_the_result_says_what_was_written_and_what_it_cost(tmp_path):
                          on_price=prices.append)
     first, teacher = r.summary()
     assert first == f"generate: 5 records, 5 samples: 5 answered; written to {tmp_path / 'out.jsonl'}"
-    assert teacher.startswith("teacher: 5/5 samples (0 cached)") and f"${r.cost_usd:.4f}" in teacher
+    assert teacher.startswith("teacher: 5/5 samples: 5 sent, 0 cached") and f"${r.cost_usd:.4f}" in teacher
     assert prices == [r.price] and r.price.input == 2.0 and r.notice() is None and r.exit_code == 0
 
 

@@ -25,15 +25,16 @@ OWN = {"seed": ["src", "-o/--out"], "generate": ["seeds", "-o/--out"],
        "train": ["sft", "-o/--out"], "eval": ["eval_file", "-o/--out"], "tiny-student": ["out", "--corpus"],
        "teacher serve": []}
 # The flags of each command, in help order, as they were before the command line was built from the
-# options classes (eval has gained --prices); a change here is a change users see.
+# options classes (eval has gained --prices, generate --expect-new and --expand-prompt); a change here is
+# a change users see.
 FLAGS = {
     "seed": ["src", "-o/--out", "--eval-out", "--eval-frac", "--seed", "--task", "--question-field",
              "--answer-field", "--choices-field", "--id-field", "--split", "--limit", "--quiet/-q"],
     "generate": ["seeds", "-o/--out", "--mode", "--model", "--base-url", "--api-key-env", "--concurrency",
                  "--samples", "--temperature", "--max-tokens", "--stop", "--seed", "--cache", "--prompt",
                  "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
-                 "--transport", "--dry-run", "--max-usd", "--batch", "--prices", "--tokenizer", "--poll-interval",
-                 "--quiet/-q"],
+                 "--transport", "--dry-run", "--expect-new", "--expand-prompt", "--max-usd", "--batch", "--prices",
+                 "--tokenizer", "--poll-interval", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",
                "--gold/--no-gold", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
                "--min-question-words", "--max-question-words", "--min-rationale-words", "--max-rationale-words",

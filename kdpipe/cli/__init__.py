@@ -64,7 +64,15 @@ app.command("tiny-student")(student.tiny_student)
 
 def run() -> None:
     """Console-script entry point."""
-    app(prog_name="kdpipe")
+    import sys
+
+    args = sys.argv[1:]
+    # --debug is the app's option, but a user adds it where the error showed: after the command.
+    options = args[:args.index("--")] if "--" in args else args
+    if "--debug" in options[1:]:
+        args.remove("--debug")
+        os.environ[DEBUG_ENV] = "1"
+    app(args=args, prog_name="kdpipe")
 
 
 if __name__ == "__main__":

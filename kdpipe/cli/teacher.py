@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from kdpipe.cli.build import QUIET_PARAM, command, fields, param
-from kdpipe.cli.common import say
+from kdpipe.cli.common import reports_errors, say
 from kdpipe.errors import KdpipeError
 
 # ------------------------------------------------------------------ generate
@@ -53,7 +53,8 @@ generate = command(GenerateOptions, _generate, [
     param("out", Path, typer.Option(..., "-o", "--out", help="Records to write (JSONL).", show_default=False)),
     *fields(GenerateOptions, "mode", "model", "base_url", "api_key_env", "concurrency", "samples", "temperature",
             "max_tokens", "stop", "seed", "cache", "prompt", "num_new", "seeds_per_prompt", "price_in",
-            "price_out", "timeout", "retries", "transport", "dry_run", "max_usd", "batch", "prices",
+            "price_out", "timeout", "retries", "transport", "dry_run", "expect_new", "expand_prompt", "max_usd",
+            "batch", "prices",
             "tokenizer", "poll_interval"),
     QUIET_PARAM])
 
@@ -61,7 +62,8 @@ generate = command(GenerateOptions, _generate, [
 
 # ------------------------------------------------------------------ loopback teacher
 
-teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server.", no_args_is_help=True)
+teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server, clearing a response cache.",
+                          no_args_is_help=True)
 
 
 from kdpipe.loopback.options import ServeOptions
@@ -81,3 +83,19 @@ def _teacher_serve(opts) -> None:
 
 
 teacher_app.command("serve")(command(ServeOptions, _teacher_serve, fields(ServeOptions)))
+
+
+@teacher_app.command("clear-cache")
+@reports_errors
+def teacher_clear_cache(
+    path: Path = typer.Argument(..., help="The response cache (SQLite) to delete.", show_default=False),
+) -> None:
+    """Delete a teacher response cache, saying what it held: every answer in it is paid for again."""
+    from kdpipe.teacher.cache import remove_cache
+
+    held = remove_cache(path)
+    if held is None:
+        typer.echo(f"clear-cache: no cache at {path}; nothing removed")
+    else:
+        entries, size = held
+        typer.echo(f"clear-cache: removed {path}: {entries} cached answers, {size / 1e6:.1f} MB")

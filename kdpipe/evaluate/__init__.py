@@ -301,7 +301,7 @@ def markdown(report: EvalReport) -> str:
         cost = "-" if m.cost_usd is None else f"${m.cost_usd:.4f}"
         lines.append(f"| {m.role} | `{m.model}` | {m.asked_task} | {100 * m.accuracy:.1f}% | "
                      f"{100 * m.ci95[0]:.1f}–{100 * m.ci95[1]:.1f}% | {m.correct} / {m.n} | {m.unparsed} | "
-                     f"{m.examples_per_s:.1f} | {cost} |")
+                     f"{f'{m.examples_per_s:.1f}' if m.examples_per_s else '-'} | {cost} |")
     for m in report.models:
         if m.tokens is not None:
             t = m.tokens

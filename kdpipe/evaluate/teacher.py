@@ -69,7 +69,9 @@ def ask_teacher(setup: TeacherSetup, records: list[Record]):
     started = time.perf_counter()
     with ResponseCache(setup.cache_path) as cache:
         results = backend.complete(setup.config, requests, cache, stats)
-    seconds = time.perf_counter() - started
+    # A rate over answers the cache returned would measure the cache, not the teacher: none then
+    # (the scorecard shows "-").
+    seconds = 0.0 if stats.cached else time.perf_counter() - started
     texts = [(c[0].text or "") if c and c[0].error is None else "" for c in results]
     prompt_tokens = sum(int(c[0].usage.get("prompt_tokens", 0)) for c in results if c)
     completion_tokens = sum(int(c[0].usage.get("completion_tokens", 0)) for c in results if c)

@@ -21,14 +21,15 @@ import random
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from kdpipe import answers
 from kdpipe.errors import UsageError
 from kdpipe.generate.cost import open_cache
-from kdpipe.generate.result import GenerateResult
+from kdpipe.generate.plan import NothingCached, merge_estimates, stand_ins
+from kdpipe.generate.result import GenerateResult, watching_failures
 from kdpipe.keys import question_key
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
@@ -36,6 +37,7 @@ from kdpipe.records import (
 )
 from kdpipe.options import option
 from kdpipe.teacher.backend import make_backend
+from kdpipe.teacher.backend_dry_run import DryRunBackend
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
 from kdpipe.teacher.pricing import Price
 from kdpipe.teacher.budget import NOT_SENT
@@ -64,6 +66,12 @@ class GenerateOptions(TeacherOptions):
     prompt: Path | None = option(None, "Prompt template (default: prompts/<task>.txt, prompts/expand.txt).")
     num_new: int = option(100, "New questions to write (expand mode only).")
     seeds_per_prompt: int = option(3, "Seed questions shown per expansion request (expand mode only).")
+    # A dry run of label mode before expansion ran: also price expanding and labelling this many (plan.py).
+    expect_new: int = option(0, "With --dry-run in label mode: also price writing this many new questions by "
+                                "expansion and labelling them (the seeds stand in for the questions not yet "
+                                "written): one estimate for the whole run.")
+    expand_prompt: Path | None = option(None, "The expansion prompt --expect-new prices (default: "
+                                              "prompts/expand.txt).")
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
@@ -92,6 +100,14 @@ class GenerateOptions(TeacherOptions):
             if wrong:
                 p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
                          "not label mode")
+        if self.expect_new < 0:
+            p.append("--expect-new must not be negative")
+        elif self.expect_new and (self.mode != "label" or not self.dry_run):
+            p.append("--expect-new is for a dry run of label mode (--mode label --dry-run)")
+        if self.expand_prompt is not None and not self.expect_new:
+            p.append("--expand-prompt goes with --expect-new")
+        elif self.expand_prompt is not None and not Path(self.expand_prompt).is_file():
+            p.append(f"--expand-prompt {self.expand_prompt}: no such file")
         if self.prompt is not None:
             placeholder = "{examples}" if self.mode == "expand" else "{question}"
             if not Path(self.prompt).is_file():
@@ -125,9 +141,12 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     config = opts.teacher_config()
     stats = Stats()
     budget = opts.budget(price)
+    causes: Counter = Counter()
     with open_cache(opts.cache_path(), opts.dry_run) as cache:
         backend = make_backend(opts, budget, on_batch_step)
         send = backend.complete
+        if not opts.dry_run:
+            send = watching_failures(send, causes)
         if opts.mode == "label":
             prompts = label_prompts(records, opts.prompt)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
@@ -136,9 +155,12 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
             prompts = {template[0]: template}
             result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
         if opts.dry_run:
-            return GenerateResult(counts, stats, price, extra={"estimate": estimate(
-                config, backend.requests, cache, token_counter(opts.tokenizer), price, opts.batch)},
-                mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
+            counter = token_counter(opts.tokenizer)
+            total = estimate(config, backend.requests, cache, counter, price, opts.batch)
+            if opts.expect_new:
+                total = merge_estimates(total, *_expected_new(records, opts, cache, counter, price))
+            return GenerateResult(counts, stats, price, extra={"estimate": total, "expect_new": opts.expect_new},
+                                  mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
     write_records(out, result_records)
     cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
     usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
@@ -153,7 +175,21 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
                extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
     return GenerateResult(counts, stats, price, cost, extra={"budget": budget}, mode=opts.mode, out=out,
-                          max_tokens=opts.max_tokens)
+                          max_tokens=opts.max_tokens, causes=causes)
+
+
+def _expected_new(records, opts: GenerateOptions, cache, counter, price):
+    """The estimates of expanding opts.expect_new new questions (the first round of requests)
+    and of labelling that many stand-ins for them (generate/plan.py)."""
+    expand_opts = replace(opts, mode="expand", num_new=opts.expect_new, samples=1, temperature=None,
+                          prompt=opts.expand_prompt, expect_new=0, expand_prompt=None)
+    dry = DryRunBackend()
+    template = read_prompt(opts.expand_prompt or PROMPTS_DIR / "expand.txt")
+    expand(records, template, expand_opts.teacher_config(), expand_opts, cache, Stats(), None, dry.complete)
+    expansion = estimate(expand_opts.teacher_config(), dry.requests, cache, counter, price, opts.batch)
+    new = stand_ins(records, opts.expect_new)
+    requests = label_requests(new, label_prompts(new, opts.prompt), opts.samples)
+    return expansion, estimate(opts.teacher_config(), requests, NothingCached(cache), counter, price, opts.batch)
 
 
 # ------------------------------------------------------------------ prompts

@@ -6,9 +6,10 @@ The command line prints `summary()` and `notice()` and exits with
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from kdpipe.records import SAMPLE_ERRORS
 from kdpipe.teacher.budget import NOT_SENT
@@ -16,6 +17,32 @@ from kdpipe.teacher.client import Stats
 from kdpipe.teacher.pricing import Price
 
 INCOMPLETE_EXIT = 3  # the output is written, but some samples failed or were not sent: rerun to finish
+
+
+def watching_failures(send: Callable, causes: Counter) -> Callable:
+    """`send` (a teacher sender) that also counts the detail of every transport failure it
+    returns, in the order first seen, for the line that says why samples failed."""
+
+    def send_and_watch(*args, **kwargs):
+        results = send(*args, **kwargs)
+        for completions in results:
+            for c in completions:
+                if c.error is not None and c.error != NOT_SENT:
+                    causes[c.detail or c.error] += 1
+        return results
+
+    return send_and_watch
+
+
+def describe_causes(causes: Counter) -> str:
+    """"connection error: ... refused (9)", and how many other distinct errors there were."""
+    if not causes:
+        return ""
+    first, count = next(iter(causes.items()))
+    others = sum(causes.values()) - count
+    more = f"; {others} more with {len(causes) - 1} other error{'s' if len(causes) > 2 else ''} " \
+           f"(see the records' detail)" if others else ""
+    return f": {first} ({count}){more}"
 
 
 @dataclass
@@ -29,6 +56,7 @@ class GenerateResult:
     dry_run: bool = False
     out: Path | None = None
     max_tokens: int | None = None
+    causes: Counter = field(default_factory=Counter)  # transport failure detail -> samples
 
     def unfinished(self) -> tuple[int, int]:
         """(failed with a transport error, not sent under --max-usd): samples in label mode,
@@ -47,7 +75,7 @@ class GenerateResult:
         if not failed and not not_sent:
             return None
         unit = "samples" if self.mode == "label" else "expansion requests"
-        parts = ([f"{failed} {unit} failed (transport)"] if failed else []) + (
+        parts = ([f"{failed} {unit} failed (transport){describe_causes(self.causes)}"] if failed else []) + (
             [f"{not_sent} {unit} were not sent (not_sent)"] if not_sent else [])
         return (f"{' and '.join(parts)}; the output is written with them marked; rerun the same command "
                 f"to retry only those (the rest comes from the cache)")
@@ -59,8 +87,12 @@ class GenerateResult:
         from kdpipe.teacher.progress import describe
 
         if self.dry_run:
+            new = self.extra.get("expect_new")
             scope = "" if self.mode == "label" else \
                 " (expand: the first round of requests only; duplicates add rounds)"
+            if new:
+                scope = (f" (labelling these questions, expanding by {new} new questions and labelling "
+                         f"them; expansion's duplicates add rounds)")
             return [f"dry run, nothing sent{scope}:"] + [
                 f"  {line}" for line in describe_estimate(self.extra["estimate"], self.max_tokens)]
         c = self.counts

@@ -17,6 +17,11 @@ with Retry-After), server_error (500), malformed (a broken JSON body), hang
 (no answer until the client gives up), truncated (half the text,
 finish_reason "length"), empty (an empty completion).
 
+`GET /v1/models` names the server a kdpipe loopback (field kdpipe_loopback,
+a digest of its script), so that clients cache its answers apart from a real
+model's (kdpipe/teacher/identity.py); `identify=False` makes it pose as a real
+endpoint, for tests.
+
 `GET /v1/kdpipe/stats` returns what the server has answered, for tests.
 The Files and Batch API (`/v1/files`, `/v1/batches`) are in batch.py.
 """
@@ -111,6 +116,7 @@ class LoopbackTeacher:
     expire_batches: int = 0
     paid: Counter = field(default_factory=Counter)  # prompt digest -> answers billed, online and batch
     batch_api: Any = field(default=None, repr=False)  # the files and batches this server holds
+    identify: bool = True  # name itself a loopback in GET /v1/models (False: pose as a real endpoint)
 
     def __post_init__(self):
         self._rng = random.Random(self.seed)
@@ -119,6 +125,13 @@ class LoopbackTeacher:
         # Longest first, so that a question containing a shorter known one wins.
         self._questions = sorted(self._by_question, key=len, reverse=True)
         self._lookup_memo: dict[str, ScriptLine | None] = {}
+
+    def identity(self) -> str:
+        """What GET /v1/models calls this server: its script's digest, so that two servers with
+        different scripts never share cached answers."""
+        digest = hashlib.sha256(json.dumps([[line.question, line.completions, line.expand] for line in self.script])
+                                .encode("utf-8")).hexdigest()[:16]
+        return f"kdpipe-loopback:{digest}"
 
     def draw_fault(self) -> str | None:
         x, edge = self._rng.random(), 0.0
@@ -167,8 +180,13 @@ async def handle(teacher: LoopbackTeacher, method: str, target: str, headers: di
     """One HTTP request -> (status, headers, body): the OpenAI chat API as the loopback speaks it."""
     path, _, query = target.partition("?")
     if method == "GET" and path == "/v1/models":
-        return _json(200, {"object": "list", "data": [
-            {"id": "loopback", "object": "model", "created": 0, "owned_by": "kdpipe"}]})
+        listing = {"object": "list", "data": [
+            {"id": "loopback", "object": "model", "created": 0, "owned_by": "kdpipe"}]}
+        if teacher.identify:
+            from kdpipe.teacher.identity import LOOPBACK_FIELD
+
+            listing[LOOPBACK_FIELD] = teacher.identity()
+        return _json(200, listing)
     if method == "GET" and path == "/v1/kdpipe/stats":
         return _json(200, dict(teacher.stats))
     if path.startswith(("/v1/files", "/v1/batches")):

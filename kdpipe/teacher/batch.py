@@ -37,6 +37,7 @@ from typing import Callable
 from kdpipe.errors import KdpipeError
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.cache import ResponseCache, request_key
+from kdpipe.teacher.identity import cache_namespace
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, completions_from, request_body
 from kdpipe.teacher.batch_store import BatchStore, Job
 from kdpipe.teacher.transport import TeacherFatalError
@@ -124,10 +125,11 @@ class _BatchRun:
         self.config, self.requests, self.cache, self.stats = config, requests, cache, stats
         self.on_progress, self.budget, self.options, self.on_step = on_progress, budget, options, on_step
         params = config.sampling_params()
+        namespace = cache_namespace(config.resolved_base_url())  # keyed as online answers are
         self.where: dict[str, tuple[int, int]] = {}  # cache key -> (request, sample index)
         for r, req in enumerate(requests):
             for i in range(req.first_sample, req.first_sample + req.n):
-                self.where[request_key(config.model, req.messages, params, i)] = (r, i)
+                self.where[request_key(config.model, req.messages, params, i, namespace)] = (r, i)
         self.results: list[list[Completion | None]] = [[None] * req.n for req in requests]
         self.failures: dict[str, str] = {}  # key -> why its last batch line gave no answer
         self.one_by_one: set[str] = set()  # keys whose line with n > 1 was refused (HTTP 400)

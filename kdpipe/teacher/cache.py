@@ -13,6 +13,11 @@ is the same request whether 3 or 5 samples were asked for, so raising
 the key, though, and generate's default changes with the sample count (0 for
 one sample, 0.7 for several): going from 1 sample to several without
 --temperature asks for every sample anew.
+
+The one exception to leaving the endpoint out: a kdpipe loopback server
+(scripted answers, a stand-in for tests and the demo) names itself, and its
+answers are keyed under that name too, so they can never be served later as
+a real model's answers (teacher/identity.py).
 """
 
 from __future__ import annotations
@@ -38,10 +43,15 @@ def default_cache_path() -> Path:
     return base / "kdpipe" / "teacher.sqlite"
 
 
-def request_key(model: str, messages: list[dict], params: dict[str, Any], sample_index: int) -> str:
-    """The cache key of one sample: sha256 of canonical JSON of what determines it."""
+def request_key(model: str, messages: list[dict], params: dict[str, Any], sample_index: int,
+                namespace: str | None = None) -> str:
+    """The cache key of one sample: sha256 of canonical JSON of what determines it; `namespace`
+    (a loopback server's identity) keeps a stand-in server's answers apart from the real model's."""
+    what = {"model": model, "messages": messages, "params": params, "sample": sample_index}
+    if namespace:
+        what["server"] = namespace
     canonical = json.dumps(
-        {"model": model, "messages": messages, "params": params, "sample": sample_index},
+        what,
         sort_keys=True, ensure_ascii=False, separators=(",", ":"),
     )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
@@ -100,3 +110,24 @@ class ResponseCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def remove_cache(path: str | os.PathLike) -> tuple[int, int] | None:
+    """Delete a response cache and its WAL files; returns (responses it held, bytes it took),
+    None when there is none. A file that is not a response cache is left alone (KdpipeError)."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            entries = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.Error as e:
+        raise KdpipeError(f"{path}: not a kdpipe response cache ({e}); not removed") from None
+    files = [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
+    size = sum(f.stat().st_size for f in files if f.exists())
+    for f in files:
+        f.unlink(missing_ok=True)
+    return entries, size

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
+from kdpipe.teacher.identity import cache_namespace, is_local
 from kdpipe.teacher.transport import Rejected, Retryable, TeacherFatalError, make_transport, short
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -80,7 +81,7 @@ class TeacherConfig:
                 parts.port
             except ValueError:
                 p.append(f"{flag('base_url')} has a bad port: {url!r}")
-        if need_key and not os.environ.get(self.api_key_env) and not _is_loopback(url):
+        if need_key and not os.environ.get(self.api_key_env) and not is_local(url):
             p.append(f"no API key: set {self.api_key_env} (or name another variable with {flag('api_key_env')})")
         return p
 
@@ -112,10 +113,6 @@ def endpoint_host(url: str) -> str:
     except ValueError:
         port = None
     return f"{host}:{port}" if port else host
-
-
-def _is_loopback(url: str) -> bool:
-    return urlsplit(url).hostname in ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass
@@ -176,9 +173,10 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
     samples come back with error "not_sent"."""
     stats = stats or Stats()
     params = config.sampling_params()
+    namespace = await asyncio.to_thread(cache_namespace, config.resolved_base_url())
     results: list[list[Completion | None]] = []
     todo: list[tuple[int, list[int], list[str]]] = []  # (request, missing sample indices, their keys)
-    all_keys = [[request_key(config.model, req.messages, params, i)
+    all_keys = [[request_key(config.model, req.messages, params, i, namespace)
                  for i in range(req.first_sample, req.first_sample + req.n)] for req in requests]
     stored = cache.get_many([k for keys in all_keys for k in keys])
     for r, req in enumerate(requests):

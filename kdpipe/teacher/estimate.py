@@ -29,6 +29,7 @@ from pathlib import Path
 from kdpipe.errors import InputError
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.client import ChatRequest, TeacherConfig
+from kdpipe.teacher.identity import cache_namespace
 from kdpipe.teacher.pricing import Price
 
 PER_MESSAGE = 4  # role and separators around each message in the chat format
@@ -121,9 +122,9 @@ def estimate(config: TeacherConfig, requests: list[ChatRequest], cache: Response
     e = Estimate(counting=counter.name, output_basis=basis, price=price, batch=batch)
     low_in = mid_in = high_in = 0
     mid_out = 0.0
-    keys = [[request_key(config.model, req.messages, params, i) for i in range(req.first_sample,
-                                                                                req.first_sample + req.n)]
-            for req in requests]
+    namespace = cache_namespace(config.resolved_base_url())
+    keys = [[request_key(config.model, req.messages, params, i, namespace)
+             for i in range(req.first_sample, req.first_sample + req.n)] for req in requests]
     stored = cache.get_many([k for ks in keys for k in ks])
     for req, req_keys in zip(requests, keys):
         indices = range(req.first_sample, req.first_sample + req.n)

@@ -10,13 +10,16 @@ from kdpipe.teacher.pricing import Price
 
 
 def describe(stats: Stats, price: Price | None) -> str:
-    """The progress/summary text for a run so far."""
+    """The progress/summary text for a run so far: of the samples done, how many the teacher
+    answered now ("sent"), how many the cache answered and how many were kept back; the rate
+    counts sent samples only (the cache answers thousands a second)."""
     elapsed = max(stats.elapsed(), 1e-9)
-    fresh = stats.done - stats.cached - stats.not_sent
+    sent = stats.done - stats.cached - stats.not_sent
     cost = f"${price.cost(stats.prompt_tokens, stats.completion_tokens):.4f}" if price else "$? (unknown price)"
-    not_sent = f"{stats.not_sent} not sent (--max-usd), " if stats.not_sent else ""
-    return (f"{stats.done}/{stats.total} samples ({stats.cached} cached), {fresh / elapsed:.1f}/s, "
-            f"{stats.retries} retries, {stats.errors} errors, {not_sent}"
+    not_sent = f", {stats.not_sent} not sent (--max-usd)" if stats.not_sent else ""
+    rate = f"{sent / elapsed:.1f}/s" if sent else "-/s"
+    return (f"{stats.done}/{stats.total} samples: {sent} sent, {stats.cached} cached{not_sent}; {rate}, "
+            f"{stats.retries} retries, {stats.errors} errors, "
             f"tokens {_k(stats.prompt_tokens)} in / {_k(stats.completion_tokens)} out, {cost}")
 
 

@@ -53,7 +53,7 @@ class TrainOptions(Options):
                                          flags=("--learning-rate", "--lr"))
     lr_scheduler: str = option("cosine", "Schedule: cosine, linear, constant, constant_with_warmup...")
     warmup_ratio: float = option(0.03, "Share of steps warming up.")
-    epochs: float = option(3.0, "Epochs (ignored with --max-steps).")
+    epochs: float = option(3.0, "Epochs (not with --max-steps).")
     max_steps: int | None = option(None, "Stop after this many steps.")
     batch_size: int = option(8, "Examples per device per step.")
     grad_accum: int = option(1, "Gradient accumulation steps.")
@@ -88,6 +88,9 @@ class TrainOptions(Options):
             problems.append("--warmup-ratio must be in [0, 1)")
         if self.epochs <= 0:
             problems.append("--epochs must be positive")
+        if self.max_steps is not None and self.epochs != TrainOptions.epochs:
+            # Either would silently win over the other: --max-steps always did.
+            problems.append("give --epochs or --max-steps, not both")
         if self.max_steps is not None and self.max_steps <= 0:
             problems.append("--max-steps must be positive")
         if self.max_length < 8:
