@@ -44,7 +44,9 @@ TASKS = ("numeric", "choice", "text")
 # sets them, `filter` drops on them, reports count them. "not_sent": the
 # request was never sent because `generate --max-usd` was reached; rerunning
 # with a higher cap sends it (what was answered comes from the cache).
-SAMPLE_ERRORS = ("unparseable", "empty", "truncated", "refusal", "transport", "not_sent")
+# "malformed": the server answered (and billed) with a response of unexpected
+# shape; it is cached as received, so a rerun does not pay for it again.
+SAMPLE_ERRORS = ("unparseable", "empty", "truncated", "refusal", "transport", "not_sent", "malformed")
 
 
 @dataclass

@@ -294,7 +294,7 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
         counts["requests"] += len(plans)
         for (task, chosen), (c,) in zip(plans, results):
             if c.error is not None:
-                counts[c.error if c.error == NOT_SENT else "transport"] += 1
+                counts[c.error if c.error in (NOT_SENT, "malformed") else "transport"] += 1
                 continue
             proposed = parse_question_list(c.text)
             if c.finish_reason == "length" and proposed:

@@ -38,6 +38,7 @@ from kdpipe.errors import KdpipeError
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, completions_from, request_body
+from kdpipe.teacher.response import from_stored
 from kdpipe.teacher.batch_store import BatchStore, Job
 from kdpipe.teacher.transport import TeacherFatalError
 
@@ -162,8 +163,7 @@ class _BatchRun:
     def complete(self) -> list[list[Completion]]:
         self.stats.total += len(self.where)
         for key, hit in self.cache.get_many(list(self.where)).items():
-            self._set(key, Completion(self.where[key][1], hit.get("text"), hit.get("finish_reason"),
-                                      hit.get("usage") or {}, cached=True))
+            self._set(key, from_stored(self.where[key][1], hit, cached=True))
             self.stats.cached += 1
             self.stats.done += 1
         if self._pending():
@@ -348,18 +348,18 @@ class _BatchRun:
 
     def _store_answers(self, keys: list[str], body: dict, reservation: float) -> int:
         before = (self.stats.prompt_tokens, self.stats.completion_tokens)
+        no_usage = self.stats.no_usage
         got = completions_from(body, list(range(len(keys))), self.stats)
-        for c in got:
+        for c, entry in got:
             key = keys[c.index]
-            self.cache.put(key, self.config.model, {"text": c.text, "finish_reason": c.finish_reason,
-                                                    "usage": c.usage})
+            self.cache.put(key, self.config.model, entry)
             self.failures.pop(key, None)
             if key in self.where and self._missing(key):
-                self._set(key, Completion(self.where[key][1], c.text, c.finish_reason, c.usage))
+                self._set(key, from_stored(self.where[key][1], entry))
                 self.stats.done += 1
         for key in keys[len(got):]:
             self.failures[key] = "Batch API: the endpoint answered fewer samples than asked (n)"
         if self.budget:
             self.budget.settle(reservation, self.stats.prompt_tokens - before[0],
-                               self.stats.completion_tokens - before[1])
+                               self.stats.completion_tokens - before[1], usage_known=self.stats.no_usage == no_usage)
         return len(got)
