@@ -84,6 +84,10 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        # What a server wrote (error details, reasons) is scrubbed of secrets like metadata is.
+        for s in d["samples"]:
+            if s["detail"]:
+                s["detail"] = scrub(s["detail"])
         # Omit empty optional fields so files stay readable by eye.
         for key in ("choices", "gold", "reason", "vote_share"):
             if d[key] is None:

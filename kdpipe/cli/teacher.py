@@ -142,14 +142,24 @@ def teacher_serve(
                                    "hang, truncated, empty."),
     retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with a 429."),
     fault_seed: int = typer.Option(0, "--fault-seed", help="Seed of the fault draws."),
+    hostile: Optional[list[str]] = typer.Option(
+        None, "--hostile", help="KIND, repeatable: behave as a hostile server does; kinds: ignore_n, "
+                                "echo_headers, no_usage, usage_list, usage_string, usage_nan, null_choice, "
+                                "string_message, lone_surrogate (all but ignore_n take turns)."),
+    unauthorized_after: Optional[int] = typer.Option(None, "--unauthorized-after",
+                                                     help="Answer 401 to every request after the K-th."),
+    hang_after: Optional[int] = typer.Option(None, "--hang-after", help="Let every request after the K-th hang."),
     ready_file: Optional[Path] = typer.Option(None, "--ready-file",
                                               help="Write the base URL here once listening."),
 ) -> None:
     """Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C."""
     from kdpipe.errors import UsageError
     from kdpipe.loopback import LoopbackTeacher, load_script, parse_fault_rates, serve
+    from kdpipe.loopback.hostile import check_hostile
 
-    problems = []
+    problems = check_hostile(hostile or [])
+    if any(k is not None and k < 0 for k in (unauthorized_after, hang_after)):
+        problems.append("--unauthorized-after and --hang-after must not be negative")
     if not 0 <= port <= 65535:
         problems.append("--port must be between 0 and 65535")
     if latency < 0 or retry_after < 0:
@@ -161,7 +171,8 @@ def teacher_serve(
     if problems:
         raise UsageError("; ".join(problems))
     lines = [line for path in script or [] for line in load_script(path)]
-    teacher = LoopbackTeacher(lines, latency, faults, retry_after, fault_seed)
+    teacher = LoopbackTeacher(lines, latency, faults, retry_after, fault_seed, hostile=hostile or [],
+                              unauthorized_after=unauthorized_after, hang_after=hang_after)
     try:
         serve(teacher, host, port, ready_file, announce=lambda url: typer.echo(url))
     except OSError as e:

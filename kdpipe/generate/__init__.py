@@ -206,7 +206,8 @@ def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, o
 def to_sample(c: Completion, record: Record) -> Sample:
     """A teacher completion as a Sample: rationale and answer, or the reason there is none."""
     if c.error is not None:
-        return Sample(index=c.index, error=c.error if c.error in SAMPLE_ERRORS else "transport", detail=c.detail)
+        return Sample(index=c.index, error=c.error if c.error in SAMPLE_ERRORS else "transport", detail=c.detail,
+                      usage=c.usage, cached=c.cached)
     p = answers.parse_completion(c.text, record.task, record.choices)
     s = Sample(index=c.index, text=c.text, rationale=p.rationale, answer=p.answer,
                finish_reason=c.finish_reason, error=p.error, detail=p.detail, usage=c.usage, cached=c.cached)

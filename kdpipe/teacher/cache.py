@@ -211,7 +211,7 @@ def held_by(path: Path) -> str:
             continue
         try:
             if any(os.readlink(fd) in names for fd in (proc / "fd").iterdir()):
-                cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+                cmd = " ".join((proc / "cmdline").read_bytes().decode("utf-8", "replace").replace("\0", " ").split())
                 holders.append(f"pid {proc.name}: {cmd[:80]}")
         except OSError:
             continue

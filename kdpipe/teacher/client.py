@@ -22,7 +22,9 @@ from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.response import Completion, entries_from, from_stored
-from kdpipe.teacher.transport import TeacherFatalError, _Rejected, _Retryable, _short, make_transport
+from kdpipe.teacher.transport import (
+    TeacherFatalError, _Rejected, _Retryable, _short, make_transport, scrub_secret,
+)
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -371,7 +373,7 @@ async def _with_retries(config, transport, body, stats: Stats, stop: list = ()) 
         except (TeacherFatalError, _Rejected):
             raise
         except Exception as e:  # noqa: BLE001  a client library's surprise: a failed attempt, not a traceback
-            error = _Retryable(f"unexpected {type(e).__name__}: {_short(str(e))}")
+            error = _Retryable(f"unexpected {type(e).__name__}: {_short(scrub_secret(str(e), config.api_key()))}")
         if attempt == config.retries:
             raise _Retryable(f"{error} (gave up after {attempt + 1} attempts)")
         stats.retries += 1
