@@ -25,7 +25,10 @@ from typing import Any, Callable
 from kdpipe.answers import answers_agree, canonical_answer, parse_completion, safe_eval
 from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.prompt_format import PromptFormat, answer_in_sentence, inference_task, load_prompt_format, render_prompt
-from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
+from kdpipe.records import (
+    JsonlWriter, Record, atomic_file, check_outputs_differ, file_digest, load_records, meta_path, prepare_output,
+    write_meta,
+)
 
 
 @dataclass
@@ -214,6 +217,11 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     """Score the student (and baseline, teacher) on `eval_path`; write outputs when `out` is set."""
     say = progress or (lambda _m: None)
     opts.validate()
+    if out is not None:  # before any model loads or any teacher request is paid for
+        outputs = [Path(out), predictions_path(Path(out), opts), markdown_path(Path(out)), meta_path(out)]
+        check_outputs_differ([eval_path], outputs)
+        for path in outputs:
+            prepare_output(path)
     from kdpipe.student import resolve_source
 
     records, skipped = load_eval_records(eval_path, opts.limit)

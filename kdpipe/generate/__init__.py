@@ -31,7 +31,8 @@ from kdpipe.generate.cost import cost_problems, make_budget, make_sender, open_c
 from kdpipe.generate.result import GenerateResult
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
-    SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, write_meta, write_records,
+    SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, meta_path, prepare_output, write_meta,
+    write_records,
 )
 from kdpipe.teacher.cache import default_cache_path
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
@@ -137,8 +138,10 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     problems = opts.problems()
     if problems:
         raise UsageError("; ".join(problems))
-    if not opts.dry_run:
-        check_outputs_differ([seeds], [out])
+    if not opts.dry_run:  # checked before anything is paid for
+        check_outputs_differ([seeds], [out, meta_path(out)])
+        prepare_output(out)
+        prepare_output(meta_path(out))
     records = load_records(seeds)
     started = time.time()
     price = opts.price()
