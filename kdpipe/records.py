@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -231,11 +232,42 @@ def parse_json_line(path: Path, lineno: int, raw: bytes) -> dict[str, Any] | Non
     if not line.strip():
         return None
     try:
-        obj = json.loads(line)
+        obj = loads(line)
     except json.JSONDecodeError as e:
         raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", lineno) from None
+    except ValueError as e:
+        raise InputError(path, str(e), lineno) from None
     if not isinstance(obj, dict):
         raise InputError(path, f"expected a JSON object, got {_json_type(obj)}", lineno)
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def loads(text: str) -> Any:
+    """json.loads for input files: JSONDecodeError for bad syntax, and a one-line ValueError for
+    what the syntax allows but no stage can use (nesting past Python's stack, an integer over
+    Python's 4,300-digit limit, a lone surrogate, which no UTF-8 file can hold)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as e:  # int() refusing a number of more than 4,300 digits
+        raise ValueError(f"invalid JSON: {str(e).split(';')[0]}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        stack = [obj]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack += [*item.keys(), *item.values()]
+            elif isinstance(item, list):
+                stack += item
+            elif isinstance(item, str) and _LONE_SURROGATE.search(item):
+                raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff escape): not valid Unicode")
     return obj
 
 

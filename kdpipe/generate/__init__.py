@@ -106,7 +106,7 @@ class GenerateOptions:
                 p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
                          "not label mode")
         for name in ("price_in", "price_out"):
-            if getattr(self, name) is not None and getattr(self, name) < 0:
+            if getattr(self, name) is not None and not 0 <= getattr(self, name) < float("inf"):  # NaN too
                 p.append(f"--{name.replace('_', '-')} must not be negative")
         if self.prompt is not None:
             placeholder = "{examples}" if self.mode == "expand" else "{question}"

@@ -62,8 +62,8 @@ class TeacherConfig:
             p.append("--temperature must be between 0 and 2")
         if self.max_tokens is not None and self.max_tokens < 1:
             p.append("--max-tokens must be at least 1")
-        if self.timeout <= 0:
-            p.append("--timeout must be positive")
+        if not self.timeout > 0 or self.timeout == float("inf"):  # NaN and inf included
+            p.append("--timeout must be a positive number of seconds")
         if self.retries < 0:
             p.append("--retries must be at least 0")
         if self.transport not in TRANSPORTS:
