@@ -54,9 +54,12 @@ def safe_eval(expr: str) -> float | None:
         value = _eval_node(tree.body)
     except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError):
         return None
-    if value is None or isinstance(value, complex) or not math.isfinite(value):
+    if value is None or isinstance(value, complex):
         return None
-    return float(value)
+    try:  # an int past float's range (999999**64) is no answer either
+        return float(value) if math.isfinite(value) else None
+    except OverflowError:
+        return None
 
 
 def _eval_node(node):
