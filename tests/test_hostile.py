@@ -217,3 +217,15 @@ def _script_file(tmp_path):
     path = tmp_path / "script.jsonl"
     path.write_text(json.dumps({"question": SCRIPT[2].question, "completions": SCRIPT[2].completions}) + "\n")
     return path
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_two_ids_with_the_same_question_are_paid_once_online_and_in_a_batch(tmp_path, batch):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("".join(json.dumps({"id": f"q{i}", "question": SCRIPT[i % 2].question, "task": "numeric"})
+                             + "\n" for i in range(4)))
+    out = tmp_path / "out.jsonl"
+    with running(SCRIPT) as srv:
+        run_generate(seeds, out, gen_opts(srv.base_url, tmp_path, batch=batch, poll_interval=0.02))
+        assert sum(srv.teacher.paid.values()) == 2
+    assert [r.samples[0].answer for r in load_records(out)] == ["0", "2", "0", "2"]

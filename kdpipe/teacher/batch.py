@@ -126,9 +126,14 @@ class _BatchRun:
         self.on_progress, self.budget, self.options, self.on_step = on_progress, budget, options, on_step
         params = config.sampling_params()
         self.where: dict[str, tuple[int, int]] = {}  # cache key -> (request, sample index)
+        self.repeats: list[tuple[int, int, str]] = []  # the same sample asked again: sent once
         for r, req in enumerate(requests):
             for i in range(req.first_sample, req.first_sample + req.n):
-                self.where[request_key(config.model, req.messages, params, i)] = (r, i)
+                key = request_key(config.model, req.messages, params, i)
+                if key in self.where:
+                    self.repeats.append((r, i, key))
+                else:
+                    self.where[key] = (r, i)
         self.results: list[list[Completion | None]] = [[None] * req.n for req in requests]
         self.failures: dict[str, str] = {}  # key -> why its last batch line gave no answer
         self.one_by_one: set[str] = set()  # keys whose line with n > 1 was refused (HTTP 400)
@@ -196,6 +201,13 @@ class _BatchRun:
                 self._set(key, Completion(i, error="transport",
                                           detail=self.failures.get(key, "no answer from the Batch API")))
                 self.stats.errors += 1
+            self.stats.done += 1
+        for r, i, key in self.repeats:
+            fr, fi = self.where[key]
+            c = self.results[fr][fi - self.requests[fr].first_sample]
+            self.results[r][i - self.requests[r].first_sample] = Completion(i, c.text, c.finish_reason, {}, True,
+                                                                            c.error, c.detail)
+            self.stats.duplicates += 1
             self.stats.done += 1
         return self.results  # type: ignore[return-value]
 
