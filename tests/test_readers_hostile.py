@@ -102,7 +102,7 @@ def test_generate_option_values_that_are_no_numbers_are_one_line(tmp_path, cli):
     err = one_line_error(cli, "generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url",
                          "http://127.0.0.1:9/v1", "--max-usd", "nan", "--price-in", "nan", "--price-out", "1",
                          "--timeout", "nan")
-    assert "--max-usd must be a positive number" in err and "--price-in" in err and "--timeout" in err
+    assert "--max-usd must be positive" in err and "--price-in" in err and "--timeout" in err
 
 
 def test_eval_calls_a_teacher_that_gave_no_answer_an_error_not_a_wrong_answer(tmp_path):

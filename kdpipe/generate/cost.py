@@ -38,7 +38,7 @@ def cost_problems(opts) -> list[str]:
         p.append("--poll-interval must be positive")
     if opts.max_usd is not None:
         if not 0 < opts.max_usd < float("inf"):  # NaN included
-            p.append("--max-usd must be a positive number")
+            p.append("--max-usd must be positive")
         if opts.max_tokens is None:
             p.append("--max-usd needs --max-tokens: it bounds what each answer can cost")
         if price is None and not bad_price_file:

@@ -40,7 +40,7 @@ from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, completions_from, request_body
 from kdpipe.teacher.response import from_stored
 from kdpipe.teacher.batch_store import BatchStore, Job
-from kdpipe.teacher.transport import TeacherFatalError
+from kdpipe.teacher.transport import TeacherFatalError, scrub_secret
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "expired", "failed", "cancelled")
@@ -62,6 +62,7 @@ class BatchApi:
 
         self._openai = openai
         self._url = config.resolved_base_url()
+        self._key = config.api_key()
         self._client = openai.OpenAI(base_url=self._url, api_key=config.api_key(), timeout=config.timeout,
                                      max_retries=config.retries)
 
@@ -70,12 +71,13 @@ class BatchApi:
         try:
             return fn(*args, **kwargs)
         except openai.APIStatusError as e:
-            message = f"{self._url}: Batch API {what}: HTTP {e.status_code}: {e.message}"
+            message = f"{self._url}: Batch API {what}: HTTP {e.status_code}: {scrub_secret(e.message, self._key)}"
             if e.status_code in (401, 403, 404):
                 raise TeacherFatalError(message) from None
             raise KdpipeError(message + "; rerun the same command to resume") from None
         except openai.APIConnectionError as e:
-            raise KdpipeError(f"{self._url}: Batch API {what}: {e}; rerun the same command to resume") from None
+            raise KdpipeError(f"{self._url}: Batch API {what}: {scrub_secret(str(e), self._key)}; "
+                              "rerun the same command to resume") from None
 
     def find_file(self, name: str, size: int) -> str | None:
         # Iterating the page fetches the following pages (`after` the last id) as needed.
