@@ -229,3 +229,19 @@ def test_two_ids_with_the_same_question_are_paid_once_online_and_in_a_batch(tmp_
         run_generate(seeds, out, gen_opts(srv.base_url, tmp_path, batch=batch, poll_interval=0.02))
         assert sum(srv.teacher.paid.values()) == 2
     assert [r.samples[0].answer for r in load_records(out)] == ["0", "2", "0", "2"]
+
+
+def test_two_runs_at_once_on_one_cache_pay_once_for_each_answer(tmp_path):
+    seeds = seeds_file(tmp_path, 20)
+    cache_path = tmp_path / "cache.sqlite"
+    with running(SCRIPT, latency=0.2) as srv:
+        procs = [subprocess.Popen([sys.executable, "-m", "kdpipe", "generate", str(seeds), "-o",
+                                   str(tmp_path / f"out{k}.jsonl"), "--model", "loopback", "--base-url",
+                                   srv.base_url, "--samples", "2", "--concurrency", "4", "--cache", str(cache_path),
+                                   "-q"], stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": os.getcwd()})
+                 for k in range(2)]
+        for proc in procs:
+            assert proc.wait(120) == 0, proc.stderr.read()
+        assert sum(srv.teacher.paid.values()) == 40  # 20 questions x 2 samples, each paid once
+    answers = [[s.answer for r in load_records(tmp_path / f"out{k}.jsonl") for s in r.samples] for k in range(2)]
+    assert answers[0] == answers[1] and None not in answers[0]

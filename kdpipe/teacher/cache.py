@@ -20,7 +20,9 @@ can write before anything is sent, and says which processes hold the cache if
 it cannot. An answer that arrives while another process keeps the cache locked
 past that wait is appended to a spill file beside it (`<cache>.pending-*`,
 fsynced) and moved into the cache by the next process that opens it: an
-answer once received is never lost to a lock.
+answer once received is never lost to a lock. Before sending, a run claims its
+requests in a `claims` table (`claim`); another run that finds them claimed by a
+live process waits for those answers instead of paying for them again.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import hashlib
 import json
 import os
 import secrets
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -86,6 +89,9 @@ class ResponseCache:
                 " key TEXT PRIMARY KEY, model TEXT NOT NULL, created REAL NOT NULL, response TEXT NOT NULL)"
             )
             if write:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS claims ("
+                    " key TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, expires REAL NOT NULL)")
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("ROLLBACK")
                 self._merge_spills()
@@ -126,6 +132,36 @@ class ResponseCache:
             )
         except sqlite3.Error as e:
             self._spill_row(key, model, raw, e)
+
+    def claim(self, keys: list[str], seconds: float) -> set[str]:
+        """Claim `keys` for this process for `seconds` (it is about to send them); return those
+        another live process has claimed: it is asking for them now, so wait for its answer
+        rather than pay twice. A claim ends when its answer is stored, its process ends, or it expires."""
+        now, me = time.time(), os.getpid()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                held = set()
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start:start + 500]
+                    rows = self._db.execute(f"SELECT key, pid, host, expires FROM claims WHERE key IN "
+                                            f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                    held |= {k for k, pid, host, expires in rows
+                             if pid != me and expires > now and _alive(pid, host)}
+                self._db.executemany("INSERT OR REPLACE INTO claims (key, pid, host, expires) VALUES (?, ?, ?, ?)",
+                                     [(k, me, _HOST, now + seconds) for k in keys if k not in held])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error:
+            return set()  # locked past the wait or no claims table: send rather than stall
+        return held
+
+    def release(self, keys: list[str]) -> None:
+        """End this process's claims on `keys` (answered, or failed: another run may ask)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.executemany("DELETE FROM claims WHERE key = ? AND pid = ?", [(k, os.getpid()) for k in keys])
 
     def _spill_row(self, key: str, model: str, raw: str, error: sqlite3.Error) -> None:
         try:
@@ -200,6 +236,21 @@ def _wait_seconds() -> float:
     if not 0 <= wait < 1e6:
         raise KdpipeError(f"${WAIT_ENV} must be between 0 and 1000000 seconds")
     return wait
+
+
+_HOST = socket.gethostname()
+
+
+def _alive(pid: int, host: str) -> bool:
+    if host != _HOST:
+        return True  # another machine's process: its claim lasts until it expires
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def held_by(path: Path) -> str:

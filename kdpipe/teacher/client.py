@@ -222,14 +222,7 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
         for r, missing, keys in queue:
             if fatal:
                 return
-            # Another run on this cache may have stored them since this run looked.
-            fresh = cache.get_many(keys)
-            for i, key in zip(list(missing), list(keys)):
-                if key in fresh:
-                    finish(r, from_stored(i, fresh[key], cached=True))
-                    stats.cached += 1
-                    missing.remove(i)
-                    keys.remove(key)
+            await _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal)
             if not missing:
                 continue
             reservation = await budget.wait_admit(requests[r].messages, len(missing)) if budget else None
@@ -260,6 +253,7 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
             try:
                 failed = await _fetch(config, transport, requests[r].messages, missing, stats, store, paid, fatal)
             finally:
+                cache.release(list(key_of.values()))
                 if budget:
                     budget.settle(reservation, spent[0], spent[1], usage_known=spent[2])
             for c in failed:
@@ -278,6 +272,28 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
             ticker.cancel()
             on_progress(stats)
         await transport.close()
+
+
+async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal) -> None:
+    """Claim the keys this worker is about to send; for those another run on this cache is
+    sending now, wait for its answers instead of paying twice. Drops from `missing`/`keys`
+    what another run answered (or had stored since this run looked)."""
+    held: set[str] = set()
+    claim_for = config.timeout * (config.retries + 1) + 60.0
+    while True:
+        fresh = cache.get_many(keys)
+        for i, key in zip(list(missing), list(keys)):
+            if key in fresh:
+                finish(r, from_stored(i, fresh[key], cached=True))
+                stats.cached += 1
+                missing.remove(i)
+                keys.remove(key)
+        held = cache.claim(keys, claim_for) if keys and not fatal else set()
+        if not held:
+            return
+        # Hold nothing while waiting: two runs each holding what the other waits for would wait forever.
+        cache.release([k for k in keys if k not in held])
+        await asyncio.sleep(random.uniform(0.1, 0.3))
 
 
 async def _tick(stats: Stats, on_progress) -> None:
