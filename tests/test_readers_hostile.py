@@ -9,7 +9,7 @@ from kdpipe.errors import KdpipeError
 from kdpipe.evaluate import EvalOptions
 from kdpipe.evaluate.teacher import ask_teacher, prepare_teacher
 from kdpipe.loopback import ScriptLine, running
-from kdpipe.records import Record, write_records
+from kdpipe.records import Record
 
 GOOD = json.dumps({"id": "a", "question": "What is 1 plus 1?", "task": "numeric", "gold": "2"})
 

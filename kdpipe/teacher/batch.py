@@ -37,8 +37,8 @@ from typing import Callable
 from kdpipe.errors import KdpipeError
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.cache import ResponseCache, request_key
-from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, completions_from, request_body
-from kdpipe.teacher.response import from_stored
+from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, request_body
+from kdpipe.teacher.response import completions_from, from_stored
 from kdpipe.teacher.batch_store import BatchStore, Job
 from kdpipe.teacher.transport import TeacherFatalError, scrub_secret
 

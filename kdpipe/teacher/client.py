@@ -362,19 +362,8 @@ def request_body(config: TeacherConfig, messages: list[dict], n: int) -> dict:
     return body
 
 
-def completions_from(response: dict, indices: list[int], stats: Stats) -> list[tuple[Completion, dict]]:
-    """A chat completion response as (Completion, cache entry) for the first len(choices) of
-    `indices`; its usage is added to `stats`. Never raises, whatever the response's shape."""
-    entries, usage = entries_from(response, len(indices))
-    if usage is None:
-        stats.no_usage += 1
-    else:
-        stats.prompt_tokens += usage[0]
-        stats.completion_tokens += usage[1]
-    return [(from_stored(i, entry), entry) for i, entry in zip(indices, entries)]
-
-
 async def _with_retries(config, transport, body, stats: Stats, stop: list = ()) -> dict:
+    error: Exception | None = None
     for attempt in range(config.retries + 1):
         if attempt and stop:
             raise _Retryable(f"{error} (not retried: the run stopped at a fatal error)")

@@ -79,6 +79,18 @@ def entries_from(response: Any, count: int) -> tuple[list[dict[str, Any]], tuple
     return entries, usage
 
 
+def completions_from(response: dict, indices: list[int], stats) -> list[tuple[Completion, dict]]:
+    """A chat completion response as (Completion, cache entry) for the first len(choices) of
+    `indices`; its usage is added to `stats`. Never raises, whatever the response's shape."""
+    entries, usage = entries_from(response, len(indices))
+    if usage is None:
+        stats.no_usage += 1
+    else:
+        stats.prompt_tokens += usage[0]
+        stats.completion_tokens += usage[1]
+    return [(from_stored(i, entry), entry) for i, entry in zip(indices, entries)]
+
+
 def _entry(choice: Any) -> dict[str, Any]:
     if not isinstance(choice, dict):
         return {MALFORMED: f"a choice is {_kind(choice)}, not an object", "received": choice}
