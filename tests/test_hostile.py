@@ -133,7 +133,8 @@ def test_max_usd_holds_when_the_server_sends_no_usage(tmp_path):
     assert budget.spent <= 0.003
     assert sent * (200 / 1e6) <= 0.003  # even if every answer had been max_tokens long
     usage = json.loads(meta_path(out).read_text())["usage"]
-    assert usage["stopped_at_max_usd"] is True
+    assert usage["stopped_at_max_usd"] is True and usage["responses_without_usage"] == sent
+    assert 0 < usage["max_usd_counted"] <= 0.003  # the ledger says what the cap counted, not $0
 
 
 def test_identical_samples_in_one_run_are_sent_once(tmp_path):
@@ -245,3 +246,21 @@ def test_two_runs_at_once_on_one_cache_pay_once_for_each_answer(tmp_path):
         assert sum(srv.teacher.paid.values()) == 40  # 20 questions x 2 samples, each paid once
     answers = [[s.answer for r in load_records(tmp_path / f"out{k}.jsonl") for s in r.samples] for k in range(2)]
     assert answers[0] == answers[1] and None not in answers[0]
+
+
+def test_a_crash_while_reading_answers_loses_none_of_them(tmp_path, monkeypatch):
+    import kdpipe.answers
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("a bug in the answer parser")
+
+    seeds = seeds_file(tmp_path, 5)
+    monkeypatch.setattr(kdpipe.answers, "parse_completion", crash)
+    with running(SCRIPT) as srv:
+        with pytest.raises(RuntimeError):
+            run_generate(seeds, tmp_path / "out.jsonl", gen_opts(srv.base_url, tmp_path, samples=2))
+    assert rows(tmp_path / "cache.sqlite") == 10  # every answer was stored before anything read it
+    monkeypatch.undo()
+    with running(SCRIPT) as srv:
+        run_generate(seeds, tmp_path / "out.jsonl", gen_opts(srv.base_url, tmp_path, samples=2))
+        assert srv.stats["requests"] == 0

@@ -170,7 +170,11 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
              "requests": stats.requests, "retries": stats.retries, "cached_samples": stats.cached,
              "batch": opts.batch, "price": None if price is None else {"input": price.input, "output": price.output},
              "max_usd": opts.max_usd, "stopped_at_max_usd": bool(budget and budget.stopped),
-             "not_sent_samples": stats.not_sent}
+             "not_sent_samples": stats.not_sent,
+             # Responses that did not say what they cost: cost_usd leaves them out; --max-usd
+             # counted them at their worst case (max_usd_counted).
+             "responses_without_usage": stats.no_usage, "duplicate_samples": stats.duplicates,
+             "max_usd_counted": None if budget is None else round(budget.spent, 6)}
     params = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(opts).items()}
     params["temperature"] = config.temperature
     params["base_url"] = config.provenance()["base_url_host"]
