@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from kdpipe.answers import LETTERS
 from kdpipe.errors import InputError
 # Output files: re-exported here, where every stage has always imported them from.
 from kdpipe.outputs import (  # noqa: F401
@@ -122,6 +123,9 @@ class Record:
             raise ValueError("field 'choices' must be a list of strings")
         if task == "choice" and not choices:
             raise ValueError("a 'choice' record needs a non-empty 'choices' list")
+        if choices is not None and len(choices) > len(LETTERS):
+            # Prompts and answers name options by letter, a to z.
+            raise ValueError(f"field 'choices' has {len(choices)} options; at most {len(LETTERS)} (a-z) can be named")
         samples = []
         for i, s in enumerate(obj.get("samples") or []):
             if not isinstance(s, dict):

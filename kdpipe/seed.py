@@ -302,6 +302,9 @@ def build_record(src: Path, loc: int, row: dict[str, Any], fields: dict[str, Any
         choices = _choices_of(row.get(fields["choices"]))
         if not choices:
             raise InputError(src, f"field '{fields['choices']}' is not a list of options", loc)
+        if len(choices) > len(answers.LETTERS):
+            raise InputError(src, f"field '{fields['choices']}' has {len(choices)} options; at most "
+                                  f"{len(answers.LETTERS)} (a-z) can be named", loc)
 
     gold = None
     raw = row.get(fields["answer"]) if fields["answer"] else None

@@ -114,3 +114,16 @@ def test_eval_calls_a_teacher_that_gave_no_answer_an_error_not_a_wrong_answer(tm
                            teacher_cache=tmp_path / "c.sqlite")
         with pytest.raises(KdpipeError, match="the teacher gave no answer to 4 of 4 questions"):
             ask_teacher(prepare_teacher(opts), records, opts)
+
+
+def test_a_choice_question_with_more_options_than_letters_is_one_line(tmp_path, cli):
+    row = {"id": "a", "question": "Pick one", "task": "choice", "choices": [f"o{i}" for i in range(30)], "gold": "o3"}
+    records = tmp_path / "r.jsonl"
+    records.write_text(json.dumps(row) + "\n")
+    err = one_line_error(cli, "generate", records, "-o", tmp_path / "g.jsonl", "--model", "m", "--base-url",
+                         "http://127.0.0.1:9/v1", "--dry-run")
+    assert f"{records}:1:" in err and "at most 26" in err
+    source = tmp_path / "src.jsonl"
+    source.write_text(json.dumps({"question": "Pick one", "choices": row["choices"], "answer": "o3"}) + "\n")
+    err = one_line_error(cli, "seed", source, "-o", tmp_path / "s.jsonl")
+    assert f"{source}:1:" in err and "at most 26" in err
