@@ -264,3 +264,9 @@ def test_a_crash_while_reading_answers_loses_none_of_them(tmp_path, monkeypatch)
     with running(SCRIPT) as srv:
         run_generate(seeds, tmp_path / "out.jsonl", gen_opts(srv.base_url, tmp_path, samples=2))
         assert srv.stats["requests"] == 0
+
+
+def test_an_unknown_hostile_kind_is_one_line(cli):
+    code, _, stderr = cli("teacher", "serve", "--port", "0", "--hostile", "bogus", "--unauthorized-after", "-1")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
+    assert "unknown hostile kind 'bogus'" in stderr and "--unauthorized-after" in stderr
