@@ -28,6 +28,9 @@ def read_prompt(path) -> tuple[str, str, str]:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InputError(path, f"cannot read the prompt template: {e.strerror}") from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise InputError(path, "the prompt template is not valid UTF-8", line) from None
     return path.name, text_digest(text), text
 
 

@@ -16,6 +16,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import time
 from pathlib import Path
 from typing import Any, Iterable
@@ -39,16 +40,36 @@ def prepare_output(path: str | os.PathLike) -> Path:
     Stages call it on all their outputs before any work, so a typo in -o costs nothing.
     """
     path = Path(path)
-    if path.is_dir():
-        raise KdpipeError(f"{path}: is a directory, expected an output file path")
-    for parent in reversed(path.parents):
-        if parent.exists() and not parent.is_dir():
-            raise KdpipeError(f"{path}: cannot write: {parent} is a file, not a folder")
     try:
+        if len(os.fsencode(path.name)) > _NAME_MAX:
+            raise KdpipeError(f"{_shown(path)}: cannot write: the file name is longer than {_NAME_MAX} bytes")
+        if path.is_dir():
+            raise KdpipeError(f"{path}: is a directory, expected an output file path")
+        if _is_special(path):
+            return path  # a device or a pipe (/dev/stdout, a FIFO): written to directly
+        for parent in reversed(path.parents):
+            if parent.exists() and not parent.is_dir():
+                raise KdpipeError(f"{path}: cannot write: {parent} is a file, not a folder")
         path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise cannot_write(path, e) from None
+        raise cannot_write(_shown(path), e) from None
     return path
+
+
+_NAME_MAX = 255 - len(".x.12345678.tmp")  # the temporary file beside it must fit too
+
+
+def _shown(path: Path) -> str:
+    text = str(path)
+    return text if len(text) <= 120 else text[:60] + "..." + text[-40:]
+
+
+def _is_special(path: Path) -> bool:
+    """Whether `path` exists and is not a regular file (after links): written in place, never renamed over."""
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 @contextlib.contextmanager
@@ -57,34 +78,62 @@ def atomic_file(path: str | os.PathLike, mode: str = "w"):
 
     On any exception (Ctrl-C included) the temporary file is removed and an
     existing `path` is left untouched, so Make never sees a half-written output.
+    A symbolic link keeps pointing where it did: its target is what gets replaced.
+    A device or a pipe (`-o /dev/stdout`, a FIFO) is written to directly.
     A file system that refuses the output (no such folder, no permission, disk
-    full) gives a one-line KdpipeError naming `path`.
+    full, at any write or at the final flush) gives a one-line KdpipeError naming `path`.
     """
     path = prepare_output(path)
+    encoding = None if "b" in mode else "utf-8"
+    if _is_special(path):
+        try:
+            fp = open(path, mode, encoding=encoding)
+        except OSError as e:
+            raise cannot_write(path, e) from None
+        try:
+            with _body_errors(path):
+                yield fp
+            fp.flush()
+        except OSError as e:
+            raise cannot_write(path, e) from None
+        finally:
+            with contextlib.suppress(OSError):
+                fp.close()
+        return
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
     try:
-        fd, tmp = _new_temp_file(path)
+        fd, tmp = _new_temp_file(target)
     except OSError as e:
         raise cannot_write(path, e) from None
     try:
-        with os.fdopen(fd, mode, encoding=None if "b" in mode else "utf-8") as fp:
-            try:
+        fp = os.fdopen(fd, mode, encoding=encoding)
+        try:
+            with _body_errors(path):
                 yield fp
-            except OSError as e:
-                if e.errno in _DISK_ERRNOS and e.filename is None:  # a write to fp, not another file
-                    raise cannot_write(path, e) from None
-                raise
-            try:
+            try:  # the last buffered write can be the one that finds the disk full
                 fp.flush()
                 os.fsync(fp.fileno())
+                fp.close()
+                os.replace(tmp, target)
             except OSError as e:
                 raise cannot_write(path, e) from None
-        try:
-            os.replace(tmp, path)
-        except OSError as e:
-            raise cannot_write(path, e) from None
+        finally:
+            with contextlib.suppress(OSError):
+                fp.close()
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _body_errors(path: Path):
+    """A disk error of a write to the output as one line; errors about other files pass unchanged."""
+    try:
+        yield
+    except OSError as e:
+        if e.errno in _DISK_ERRNOS and e.filename is None:
+            raise cannot_write(path, e) from None
         raise
 
 
@@ -148,8 +197,10 @@ def write_meta(
     counts: dict[str, Any] | None = None,
     started: float | None = None,
     extra: dict[str, Any] | None = None,
-) -> Path:
-    """Write `<out>.meta.json`: what produced `out`, from what, and how many."""
+) -> Path | None:
+    """Write `<out>.meta.json`: what produced `out`, from what, and how many (none for a device or pipe)."""
+    if _is_special(Path(out)):
+        return None  # a device or a pipe: no file to describe, and no folder to put the description in
     now = time.time()
     meta = {
         "stage": stage,

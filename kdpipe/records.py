@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -46,7 +47,9 @@ TASKS = ("numeric", "choice", "text")
 # sets them, `filter` drops on them, reports count them. "not_sent": the
 # request was never sent because `generate --max-usd` was reached; rerunning
 # with a higher cap sends it (what was answered comes from the cache).
-SAMPLE_ERRORS = ("unparseable", "empty", "truncated", "refusal", "transport", "not_sent")
+# "malformed": the server answered (and billed) with a response of unexpected
+# shape; it is cached as received, so a rerun does not pay for it again.
+SAMPLE_ERRORS = ("unparseable", "empty", "truncated", "refusal", "transport", "not_sent", "malformed")
 
 
 @dataclass
@@ -86,6 +89,10 @@ class Record:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        # What a server wrote (error details, reasons) is scrubbed of secrets like metadata is.
+        for s in d["samples"]:
+            if s["detail"]:
+                s["detail"] = scrub(s["detail"])
         # Omit empty optional fields so files stay readable by eye.
         for key in ("choices", "gold", "reason", "reason_detail", "vote_share"):
             if d[key] is None:
@@ -237,11 +244,42 @@ def parse_json_line(path: Path, lineno: int, raw: bytes) -> dict[str, Any] | Non
     if not line.strip():
         return None
     try:
-        obj = json.loads(line)
+        obj = loads(line)
     except json.JSONDecodeError as e:
         raise InputError(path, f"invalid JSON: {e.msg} (column {e.colno})", lineno) from None
+    except ValueError as e:
+        raise InputError(path, str(e), lineno) from None
     if not isinstance(obj, dict):
         raise InputError(path, f"expected a JSON object, got {_json_type(obj)}", lineno)
+    return obj
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+def loads(text: str) -> Any:
+    """json.loads for input files: JSONDecodeError for bad syntax, and a one-line ValueError for
+    what the syntax allows but no stage can use (nesting past Python's stack, an integer over
+    Python's 4,300-digit limit, a lone surrogate, which no UTF-8 file can hold)."""
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as e:  # int() refusing a number of more than 4,300 digits
+        raise ValueError(f"invalid JSON: {str(e).split(';')[0]}") from None
+    if _SURROGATE_ESCAPE.search(text):
+        stack = [obj]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, dict):
+                stack += [*item.keys(), *item.values()]
+            elif isinstance(item, list):
+                stack += item
+            elif isinstance(item, str) and _LONE_SURROGATE.search(item):
+                raise ValueError("a string holds a lone surrogate (\\ud800-\\udfff escape): not valid Unicode")
     return obj
 
 

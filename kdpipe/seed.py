@@ -57,6 +57,8 @@ class SeedOptions(Options):
             problems.append(f"--eval-frac must be between 0 and 1 (exclusive), got {self.eval_frac}")
         if self.limit is not None and self.limit < 1:
             problems.append("--limit must be at least 1")
+        if not 0 <= self.seed < 2 ** 63:
+            problems.append("--seed must be between 0 and 2**63 - 1")
         return problems
 
 
@@ -91,7 +93,7 @@ def read_rows(src: Path, split: str | None = None) -> Iterator[tuple[int, dict[s
 
 def _read_json(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """A JSON array of objects, or JSON Lines (whatever the extension says)."""
-    from kdpipe.records import iter_json_objects
+    from kdpipe.records import iter_json_objects, loads
 
     with open(src, "rb") as fp:
         head = fp.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
@@ -107,9 +109,11 @@ def _read_json(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         line = raw[: e.start].count(b"\n") + 1
         raise InputError(src, "not valid UTF-8", line) from None
     try:
-        data = json.loads(text)
+        data = loads(text)
     except json.JSONDecodeError as e:
         raise InputError(src, f"invalid JSON: {e.msg} (column {e.colno})", e.lineno) from None
+    except ValueError as e:
+        raise InputError(src, str(e)) from None
     if not data:
         raise InputError(src, "empty JSON array: no records")
     for i, obj in enumerate(data, start=1):
@@ -119,13 +123,19 @@ def _read_json(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_csv(src: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    row_start = 1
     try:
         with open(src, newline="", encoding="utf-8-sig") as fp:
-            reader = csv.DictReader(fp, delimiter=delimiter)
+            # strict: an unterminated quote is an error, not one field swallowing every later row.
+            reader = csv.DictReader(fp, delimiter=delimiter, strict=True)
             if not reader.fieldnames:
                 raise InputError(src, "empty file: no header row")
             n = 0
-            for row in reader:
+            while True:
+                row_start = reader.line_num + 1
+                row = next(reader, None)
+                if row is None:
+                    break
                 if None in row:
                     raise InputError(src, "more values than header columns", reader.line_num)
                 n += 1
@@ -135,7 +145,9 @@ def _read_csv(src: Path, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]
     except UnicodeDecodeError:
         raise InputError(src, "not valid UTF-8") from None
     except csv.Error as e:
-        raise InputError(src, f"invalid CSV: {e}") from None
+        if "unexpected end of data" in str(e):
+            raise InputError(src, "invalid CSV: a quote opened in this row is never closed", row_start) from None
+        raise InputError(src, f"invalid CSV: {e}", row_start) from None
 
 
 def _read_parquet(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:

@@ -42,10 +42,17 @@ def resolve_source(spec: str, prefer_merged: bool = True) -> StudentSource:
     """Resolve RUN_DIR | model folder | hub id into what to load, with one-line errors."""
     path = Path(spec)
     if path.is_dir() and (path / TRAIN_CONFIG).is_file():
-        config = json.loads((path / TRAIN_CONFIG).read_text(encoding="utf-8"))
+        try:
+            config = json.loads((path / TRAIN_CONFIG).read_text(encoding="utf-8"))
+            assert isinstance(config, dict)
+        except (ValueError, UnicodeDecodeError, AssertionError):
+            raise InputError(path / TRAIN_CONFIG, "not a JSON object written by kdpipe train") from None
         fmt_file = path / PROMPT_FORMAT
         fmt = _stored_format(fmt_file) if fmt_file.is_file() else dict(DEFAULT_FORMAT)
         trust = bool(config.get("trust_remote_code", False))
+        for folder in (path / MERGED, path):
+            if (folder / "config.json").is_file():
+                check_model_files(folder)
         if prefer_merged and (path / MERGED / "config.json").is_file():
             return StudentSource(str(path / MERGED), None, str(path / MERGED), fmt, str(path), trust)
         if (path / "adapter_config.json").is_file():
@@ -67,12 +74,50 @@ def _stored_format(path: Path) -> dict[str, Any]:
     return load_prompt_format(obj, str(path)).to_dict()
 
 
+def check_model_files(folder: Path) -> None:
+    """One line, before any library loads them, for a model folder's damaged files: a config.json
+    that is not a JSON object, a .safetensors file cut short (a copy or a save that did not finish)."""
+    from kdpipe.records import loads
+
+    config = folder / "config.json"
+    try:
+        obj = loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise InputError(config, f"not a valid model config: {e}") from None
+    if not isinstance(obj, dict):
+        raise InputError(config, "not a valid model config: expected a JSON object")
+    for weights in sorted(folder.glob("*.safetensors")):
+        problem = _safetensors_problem(weights)
+        if problem:
+            raise InputError(weights, f"damaged weights file: {problem}")
+
+
+def _safetensors_problem(path: Path) -> str | None:
+    size = path.stat().st_size
+    with open(path, "rb") as fp:
+        head = fp.read(8)
+        if len(head) < 8:
+            return f"{size} bytes, shorter than a header"
+        length = int.from_bytes(head, "little")
+        if length > size - 8:
+            return f"header of {length} bytes in a file of {size}"
+        try:
+            header = json.loads(fp.read(length))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            return "unreadable header"
+    if 8 + length + end > size:
+        return f"truncated: {size} bytes of {8 + length + end}"
+    return None
+
+
 def check_model_exists(spec: str, trust_remote_code: bool = False) -> None:
     """Fail with one line when `spec` is neither a model folder nor a reachable model id."""
     path = Path(spec)
     if path.exists():
         if not (path / "config.json").is_file():
             raise KdpipeError(f"{spec}: not a model folder (no config.json)")
+        check_model_files(path)
         return
     looks_like_path = spec.startswith((".", "/", "~")) or os.sep in spec.strip("/").replace("/", "", 1)
     if looks_like_path:

@@ -75,7 +75,9 @@ def _teacher_serve(opts) -> None:
 
     opts.validate()
     lines = [line for path in opts.script or [] for line in load_script(path)]
-    teacher = LoopbackTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed)
+    teacher = LoopbackTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed,
+                              hostile=opts.hostile or [], unauthorized_after=opts.unauthorized_after,
+                              hang_after=opts.hang_after)
     try:
         serve(teacher, opts.host, opts.port, opts.ready_file, announce=lambda url: typer.echo(url))
     except OSError as e:

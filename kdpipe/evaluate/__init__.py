@@ -31,7 +31,10 @@ from kdpipe.options import Options, option, options_block
 from kdpipe.prompt_format import (PromptFormat, answer_in_sentence, answers_in_sentence, inference_task,
                                   load_prompt_format, render_prompt)
 from kdpipe.teacher.options import TeacherOptions
-from kdpipe.records import JsonlWriter, Record, atomic_file, file_digest, load_records, write_meta
+from kdpipe.records import (
+    JsonlWriter, Record, atomic_file, check_outputs_differ, file_digest, load_records, meta_path, prepare_output,
+    write_meta,
+)
 
 
 @dataclass
@@ -238,6 +241,11 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     """Score the student (and baseline, teacher) on `eval_path`; write outputs when `out` is set."""
     say = progress or (lambda _m: None)
     opts.validate()
+    if out is not None:  # before any model loads or any teacher request is paid for
+        outputs = [Path(out), predictions_path(Path(out), opts), markdown_path(Path(out)), meta_path(out)]
+        check_outputs_differ([eval_path], outputs)
+        for path in outputs:
+            prepare_output(path)
     from kdpipe.student import resolve_source
 
     records, skipped = load_eval_records(eval_path, opts.limit)

@@ -72,7 +72,15 @@ def ask_teacher(setup: TeacherSetup, records: list[Record]):
     # A rate over answers the cache returned would measure the cache, not the teacher: none then
     # (the scorecard shows "-").
     seconds = 0.0 if stats.cached else time.perf_counter() - started
-    texts = [(c[0].text or "") if c and c[0].error is None else "" for c in results]
+    failed = [c[0] for c in results if c and c[0].error is not None]
+    if failed:
+        # A question the teacher never answered is not a wrong answer: no score rather than a low one.
+        from kdpipe.errors import KdpipeError
+
+        raise KdpipeError(f"eval: the teacher gave no answer to {len(failed)} of {len(results)} questions "
+                          f"({failed[0].error}: {failed[0].detail}); the answers it gave are cached, "
+                          "so a rerun asks only for these")
+    texts = [c[0].text or "" for c in results]
     prompt_tokens = sum(int(c[0].usage.get("prompt_tokens", 0)) for c in results if c)
     completion_tokens = sum(int(c[0].usage.get("completion_tokens", 0)) for c in results if c)
     cost = setup.price.cost(prompt_tokens, completion_tokens) if setup.price else None

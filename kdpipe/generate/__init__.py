@@ -33,7 +33,8 @@ from kdpipe.generate.result import GenerateResult, watching_failures
 from kdpipe.keys import question_key
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
-    SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, write_meta, write_records,
+    SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, meta_path, prepare_output, write_meta,
+    write_records,
 )
 from kdpipe.options import option
 from kdpipe.teacher.backend import make_backend
@@ -131,8 +132,10 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     problems = opts.problems()
     if problems:
         raise UsageError("; ".join(problems))
-    if not opts.dry_run:
-        check_outputs_differ([seeds], [out])
+    if not opts.dry_run:  # checked before anything is paid for
+        check_outputs_differ([seeds], [out, meta_path(out)])
+        prepare_output(out)
+        prepare_output(meta_path(out))
     records = load_records(seeds)
     started = time.time()
     price = opts.price()
@@ -168,7 +171,11 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
              "requests": stats.requests, "retries": stats.retries, "cached_samples": stats.cached,
              "batch": opts.batch, "price": None if price is None else {"input": price.input, "output": price.output},
              "max_usd": opts.max_usd, "stopped_at_max_usd": bool(budget and budget.stopped),
-             "not_sent_samples": stats.not_sent}
+             "not_sent_samples": stats.not_sent,
+             # Responses that did not say what they cost: cost_usd leaves them out; --max-usd
+             # counted them at their worst case (max_usd_counted).
+             "responses_without_usage": stats.no_usage, "duplicate_samples": stats.duplicates,
+             "max_usd_counted": None if budget is None else round(budget.spent, 6)}
     params = asdict(opts)  # write_meta writes paths as text
     params["temperature"] = config.temperature
     params["base_url"] = config.provenance()["base_url_host"]
@@ -221,7 +228,8 @@ def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, o
 def to_sample(c: Completion, record: Record) -> Sample:
     """A teacher completion as a Sample: rationale and answer, or the reason there is none."""
     if c.error is not None:
-        return Sample(index=c.index, error=c.error if c.error in SAMPLE_ERRORS else "transport", detail=c.detail)
+        return Sample(index=c.index, error=c.error if c.error in SAMPLE_ERRORS else "transport", detail=c.detail,
+                      usage=c.usage, cached=c.cached)
     p = answers.parse_completion(c.text, record.task, record.choices)
     s = Sample(index=c.index, text=c.text, rationale=p.rationale, answer=p.answer,
                finish_reason=c.finish_reason, error=p.error, detail=p.detail, usage=c.usage, cached=c.cached)
@@ -306,7 +314,7 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
         counts["requests"] += len(plans)
         for (task, chosen), (c,) in zip(plans, results):
             if c.error is not None:
-                counts[c.error if c.error == NOT_SENT else "transport"] += 1
+                counts[c.error if c.error in (NOT_SENT, "malformed") else "transport"] += 1
                 continue
             proposed = parse_question_list(c.text)
             if c.finish_reason == "length" and proposed:

@@ -22,7 +22,7 @@ def open_cache(path: Path, dry_run: bool):
         with ResponseCache(":memory:") as cache:
             yield cache
     else:
-        with ResponseCache(path) as cache:
+        with ResponseCache(path, write=not dry_run) as cache:
             yield cache
 
 

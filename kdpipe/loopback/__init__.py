@@ -110,6 +110,10 @@ class LoopbackTeacher:
     reject_n: bool = False  # answer n > 1 with a 400, as endpoints that only allow n = 1 do
     api_key: str | None = None  # when set, any other bearer token gets a 401
     models: list[str] | None = None  # when set, any other model gets a 404
+    # Hostile mode (loopback/hostile.py): odd shapes, ignored n, echoed headers, a late 401, hangs.
+    hostile: list[str] = field(default_factory=list)
+    unauthorized_after: int | None = None
+    hang_after: int | None = None
     stats: Counter = field(default_factory=Counter)
     # The Batch API (batch.py): seconds per batch line; how many batches expire half way.
     batch_latency: float = 0.0
@@ -220,6 +224,12 @@ async def _chat(teacher: LoopbackTeacher, headers: dict, raw: bytes):
         return _json(400, {"error": {"message": "n must be 1"}})
     if teacher.max_n is not None:
         body["n"] = min(int(body.get("n") or 1), teacher.max_n)
+    hostile = None
+    if teacher.hostile or teacher.unauthorized_after is not None or teacher.hang_after is not None:
+        from kdpipe.loopback import hostile
+        early = await hostile.before(teacher, headers, body)
+        if early is not None:
+            return early
     if teacher.latency:
         await asyncio.sleep(teacher.latency)
     fault = teacher.draw_fault()
@@ -237,7 +247,8 @@ async def _chat(teacher: LoopbackTeacher, headers: dict, raw: bytes):
     texts, finish, expand = answered(teacher, body, fault)
     teacher.stats["answered"] += 1
     teacher.stats["expand" if expand else "label"] += 1
-    return _json(200, chat_completion("chatcmpl-loopback", body, texts, finish))
+    reply = chat_completion("chatcmpl-loopback", body, texts, finish)
+    return _json(200, hostile.mangle(reply, body.get("_hostile")) if hostile else reply)
 
 
 async def _start(teacher: LoopbackTeacher, host: str, port: int):
@@ -294,7 +305,8 @@ def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, laten
             host: str = "127.0.0.1", port: int = 0, **behaviour) -> Iterator[RunningServer]:
     """Start a loopback server in a thread on a free port; yields it (`.base_url`, `.stats`).
 
-    `behaviour` sets the other LoopbackTeacher fields (max_n, reject_n, api_key, models)."""
+    `behaviour` sets the other LoopbackTeacher fields (max_n, reject_n, api_key, models, hostile,
+    unauthorized_after, hang_after)."""
     if script is not None and not isinstance(script, list):
         script = load_script(script)
     teacher = LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)

@@ -20,10 +20,20 @@ class ServeOptions(Options):
                                                 "malformed, hang, truncated, empty.")
     retry_after: float = option(1.0, "Retry-After seconds sent with a 429.")
     fault_seed: int = option(0, "Seed of the fault draws.")
+    hostile: list[str] | None = option(None, "KIND, repeatable: behave as a hostile server does; kinds: ignore_n, "
+                                             "echo_headers, no_usage, usage_list, usage_string, usage_nan, "
+                                             "null_choice, string_message, lone_surrogate (all but ignore_n take "
+                                             "turns).")
+    unauthorized_after: int | None = option(None, "Answer 401 to every request after the K-th.")
+    hang_after: int | None = option(None, "Let every request after the K-th hang.")
     ready_file: Path | None = option(None, "Write the base URL here once listening.")
 
     def problems(self) -> list[str]:
-        problems = []
+        from kdpipe.loopback.hostile import check_hostile
+
+        problems = check_hostile(self.hostile or [])
+        if any(k is not None and k < 0 for k in (self.unauthorized_after, self.hang_after)):
+            problems.append("--unauthorized-after and --hang-after must not be negative")
         if not 0 <= self.port <= 65535:
             problems.append("--port must be between 0 and 65535")
         if self.latency < 0 or self.retry_after < 0:

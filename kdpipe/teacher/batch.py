@@ -38,9 +38,10 @@ from kdpipe.errors import KdpipeError
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.identity import cache_namespace
-from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, completions_from, request_body
+from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, request_body
+from kdpipe.teacher.response import completions_from, from_stored
 from kdpipe.teacher.batch_store import BatchStore, Job
-from kdpipe.teacher.transport import TeacherFatalError
+from kdpipe.teacher.transport import TeacherFatalError, scrub_secret
 
 ENDPOINT = "/v1/chat/completions"
 TERMINAL = ("completed", "expired", "failed", "cancelled")
@@ -62,6 +63,7 @@ class BatchApi:
 
         self._openai = openai
         self._url = config.resolved_base_url()
+        self._key = config.api_key()
         self._client = openai.OpenAI(base_url=self._url, api_key=config.api_key(), timeout=config.timeout,
                                      max_retries=config.retries)
 
@@ -70,12 +72,13 @@ class BatchApi:
         try:
             return fn(*args, **kwargs)
         except openai.APIStatusError as e:
-            message = f"{self._url}: Batch API {what}: HTTP {e.status_code}: {e.message}"
+            message = f"{self._url}: Batch API {what}: HTTP {e.status_code}: {scrub_secret(e.message, self._key)}"
             if e.status_code in (401, 403, 404):
                 raise TeacherFatalError(message) from None
             raise KdpipeError(message + "; rerun the same command to resume") from None
         except openai.APIConnectionError as e:
-            raise KdpipeError(f"{self._url}: Batch API {what}: {e}; rerun the same command to resume") from None
+            raise KdpipeError(f"{self._url}: Batch API {what}: {scrub_secret(str(e), self._key)}; "
+                              "rerun the same command to resume") from None
 
     def find_file(self, name: str, size: int) -> str | None:
         # Iterating the page fetches the following pages (`after` the last id) as needed.
@@ -127,9 +130,14 @@ class _BatchRun:
         params = config.sampling_params()
         namespace = cache_namespace(config.resolved_base_url())  # keyed as online answers are
         self.where: dict[str, tuple[int, int]] = {}  # cache key -> (request, sample index)
+        self.repeats: list[tuple[int, int, str]] = []  # the same sample asked again: sent once
         for r, req in enumerate(requests):
             for i in range(req.first_sample, req.first_sample + req.n):
-                self.where[request_key(config.model, req.messages, params, i, namespace)] = (r, i)
+                key = request_key(config.model, req.messages, params, i, namespace)
+                if key in self.where:
+                    self.repeats.append((r, i, key))
+                else:
+                    self.where[key] = (r, i)
         self.results: list[list[Completion | None]] = [[None] * req.n for req in requests]
         self.failures: dict[str, str] = {}  # key -> why its last batch line gave no answer
         self.one_by_one: set[str] = set()  # keys whose line with n > 1 was refused (HTTP 400)
@@ -164,8 +172,7 @@ class _BatchRun:
     def complete(self) -> list[list[Completion]]:
         self.stats.total += len(self.where)
         for key, hit in self.cache.get_many(list(self.where)).items():
-            self._set(key, Completion(self.where[key][1], hit.get("text"), hit.get("finish_reason"),
-                                      hit.get("usage") or {}, cached=True))
+            self._set(key, from_stored(self.where[key][1], hit, cached=True))
             self.stats.cached += 1
             self.stats.done += 1
         if self._pending():
@@ -198,6 +205,13 @@ class _BatchRun:
                 self._set(key, Completion(i, error="transport",
                                           detail=self.failures.get(key, "no answer from the Batch API")))
                 self.stats.errors += 1
+            self.stats.done += 1
+        for r, i, key in self.repeats:
+            fr, fi = self.where[key]
+            c = self.results[fr][fi - self.requests[fr].first_sample]
+            self.results[r][i - self.requests[r].first_sample] = Completion(i, c.text, c.finish_reason, {}, True,
+                                                                            c.error, c.detail)
+            self.stats.duplicates += 1
             self.stats.done += 1
         return self.results  # type: ignore[return-value]
 
@@ -350,18 +364,18 @@ class _BatchRun:
 
     def _store_answers(self, keys: list[str], body: dict, reservation: float) -> int:
         before = (self.stats.prompt_tokens, self.stats.completion_tokens)
+        no_usage = self.stats.no_usage
         got = completions_from(body, list(range(len(keys))), self.stats)
-        for c in got:
+        for c, entry in got:
             key = keys[c.index]
-            self.cache.put(key, self.config.model, {"text": c.text, "finish_reason": c.finish_reason,
-                                                    "usage": c.usage})
+            self.cache.put(key, self.config.model, entry)
             self.failures.pop(key, None)
             if key in self.where and self._missing(key):
-                self._set(key, Completion(self.where[key][1], c.text, c.finish_reason, c.usage))
+                self._set(key, from_stored(self.where[key][1], entry))
                 self.stats.done += 1
         for key in keys[len(got):]:
             self.failures[key] = "Batch API: the endpoint answered fewer samples than asked (n)"
         if self.budget:
             self.budget.settle(reservation, self.stats.prompt_tokens - before[0],
-                               self.stats.completion_tokens - before[1])
+                               self.stats.completion_tokens - before[1], usage_known=self.stats.no_usage == no_usage)
         return len(got)

@@ -8,7 +8,9 @@ the prompt bound holds. A request that does not fit while others are in
 flight waits for them to come back (their reservations become what they
 really cost, usually far less) and is checked again; the run stops only
 when nothing is in flight and the request still does not fit, so it stops
-less than one request's worst case short of the cap. A Batch API run
+less than one request's worst case short of the cap. A response without a
+usable `usage` (some servers omit it, some send nonsense) is counted at its
+worst case, so the cap holds with every server that honours --max-tokens. A Batch API run
 reserves a whole batch at once and stops at the first line that does not fit.
 """
 
@@ -75,11 +77,13 @@ class Budget:
         self._refuse()
         return None
 
-    def settle(self, reservation: float, prompt_tokens: int, completion_tokens: int) -> None:
-        """A request came back (or failed): its reservation becomes what it really cost."""
+    def settle(self, reservation: float, prompt_tokens: int, completion_tokens: int,
+               usage_known: bool = True) -> None:
+        """A request came back (or failed): its reservation becomes what it really cost, or
+        stays spent in full when a response did not say what it cost (no usable `usage`)."""
         self.reserved -= reservation
         self.in_flight -= 1
-        self.spent += self.price.cost(prompt_tokens, completion_tokens)
+        self.spent += self.price.cost(prompt_tokens, completion_tokens) if usage_known else reservation
         if self._settled is not None:  # wake every waiting request to check again
             self._settled[1].set()
             self._settled = None

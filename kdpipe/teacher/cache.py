@@ -18,13 +18,27 @@ The one exception to leaving the endpoint out: a kdpipe loopback server
 (scripted answers, a stand-in for tests and the demo) names itself, and its
 answers are keyed under that name too, so they can never be served later as
 a real model's answers (teacher/identity.py).
+
+Several processes may use one cache. A writer waits for another's write at
+most $KDPIPE_CACHE_WAIT seconds (default 30). Opening for a run checks that it
+can write before anything is sent, and says which processes hold the cache if
+it cannot. An answer that arrives while another process keeps the cache locked
+past that wait is appended to a spill file beside it (`<cache>.pending-*`,
+fsynced) and moved into the cache by the next process that opens it: an
+answer once received is never lost to a lock. Before sending, a run claims its
+requests in a `claims` table (`claim`); another run that finds them claimed by a
+live process waits for those answers instead of paying for them again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import secrets
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -33,6 +47,8 @@ from typing import Any
 from kdpipe.errors import KdpipeError
 
 DEFAULT_CACHE_ENV = "KDPIPE_CACHE"
+WAIT_ENV = "KDPIPE_CACHE_WAIT"
+DEFAULT_WAIT_S = 30.0
 
 
 def default_cache_path() -> Path:
@@ -58,40 +74,142 @@ def request_key(model: str, messages: list[dict], params: dict[str, Any], sample
 
 
 class ResponseCache:
-    """Key -> stored response (a JSON object: text, finish_reason, usage, model)."""
+    """Key -> stored response (a JSON object: text, finish_reason, usage, model).
 
-    def __init__(self, path: str | os.PathLike):
+    `write=True` (a run that will send requests) checks at once that the cache can be
+    written, so that nothing is paid for that could not be stored."""
+
+    def __init__(self, path: str | os.PathLike, write: bool = True):
         self.path = Path(path)
+        self._spill = None  # this process's spill file, opened at the first answer a lock kept out
+        self._spilled: dict[str, dict[str, Any]] = {}
+        wait = _wait_seconds()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                                       timeout=wait)
+            self._db.execute(f"PRAGMA busy_timeout={int(wait * 1000)}")
+            if self._db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                self._db.execute("PRAGMA journal_mode=WAL")
             # NORMAL in WAL mode: a committed row survives the process being killed.
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=10000")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS responses ("
                 " key TEXT PRIMARY KEY, model TEXT NOT NULL, created REAL NOT NULL, response TEXT NOT NULL)"
             )
+            if write:
+                self._db.execute(
+                    "CREATE TABLE IF NOT EXISTS claims ("
+                    " key TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, expires REAL NOT NULL)")
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("ROLLBACK")
+                self._merge_spills()
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise KdpipeError(f"{self.path}: the response cache is locked ({held_by(self.path)}); "
+                                  f"waited {wait:g} s (${WAIT_ENV}); nothing was sent") from None
+            raise KdpipeError(f"{self.path}: cannot open the response cache: {e}") from None
         except sqlite3.Error as e:
             raise KdpipeError(f"{self.path}: cannot open the response cache: {e}") from None
 
     def get_many(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """The stored responses among `keys`, in one query per 500 keys."""
-        found = {}
+        """The stored responses among `keys`, in one query per 500 keys. A row that is not
+        JSON (a damaged cache) counts as absent: its request is asked again."""
+        found = {k: self._spilled[k] for k in keys if k in self._spilled}
         for start in range(0, len(keys), 500):
             chunk = keys[start:start + 500]
-            rows = self._db.execute(
-                f"SELECT key, response FROM responses WHERE key IN ({','.join('?' * len(chunk))})", chunk)
-            found.update((k, json.loads(v)) for k, v in rows)
+            try:
+                rows = self._db.execute(
+                    f"SELECT key, response FROM responses WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk).fetchall()
+            except sqlite3.Error as e:
+                raise KdpipeError(f"{self.path}: cannot read the response cache: {e}") from None
+            for k, v in rows:
+                with contextlib.suppress(ValueError, TypeError, RecursionError):
+                    found[k] = json.loads(v)
         return found
 
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
-        """Store one response and commit it (autocommit mode) before returning."""
-        self._db.execute(
-            "INSERT OR REPLACE INTO responses (key, model, created, response) VALUES (?, ?, ?, ?)",
-            (key, model, time.time(), json.dumps(response, ensure_ascii=False)),
-        )
+        """Store one response and commit it (autocommit mode) before returning; while another
+        process keeps the cache locked, append it to this process's spill file instead."""
+        # ASCII JSON: a lone surrogate in a response is stored as received, as an escape.
+        raw = json.dumps(response, ensure_ascii=True)
+        try:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses (key, model, created, response) VALUES (?, ?, ?, ?)",
+                (key, model, time.time(), raw),
+            )
+        except sqlite3.Error as e:
+            self._spill_row(key, model, raw, e)
+
+    def claim(self, keys: list[str], seconds: float) -> set[str]:
+        """Claim `keys` for this process for `seconds` (it is about to send them); return those
+        another live process has claimed: it is asking for them now, so wait for its answer
+        rather than pay twice. A claim ends when its answer is stored, its process ends, or it expires."""
+        now, me = time.time(), os.getpid()
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                held = set()
+                for start in range(0, len(keys), 500):
+                    chunk = keys[start:start + 500]
+                    rows = self._db.execute(f"SELECT key, pid, host, expires FROM claims WHERE key IN "
+                                            f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                    held |= {k for k, pid, host, expires in rows
+                             if pid != me and expires > now and _alive(pid, host)}
+                self._db.executemany("INSERT OR REPLACE INTO claims (key, pid, host, expires) VALUES (?, ?, ?, ?)",
+                                     [(k, me, _HOST, now + seconds) for k in keys if k not in held])
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        except sqlite3.Error:
+            return set()  # locked past the wait or no claims table: send rather than stall
+        return held
+
+    def release(self, keys: list[str]) -> None:
+        """End this process's claims on `keys` (answered, or failed: another run may ask)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.executemany("DELETE FROM claims WHERE key = ? AND pid = ?", [(k, os.getpid()) for k in keys])
+
+    def _spill_row(self, key: str, model: str, raw: str, error: sqlite3.Error) -> None:
+        try:
+            if self._spill is None:
+                name = f"{self.path.name}.pending-{os.getpid()}-{secrets.token_hex(3)}.jsonl"
+                self._spill = open(self.path.with_name(name), "a", encoding="utf-8")
+                fcntl.flock(self._spill, fcntl.LOCK_EX)  # merged by others only once this process ends
+            self._spill.write(json.dumps({"key": key, "model": model, "created": time.time(),
+                                          "response": raw}) + "\n")
+            self._spill.flush()
+            os.fsync(self._spill.fileno())
+        except OSError as e:
+            raise KdpipeError(f"{self.path}: cannot store a response: {error}; nor in a spill file: "
+                              f"{e.strerror or e}") from None
+        self._spilled[key] = json.loads(raw)
+
+    def _merge_spills(self) -> None:
+        """Move the rows of spill files no live process holds into the cache."""
+        for spill in sorted(self.path.parent.glob(f"{self.path.name}.pending-*.jsonl")):
+            try:
+                fp = open(spill, "r+", encoding="utf-8", errors="replace")
+            except OSError:
+                continue
+            with fp:
+                try:
+                    fcntl.flock(fp, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    continue  # its process still runs
+                rows = []
+                for line in fp:
+                    with contextlib.suppress(ValueError, TypeError, KeyError):  # a line cut by a kill
+                        row = json.loads(line)
+                        rows.append((row["key"], row["model"], row["created"], row["response"]))
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany("INSERT OR IGNORE INTO responses (key, model, created, response) "
+                                     "VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+                os.unlink(spill)
 
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
@@ -100,9 +218,17 @@ class ResponseCache:
         """The model's `limit` most recently stored responses (for observed answer lengths)."""
         rows = self._db.execute(
             "SELECT response FROM responses WHERE model = ? ORDER BY created DESC LIMIT ?", (model, limit))
-        return [json.loads(raw) for (raw,) in rows]
+        found = []
+        for (raw,) in rows:
+            with contextlib.suppress(ValueError, TypeError, RecursionError):
+                found.append(json.loads(raw))
+        return found
 
     def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            with contextlib.suppress(sqlite3.Error):
+                self._merge_spills()
         self._db.close()
 
     def __enter__(self) -> "ResponseCache":
@@ -131,3 +257,44 @@ def remove_cache(path: str | os.PathLike) -> tuple[int, int] | None:
     for f in files:
         f.unlink(missing_ok=True)
     return entries, size
+
+
+def _wait_seconds() -> float:
+    try:
+        wait = float(os.environ.get(WAIT_ENV) or DEFAULT_WAIT_S)
+    except ValueError:
+        raise KdpipeError(f"${WAIT_ENV} must be a number of seconds, got {os.environ[WAIT_ENV]!r}") from None
+    if not 0 <= wait < 1e6:
+        raise KdpipeError(f"${WAIT_ENV} must be between 0 and 1000000 seconds")
+    return wait
+
+
+_HOST = socket.gethostname()
+
+
+def _alive(pid: int, host: str) -> bool:
+    if host != _HOST:
+        return True  # another machine's process: its claim lasts until it expires
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def held_by(path: Path) -> str:
+    """Which other processes have the cache open (Linux /proc), for the error that it is locked."""
+    names = {str(Path(path).resolve()) + suffix for suffix in ("", "-wal", "-shm")}
+    holders = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        if proc.name == str(os.getpid()):
+            continue
+        try:
+            if any(os.readlink(fd) in names for fd in (proc / "fd").iterdir()):
+                cmd = " ".join((proc / "cmdline").read_bytes().decode("utf-8", "replace").replace("\0", " ").split())
+                holders.append(f"pid {proc.name}: {cmd[:80]}")
+        except OSError:
+            continue
+    return "held by " + "; ".join(holders[:3]) if holders else "held by another process"

@@ -22,7 +22,10 @@ from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.identity import cache_namespace, is_local
-from kdpipe.teacher.transport import Rejected, Retryable, TeacherFatalError, make_transport, short
+from kdpipe.teacher.response import Completion, entries_from, from_stored
+from kdpipe.teacher.transport import (
+    Rejected, Retryable, TeacherFatalError, make_transport, scrub_secret, short,
+)
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -62,8 +65,8 @@ class TeacherConfig:
             p.append(f"{flag('temperature')} must be between 0 and 2")
         if self.max_tokens is not None and self.max_tokens < 1:
             p.append(f"{flag('max_tokens')} must be at least 1")
-        if self.timeout <= 0:
-            p.append(f"{flag('timeout')} must be positive")
+        if not self.timeout > 0 or self.timeout == float("inf"):  # NaN and inf included
+            p.append(f"{flag('timeout')} must be a positive number of seconds")
         if self.retries < 0:
             p.append(f"{flag('retries')} must be at least 0")
         if self.transport not in TRANSPORTS:
@@ -126,19 +129,6 @@ class ChatRequest:
 
 
 @dataclass
-class Completion:
-    """One sample's outcome: a text (possibly empty or truncated) or a transport error."""
-
-    index: int
-    text: str | None = None
-    finish_reason: str | None = None
-    usage: dict[str, int] = field(default_factory=dict)
-    cached: bool = False
-    error: str | None = None  # "transport" when no response came after all retries
-    detail: str | None = None
-
-
-@dataclass
 class Stats:
     """Running totals for the progress line and the summary."""
 
@@ -149,6 +139,8 @@ class Stats:
     retries: int = 0
     errors: int = 0  # samples that ended with a transport error
     not_sent: int = 0  # samples a --max-usd budget kept back
+    duplicates: int = 0  # samples asked twice in one run: sent once
+    no_usage: int = 0  # responses without a usable `usage`: --max-usd counted their worst case
     prompt_tokens: int = 0  # spent in this run (cache hits cost nothing)
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
@@ -169,36 +161,49 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
                     budget=None) -> list[list[Completion]]:
     """For each request, its samples in order: from the cache, else from the teacher.
 
+    Each sample is stored in the cache the moment its response arrives, before
+    anything else happens. The same sample asked twice in one run is sent once.
     With a `budget` (teacher/budget.py), a request the budget refuses is not sent: its
-    samples come back with error "not_sent"."""
+    samples come back with error "not_sent". A fatal error (bad key, unknown model)
+    stops new requests, lets those in flight come back and be stored, then is raised."""
     stats = stats or Stats()
     params = config.sampling_params()
     namespace = await asyncio.to_thread(cache_namespace, config.resolved_base_url())
     results: list[list[Completion | None]] = []
     todo: list[tuple[int, list[int], list[str]]] = []  # (request, missing sample indices, their keys)
+    first: dict[str, tuple[int, int]] = {}  # key -> (request, position) that sends it
+    repeats: list[tuple[int, int, str]] = []  # (request, position, key) answered by `first`
     all_keys = [[request_key(config.model, req.messages, params, i, namespace)
                  for i in range(req.first_sample, req.first_sample + req.n)] for req in requests]
     stored = cache.get_many([k for keys in all_keys for k in keys])
     for r, req in enumerate(requests):
         out: list[Completion | None] = []
         missing, keys = [], []
-        for i, key in zip(range(req.first_sample, req.first_sample + req.n), all_keys[r]):
+        for pos, key in enumerate(all_keys[r]):
+            i = req.first_sample + pos
             hit = stored.get(key)
-            if hit is None:
-                out.append(None)
+            out.append(None if hit is None else from_stored(i, hit, cached=True))
+            if hit is None and key in first:
+                repeats.append((r, pos, key))
+            elif hit is None:
+                first[key] = (r, pos)
                 missing.append(i)
                 keys.append(key)
-            else:
-                out.append(Completion(i, hit.get("text"), hit.get("finish_reason"), hit.get("usage") or {},
-                                      cached=True))
         stats.total += req.n
-        stats.cached += req.n - len(missing)
-        stats.done += req.n - len(missing)
+        stats.cached += sum(c is not None for c in out)
+        stats.done += sum(c is not None for c in out)
         results.append(out)
         if missing:
             todo.append((r, missing, keys))
     if todo:
         await _send_all(config, requests, todo, results, cache, stats, on_progress, budget)
+    for r, pos, key in repeats:
+        fr, fpos = first[key]
+        c = results[fr][fpos]
+        results[r][pos] = Completion(requests[r].first_sample + pos, c.text, c.finish_reason, {}, True,
+                                     c.error, c.detail)
+        stats.duplicates += 1
+        stats.done += 1
     return results  # type: ignore[return-value]
 
 
@@ -206,47 +211,89 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
     transport = make_transport(config)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
+    fatal: list[BaseException] = []  # the first fatal error: no request starts after it
+
+    def finish(r: int, c: Completion, counted_as_error: bool = True) -> None:
+        results[r][c.index - requests[r].first_sample] = c
+        stats.done += 1
+        stats.errors += counted_as_error and c.error is not None
 
     async def worker():
         for r, missing, keys in queue:
+            if fatal:
+                return
+            await _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal)
+            if not missing:
+                continue
             reservation = await budget.wait_admit(requests[r].messages, len(missing)) if budget else None
             if budget and reservation is None:
                 for i in missing:
-                    results[r][i - requests[r].first_sample] = Completion(i, error="not_sent",
-                                                                          detail=budget.detail())
-                stats.done += len(missing)
+                    finish(r, Completion(i, error="not_sent", detail=budget.detail()), counted_as_error=False)
                 stats.not_sent += len(missing)
                 continue
-            completions = await _fetch(config, transport, requests[r].messages, missing, stats)
-            if budget:
-                budget.settle(reservation, sum(c.usage.get("prompt_tokens", 0) for c in completions),
-                              sum(c.usage.get("completion_tokens", 0) for c in completions))
-            for c, key in zip(completions, keys):
-                if c.error is None:  # stored before it is used; transport errors are retried next run
-                    cache.put(key, config.model, {"text": c.text, "finish_reason": c.finish_reason,
-                                                  "usage": c.usage})
+            key_of = dict(zip(missing, keys))
+            spent = [0, 0, True]  # prompt tokens, completion tokens, usage known for every response
+
+            def store(i: int, entry: dict) -> None:
+                # Committed before anything else looks at it: a crash, a kill or a fatal
+                # error from here on cannot lose an answer that was paid for.
+                cache.put(key_of[i], config.model, entry)
+                finish(r, from_stored(i, entry))
+
+            def paid(usage) -> None:
+                if usage is None:
+                    spent[2] = False
+                    stats.no_usage += 1
                 else:
-                    stats.errors += 1
-                results[r][c.index - requests[r].first_sample] = c
-                stats.done += 1
+                    spent[0] += usage[0]
+                    spent[1] += usage[1]
+                    stats.prompt_tokens += usage[0]
+                    stats.completion_tokens += usage[1]
+
+            try:
+                failed = await _fetch(config, transport, requests[r].messages, missing, stats, store, paid, fatal)
+            finally:
+                cache.release(list(key_of.values()))
+                if budget:
+                    budget.settle(reservation, spent[0], spent[1], usage_known=spent[2])
+            for c in failed:
+                finish(r, c)
 
     workers = [asyncio.create_task(worker()) for _ in range(min(config.concurrency, len(todo)))]
     try:
-        # The first fatal error cancels every other request at once.
-        done, pending = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
-        for t in pending:
-            t.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-        for t in done:
-            if t.exception() is not None:
-                raise t.exception()
+        await asyncio.gather(*workers)
+        if fatal:
+            raise fatal[0]
     finally:
         for t in workers:
             t.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
         if ticker:
             ticker.cancel()
             on_progress(stats)
         await transport.close()
+
+
+async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal) -> None:
+    """Claim the keys this worker is about to send; for those another run on this cache is
+    sending now, wait for its answers instead of paying twice. Drops from `missing`/`keys`
+    what another run answered (or had stored since this run looked)."""
+    held: set[str] = set()
+    claim_for = config.timeout * (config.retries + 1) + 60.0
+    while True:
+        fresh = cache.get_many(keys)
+        for i, key in zip(list(missing), list(keys)):
+            if key in fresh:
+                finish(r, from_stored(i, fresh[key], cached=True))
+                stats.cached += 1
+                missing.remove(i)
+                keys.remove(key)
+        held = cache.claim(keys, claim_for) if keys and not fatal else set()
+        if not held:
+            return
+        # Hold nothing while waiting: two runs each holding what the other waits for would wait forever.
+        cache.release([k for k in keys if k not in held])
+        await asyncio.sleep(random.uniform(0.1, 0.3))
 
 
 async def _tick(stats: Stats, on_progress) -> None:
@@ -255,33 +302,42 @@ async def _tick(stats: Stats, on_progress) -> None:
         await asyncio.sleep(0.5)
 
 
-async def _fetch(config, transport, messages, missing: list[int], stats: Stats) -> list[Completion]:
-    """The missing samples of one request: one call with `n`, separate calls for what it lacks."""
-    got: list[Completion] = []
+async def _fetch(config, transport, messages, missing: list[int], stats: Stats, store, paid,
+                 fatal: list) -> list[Completion]:
+    """The missing samples of one request: one call with `n`, separate calls for what it lacks.
+
+    Each answer goes to `store(index, entry)` as it arrives and each response's usage
+    to `paid(usage or None)`; returns the samples that got no answer (transport errors)."""
     want = list(missing)
     use_n = len(want) > 1
     while want:
+        if fatal:  # another request's key was refused: send nothing more
+            return [Completion(i, error="transport", detail="not sent: the run stopped at a fatal error")
+                    for i in want]
         n = len(want) if use_n else 1
         body = request_body(config, messages, n)
         try:
-            response = await _with_retries(config, transport, body, stats)
+            response = await _with_retries(config, transport, body, stats, fatal)
+        except TeacherFatalError as e:
+            if not fatal:
+                fatal.append(e)
+            return [Completion(i, error="transport", detail=str(e)) for i in want]
         except Rejected as e:
             if n > 1:  # some endpoints refuse n > 1 ("n must be 1"): ask one by one
                 use_n = False
                 continue
-            got += [Completion(i, error="transport", detail=str(e)) for i in want]
-            break
+            return [Completion(i, error="transport", detail=str(e)) for i in want]
         except Retryable as e:
-            got += [Completion(i, error="transport", detail=str(e)) for i in want]
-            break
-        taken = completions_from(response, want, stats)
-        got += taken
-        want = want[len(taken):]
-        if want and not taken:
-            got += [Completion(i, error="transport", detail="response has no choices") for i in want]
-            break
+            return [Completion(i, error="transport", detail=str(e)) for i in want]
+        entries, usage = entries_from(response, n)
+        paid(usage)
+        for i, entry in zip(want, entries):
+            store(i, entry)
+        want = want[len(entries):]
+        if want and not entries:
+            return [Completion(i, error="transport", detail="response has no choices") for i in want]
         use_n = False  # the server ignored `n`: ask for the rest one by one
-    return got
+    return []
 
 
 async def _send_within(transport, body: dict, seconds: float) -> dict:
@@ -306,29 +362,11 @@ def request_body(config: TeacherConfig, messages: list[dict], n: int) -> dict:
     return body
 
 
-def completions_from(response: dict, indices: list[int], stats: Stats) -> list[Completion]:
-    """A chat completion response as Completions for the first len(choices) of `indices`;
-    its usage is added to `stats`."""
-    choices = response.get("choices") or []
-    usage = response.get("usage") or {}
-    prompt_t, compl_t = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
-    stats.prompt_tokens += prompt_t
-    stats.completion_tokens += compl_t
-    taken = indices[: len(choices)]
-    got = []
-    for j, (i, choice) in enumerate(zip(taken, choices)):
-        # Split the request's usage over its samples so that summing samples gives the bill.
-        share = {"prompt_tokens": prompt_t if j == 0 else 0,
-                 "completion_tokens": compl_t // len(taken) + (compl_t % len(taken) if j == 0 else 0)}
-        message = choice.get("message") or {}
-        # OpenAI puts a declined answer in `refusal`, with no content: the parser calls it a refusal.
-        text = message.get("content") if message.get("content") is not None else message.get("refusal")
-        got.append(Completion(i, text, choice.get("finish_reason"), share))
-    return got
-
-
-async def _with_retries(config, transport, body, stats: Stats) -> dict:
+async def _with_retries(config, transport, body, stats: Stats, stop: list = ()) -> dict:
+    error: Exception | None = None
     for attempt in range(config.retries + 1):
+        if attempt and stop:
+            raise Retryable(f"{error} (not retried: the run stopped at a fatal error)")
         stats.requests += 1
         try:
             # The transport has its own timeout; this one also covers a stuck connect or read.
@@ -340,7 +378,7 @@ async def _with_retries(config, transport, body, stats: Stats) -> dict:
         except (TeacherFatalError, Rejected):
             raise
         except Exception as e:  # noqa: BLE001  a client library's surprise: a failed attempt, not a traceback
-            error = Retryable(f"unexpected {type(e).__name__}: {short(str(e))}")
+            error = Retryable(f"unexpected {type(e).__name__}: {short(scrub_secret(str(e), config.api_key()))}")
         if attempt == config.retries:
             raise Retryable(f"{error} (gave up after {attempt + 1} attempts)")
         stats.retries += 1

@@ -71,8 +71,9 @@ class TeacherOptions(Options):
         """Every problem with these options, before anything is spent; `flag(name)` is the flag
         a user gave field `name` with (default: generate's)."""
         flag = flag or flag_namer(TeacherOptions)
+        # `not x >= 0` rather than `x < 0`: NaN is refused too.
         p = [f"{flag(name)} must not be negative" for name in ("price_in", "price_out")
-             if getattr(self, name) is not None and getattr(self, name) < 0]
+             if getattr(self, name) is not None and not getattr(self, name) >= 0]
         return p + self.cost_problems(flag) + self.teacher_config().problems(need_key=not self.dry_run, flag=flag)
 
     def cost_problems(self, flag: FlagNamer) -> list[str]:
@@ -85,10 +86,10 @@ class TeacherOptions(Options):
             bad_price_file = True
         if self.tokenizer is not None and not Path(self.tokenizer).is_file():
             p.append(f"{flag('tokenizer')} {self.tokenizer}: no such file")
-        if self.poll_interval <= 0:
+        if not self.poll_interval > 0:
             p.append(f"{flag('poll_interval')} must be positive")
         if self.max_usd is not None:
-            if self.max_usd <= 0:
+            if not 0 < self.max_usd < float("inf"):  # NaN included
                 p.append(f"{flag('max_usd')} must be positive")
             if self.max_tokens is None:
                 p.append(f"{flag('max_usd')} needs {flag('max_tokens')}: it bounds what each answer can cost")

@@ -12,6 +12,7 @@ import asyncio
 import json
 
 from kdpipe.errors import KdpipeError
+from kdpipe.outputs import scrub
 
 
 class TeacherFatalError(KdpipeError):
@@ -28,8 +29,10 @@ class Rejected(Exception):
     """The server refused this one request (400, 422): retrying will not help."""
 
 
-def _classify(status: int, detail: str, retry_after: str | None, model: str, url: str):
-    """Raise what an HTTP error status means for the run."""
+def _classify(status: int, detail: str, retry_after: str | None, model: str, url: str, key: str = ""):
+    """Raise what an HTTP error status means for the run. The server's text is scrubbed of
+    secrets, the API key itself included: some servers echo the request's headers."""
+    detail = scrub_secret(detail, key)
     if status in (401, 403):
         raise TeacherFatalError(f"{url}: the API key was refused (HTTP {status}): {detail}")
     if status == 404:
@@ -37,6 +40,12 @@ def _classify(status: int, detail: str, retry_after: str | None, model: str, url
     if status in (408, 409, 429) or status >= 500:
         raise Retryable(f"HTTP {status}: {detail}", _seconds(retry_after))
     raise Rejected(f"HTTP {status}: {detail}")
+
+
+def scrub_secret(text: str, key: str = "") -> str:
+    """`text` with secret-looking values and the key itself masked."""
+    text = scrub(text)
+    return text.replace(key, "***") if len(key) >= 6 else text
 
 
 def _seconds(value: str | None) -> float | None:
@@ -62,6 +71,7 @@ class _OpenAITransport:
         self._url = config.resolved_base_url()
         self._model = config.model
         self._timeout_s = config.timeout
+        self._key = config.api_key()
         self._client = openai.AsyncOpenAI(
             base_url=self._url, api_key=config.api_key(), max_retries=0, timeout=config.timeout,
             http_client=openai.DefaultAioHttpClient(
@@ -77,7 +87,7 @@ class _OpenAITransport:
             raw = await self._client.chat.completions.with_raw_response.create(**body)
         except openai.APIStatusError as e:
             _classify(e.status_code, short(e.message), e.response.headers.get("retry-after"),
-                      self._model, self._url)
+                      self._model, self._url, self._key)
         except openai.APITimeoutError as e:
             # The SDK's aiohttp adapter reports a refused connection as a connect timeout.
             cause = _refused_cause(e)
@@ -121,7 +131,8 @@ class _AiohttpTransport:
         self._endpoint = self._url + "/chat/completions"
         self._model = config.model
         self._timeout_s = config.timeout
-        self._headers = {"Authorization": f"Bearer {config.api_key()}", "Content-Type": "application/json"}
+        self._key = config.api_key()
+        self._headers = {"Authorization": f"Bearer {self._key}", "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=config.timeout)
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.concurrency), timeout=self._timeout)
@@ -133,7 +144,7 @@ class _AiohttpTransport:
                 raw = await resp.read()
                 if resp.status >= 400:
                     _classify(resp.status, _error_message(raw),
-                              resp.headers.get("Retry-After"), self._model, self._url)
+                              resp.headers.get("Retry-After"), self._model, self._url, self._key)
         except asyncio.TimeoutError:
             raise Retryable(f"no response within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as e:

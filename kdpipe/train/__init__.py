@@ -15,6 +15,7 @@ says what RUN_DIR holds).
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -76,6 +77,12 @@ class TrainOptions(Options):
         problems = []
         if not self.student:
             problems.append("--student is required")
+        # NaN passes every comparison below; it is not a number of anything.
+        problems += [f"--{name.replace('_', '-')} must be a finite number"
+                     for name in ("lora_dropout", "rationale_weight", "learning_rate", "warmup_ratio", "epochs")
+                     if getattr(self, name) is not None and not math.isfinite(getattr(self, name))]
+        if not 0 <= self.seed < 2 ** 32:
+            problems.append("--seed must be between 0 and 4294967295")
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "log_every", "eval_every",
                      "save_every"):
             if getattr(self, name) <= 0:
