@@ -142,10 +142,16 @@ def tiny_student(
     corpus: Path = typer.Option(..., "--corpus", help="JSONL whose string fields train the tokenizer.",
                                 show_default=False),
     vocab_size: int = typer.Option(_Tiny.vocab_size, "--vocab-size", help="Tokenizer vocabulary size (at most)."),
+    layers: int = typer.Option(_Tiny.layers, "--layers", help="Transformer layers."),
+    hidden: int = typer.Option(_Tiny.hidden_size, "--hidden", help="Hidden size (the MLP is twice as wide)."),
+    heads: int = typer.Option(_Tiny.heads, "--heads", help="Attention heads (must divide --hidden)."),
+    split_digits: bool = typer.Option(_Tiny.split_digits, "--split-digits/--no-split-digits",
+                                      help="Give every digit a token of its own (numbers stay readable "
+                                           "digit by digit, as arithmetic needs)."),
     seed_: int = typer.Option(_Tiny.seed, "--seed", help="Seed of the random weights."),
     quiet: bool = QUIET,
 ) -> None:
-    """Build a tiny RANDOMLY INITIALISED student (2-layer Llama, width 64) for offline demos and tests.
+    """Build a tiny RANDOMLY INITIALISED student (a small Llama) for offline demos and tests.
 
     It is not a pretrained model and knows nothing: it exists so that `train` and `eval` can run
     end to end without a model hub. Use a real model id or folder for real work.
@@ -155,7 +161,8 @@ def tiny_student(
     from kdpipe.libraries import quiet_libraries
 
     quiet_libraries()
-    path = build_tiny_student(out, corpus_texts(corpus), TinyOptions(vocab_size=vocab_size, seed=seed_))
-    say(quiet, f"tiny-student: wrote a random tiny Llama and its tokenizer to {path}")
+    path = build_tiny_student(out, corpus_texts(corpus), TinyOptions(
+        vocab_size=vocab_size, layers=layers, hidden_size=hidden, heads=heads, split_digits=split_digits, seed=seed_))
+    say(quiet, f"tiny-student: wrote a random {layers}-layer Llama of width {hidden} and its tokenizer to {path}")
 
 
