@@ -39,13 +39,17 @@ STYLE          ?= dss
 FORMAT_FLAGS   ?=
 
 # ------------------------------------------------------------------ the student
-# The default is a tiny randomly initialised model built from the example data,
-# so the demo trains in a few minutes on a CPU; set STUDENT to a model id or folder.
+# The default is a tiny randomly initialised model built from the example data
+# (TINY_FLAGS: its size; digits are single tokens), trained fully (--full: LoRA
+# on random weights learns next to nothing), so the demo trains in a few minutes
+# on a CPU. Set STUDENT to a model id or folder, and TRAIN_FLAGS without --full
+# for LoRA on a pretrained model.
 STUDENT        ?= $(WORK)/tiny-student
+TINY_FLAGS     ?= --layers 2 --hidden 128 --heads 4
 RATIONALE_WEIGHT ?= 1.0
-MAX_STEPS      ?= 150
+MAX_STEPS      ?= 300
 LEARNING_RATE  ?= 3e-3
-TRAIN_FLAGS    ?= --batch-size 16 --max-length 160 --lora-r 16 --lora-alpha 32 --eval-every 50 --save-every 75 --log-every 10
+TRAIN_FLAGS    ?= --full --batch-size 32 --max-length 128 --eval-every 100 --save-every 300 --log-every 25
 BASELINE       ?= $(STUDENT)
 SCORE_TEACHER  ?= 1
 EVAL_FLAGS     ?= --max-new-tokens 16
@@ -128,7 +132,7 @@ $(WORK)/sft.jsonl: $(WORK)/filtered.jsonl
 
 # The tiny demo student, built only when STUDENT is left at its default.
 $(WORK)/tiny-student/config.json: $(SRC) $(TEACHER_SCRIPT) $(INSTALLED)
-	$(KDPIPE) tiny-student $(WORK)/tiny-student --corpus $(TEACHER_SCRIPT)
+	$(KDPIPE) tiny-student $(WORK)/tiny-student --corpus $(TEACHER_SCRIPT) $(TINY_FLAGS)
 
 STUDENT_DEP := $(if $(filter $(WORK)/tiny-student,$(STUDENT)),$(WORK)/tiny-student/config.json)
 
@@ -164,7 +168,7 @@ demo: $(WORK)/eval.json
 	@echo "  teacher.jsonl              teacher rationales and answers (cache: $(CACHE))"
 	@echo "  filtered.jsonl rejected.jsonl filter-report.json"
 	@echo "  sft.jsonl                  training rows ($(STYLE) style)"
-	@echo "  student/                   LoRA adapter, tokenizer, config, metrics, loss curve"
+	@echo "  student/                   weights (LoRA adapter or full), tokenizer, config, metrics, loss curve"
 	@echo "  eval.json eval.md eval.predictions.jsonl   the scorecard"
 
 clean:
