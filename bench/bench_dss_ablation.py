@@ -112,7 +112,8 @@ def table(runs: list[dict], fractions: list[float], styles: list[str]) -> str:
             correct, n = sum(r["correct"] for r in rs), sum(r["n"] for r in rs)
             lo, hi = pooled_interval(correct, n)
             accs = [r["accuracy"] for r in rs]
-            cells.append(f"{sum(accs) / len(accs):.1%} [{lo:.1%}, {hi:.1%}] ({min(accs):.0%}–{max(accs):.0%})")
+            spread = f" ({min(accs):.0%}–{max(accs):.0%})" if len(accs) > 1 else ""
+            cells.append(f"{sum(accs) / len(accs):.1%} [{lo:.1%}, {hi:.1%}]{spread}")
             walls += [r["train_wall_s"] for r in rs]
             cpus += [r["train_cpu_s"] for r in rs]
         timing = f"{sum(walls) / len(walls):.0f} / {sum(cpus) / len(cpus):.0f}" if walls else "-"

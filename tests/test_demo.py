@@ -20,6 +20,8 @@ def make(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     cmd = ["make", "-C", str(REPO), f"WORK={work}", f"KDPIPE={sys.executable} -m kdpipe",
            # The suite already runs inside an installed environment.
            "-o", ".venv/.installed",
+           # A slice of the bundled questions keeps the teacher and filter steps short.
+           f"SRC={work.parent / 'questions.jsonl'}",
            "NUM_NEW=12", "MAX_STEPS=4", "TRAIN_FLAGS=--batch-size 8 --max-length 128 --eval-every 2 --save-every 4",
            "EVAL_FLAGS=--max-new-tokens 8 --limit 10", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -33,6 +35,8 @@ def make(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 def work(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    lines = (REPO / "data" / "example" / "questions.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "questions.jsonl").write_text("".join(lines[:200]))
     return tmp_path / "work"
 
 
