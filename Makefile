@@ -47,8 +47,9 @@ STYLE          ?= dss
 FORMAT_FLAGS   ?=
 
 # ------------------------------------------------------------------ the student
-# The default is the demo's tiny randomly initialised model built from the example data;
-# set STUDENT to a model id or folder for real work.
+# The default is the demo's tiny randomly initialised model built from the example data
+# (digits are single tokens), trained fully (--full: LoRA on random weights learns next to
+# nothing); set STUDENT to a model id or folder for real work (LoRA by default).
 DEMO_STUDENT    = $(WORK)/tiny-student
 STUDENT        ?= $(DEMO_STUDENT)
 RATIONALE_WEIGHT ?= 1.0
@@ -57,14 +58,13 @@ SCORE_TEACHER  ?= 1
 IS_DEMO_STUDENT = $(filter $(DEMO_STUDENT),$(STUDENT))
 
 # ================================================================== the demo's tuning
-# Used only while STUDENT is the demo's tiny student: a random 2-layer model trained on a
-# CPU in minutes. Nothing here reaches a real student.
-DEMO_MAX_STEPS     ?= 150
+# Used only while STUDENT is the demo's tiny student: a random 2-layer model of width 128,
+# fully trained on a CPU in minutes. Nothing here reaches a real student.
+DEMO_MAX_STEPS     ?= 800
 DEMO_LEARNING_RATE ?= 3e-3
-DEMO_TRAIN_FLAGS   ?= --batch-size 16 --max-length 160 --lora-r 16 --lora-alpha 32 --eval-every 50 \
-                      --save-every 75 --log-every 10
+DEMO_TRAIN_FLAGS   ?= --full --batch-size 32 --max-length 128 --eval-every 200 --save-every 400 --log-every 50
 DEMO_EVAL_FLAGS    ?= --max-new-tokens 16
-DEMO_TINY_FLAGS    ?=
+DEMO_TINY_FLAGS    ?= --layers 2 --hidden 128 --heads 4
 # ================================================================== end of the demo's tuning
 
 # A real student gets kdpipe's own defaults: 3 epochs, learning rate 2e-4 (LoRA), max length
@@ -236,7 +236,7 @@ demo: $(WORK)/eval.json
 	@echo "  teacher.jsonl              teacher rationales and answers (cache: $(CACHE))"
 	@echo "  filtered.jsonl rejected.jsonl filter-report.json"
 	@echo "  sft.jsonl                  training rows ($(STYLE) style)"
-	@echo "  student/                   LoRA adapter, tokenizer, config, metrics, loss curve"
+	@echo "  student/                   weights (LoRA adapter or full), tokenizer, config, metrics, loss curve"
 	@echo "  eval.json eval.md eval.predictions.jsonl   the scorecard"
 
 # ------------------------------------------------------------------ cost before paying

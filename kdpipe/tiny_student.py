@@ -3,8 +3,15 @@
 No model hub is reachable on our machines, so the real `train`/`eval` code
 path is exercised on a model built here: a byte-level BPE tokenizer trained
 on the user's own text (with pad and chat-marker special tokens and a chat
-template) and a 2-layer Llama of width 64. It learns the surface of the data
-in a few hundred steps; it is not a useful model and is never presented as one.
+template) and a small Llama (2 layers of width 64 unless asked otherwise). It
+learns the surface of the data in a few hundred steps, and a narrow task such
+as small-number arithmetic when it is made a little larger and trained fully;
+it is not a useful model and is never presented as one.
+
+By default the tokenizer splits every digit into a token of its own: BPE would
+otherwise learn merges such as "13" or "20" from the corpus, so a number's
+tokens would say nothing about its digits and a model from scratch could not
+learn to compute with them.
 
 A Llama config rather than Qwen2: a tiny Qwen2 reloads its tokenizer as
 `Qwen2Tokenizer`, which swaps the pre-tokenizer and silently changes ids.
@@ -36,9 +43,11 @@ CHAT_TEMPLATE = (
 @dataclass
 class TinyOptions(Options):
     vocab_size: int = option(768, "Tokenizer vocabulary size (at most).")
-    hidden_size: int = option(64, cli=False)
-    layers: int = option(2, cli=False)
-    heads: int = option(4, cli=False)
+    layers: int = option(2, "Transformer layers.")
+    hidden_size: int = option(64, "Hidden size (the MLP is twice as wide).", flags="--hidden")
+    heads: int = option(4, "Attention heads (must divide --hidden).")
+    split_digits: bool = option(True, "Give every digit a token of its own (numbers stay readable digit by "
+                                      "digit, as arithmetic needs).", flags="--split-digits/--no-split-digits")
     max_positions: int = option(2048, cli=False)
     # 0.02 (the Llama default) leaves a random model of this size almost unable
     # to learn in a few dozen steps; 0.1 lets the loss fall visibly.
@@ -50,9 +59,9 @@ class TinyOptions(Options):
         if not 300 <= self.vocab_size <= 65536:
             problems.append("--vocab-size must be between 300 and 65536")
         if self.hidden_size <= 0 or self.heads <= 0 or self.hidden_size % self.heads:
-            problems.append("hidden size must be a positive multiple of the number of heads")
+            problems.append("--hidden must be a positive multiple of --heads")
         if self.layers <= 0:
-            problems.append("layers must be positive")
+            problems.append("--layers must be positive")
         return problems
 
 
@@ -93,7 +102,9 @@ def build_tiny_student(out_dir: str | os.PathLike, texts: Iterable[str],
         raise KdpipeError("no text to train the tokenizer on")
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.pre_tokenizer = (pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+                         if opts.split_digits else byte_level)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=opts.vocab_size, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),

@@ -20,6 +20,8 @@ def make(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
     cmd = ["make", "-C", str(REPO), f"WORK={work}", f"KDPIPE={sys.executable} -m kdpipe",
            # The suite already runs inside an installed environment.
            "-o", ".venv/.installed",
+           # A slice of the bundled questions keeps the teacher and filter steps short.
+           f"SRC={work.parent / 'questions.jsonl'}",
            "NUM_NEW=12", "MAX_STEPS=4", "TRAIN_FLAGS=--batch-size 8 --max-length 128 --eval-every 2 --save-every 4",
            "EVAL_FLAGS=--max-new-tokens 8 --limit 10", *args]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -33,6 +35,8 @@ def make(work: Path, *args: str, check: bool = True) -> subprocess.CompletedProc
 def work(tmp_path):
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    lines = (REPO / "data" / "example" / "questions.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "questions.jsonl").write_text("".join(lines[:200]))
     return tmp_path / "work"
 
 
@@ -58,3 +62,22 @@ def test_demo_pipeline_runs_end_to_end_and_reruns_nothing(work):
     meta = json.loads((work / "teacher.jsonl.meta.json").read_text())
     assert meta["counts"]["cached"] == meta["counts"]["samples"] > 0
     assert meta["usage"]["requests"] == 0
+
+
+@pytest.mark.slow
+def test_demo_student_learns(tmp_path):
+    """`make demo` at its own settings: the trained student clearly beats its untrained self on held-out questions."""
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    work = tmp_path / "work"
+    cmd = ["make", "-C", str(REPO), f"WORK={work}", f"KDPIPE={sys.executable} -m kdpipe", "-o", ".venv/.installed",
+           "demo"]
+    run = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, f"{run.stdout[-3000:]}\n{run.stderr[-3000:]}"
+    scores = {m["role"]: m for m in json.loads((work / "eval.json").read_text())["models"]}
+    student, baseline = scores["student"], scores["baseline"]
+    assert student["n"] == baseline["n"] >= 200
+    assert student["accuracy"] >= 0.40, run.stdout[-2000:]
+    assert student["accuracy"] - baseline["accuracy"] >= 0.30
+    assert student["ci95"][0] > baseline["ci95"][1]
+    assert "| student |" in run.stdout

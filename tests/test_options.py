@@ -50,7 +50,8 @@ FLAGS = {
     "eval": ["eval_file", "--model", "-o/--out", "--baseline", "--batch-size", "--max-new-tokens", "--limit",
              "--predictions", "--teacher", "--base-url", "--api-key-env", "--cache", "--teacher-prompt",
              "--teacher-max-tokens", "--concurrency", "--price-in", "--price-out", "--prices", "--quiet/-q"],
-    "tiny-student": ["out", "--corpus", "--vocab-size", "--seed", "--quiet/-q"],
+    "tiny-student": ["out", "--corpus", "--vocab-size", "--layers", "--hidden", "--heads",
+                     "--split-digits/--no-split-digits", "--seed", "--quiet/-q"],
     "teacher serve": ["--host", "--port", "--script", "--latency", "--fault-rate", "--retry-after",
                       "--fault-seed", "--ready-file"],
 }

@@ -66,7 +66,7 @@ eval_ = command(EvalOptions, _eval, [
 
 
 def _tiny_student(opts, out: Path, corpus: Path, quiet: bool) -> None:
-    """Build a tiny RANDOMLY INITIALISED student (2-layer Llama, width 64) for offline demos and tests.
+    """Build a tiny RANDOMLY INITIALISED student (a small Llama) for offline demos and tests.
 
     It is not a pretrained model and knows nothing: it exists so that `train` and `eval` can run
     end to end without a model hub. Use a real model id or folder for real work.
@@ -76,7 +76,8 @@ def _tiny_student(opts, out: Path, corpus: Path, quiet: bool) -> None:
 
     quiet_libraries()
     path = build_tiny_student(out, corpus_texts(corpus), opts)
-    say(quiet, f"tiny-student: wrote a random tiny Llama and its tokenizer to {path}")
+    say(quiet, f"tiny-student: wrote a random {opts.layers}-layer Llama of width {opts.hidden_size} and its "
+               f"tokenizer to {path}")
 
 
 tiny_student = command(TinyOptions, _tiny_student, [
