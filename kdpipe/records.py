@@ -6,7 +6,7 @@ them), so the fields below are the whole contract between stages:
 
     id          stable id given by `seed`, carried unchanged to eval
     question    the question text the teacher and the student see
-    task        "numeric" | "choice" | "text"
+    task        "numeric" | "choice" | "text" | "instruction" (open-ended; see instructions.py)
     choices     the options of a multiple-choice question, else None
     gold        the gold answer in canonical form (see answers.py), or None
     samples     teacher outputs, one per sampled completion (see Sample)
@@ -40,7 +40,7 @@ from kdpipe.outputs import (  # noqa: F401
     text_digest, write_meta,
 )
 
-TASKS = ("numeric", "choice", "text")
+TASKS = ("numeric", "choice", "text", "instruction")
 
 # Reason codes for a teacher sample that gave no usable answer. `generate`
 # sets them, `filter` drops on them, reports count them. "not_sent": the

@@ -110,7 +110,8 @@ class GoldMismatch(SampleRule):
                'numbers within --rel-tol; choices by letter or text; text normalized)')
 
     def check(self, rec, s, opts):
-        if rec.gold is None or _agree(s.answer, rec.gold, rec.task, _choices(rec), opts.rel_tol):
+        # An instruction's gold is a reference, one good response among many: never matched exactly.
+        if rec.gold is None or rec.task == "instruction" or _agree(s.answer, rec.gold, rec.task, _choices(rec), opts.rel_tol):
             return None
         return f"answer {s.answer!r}, gold {rec.gold!r}"
 
@@ -159,6 +160,8 @@ class RationaleLength(SampleRule):
     summary = "rationale with a word count out of bounds (label-only teacher output needs --min-rationale-words 0)"
 
     def check(self, rec, s, opts):
+        if rec.task == "instruction":  # the response is the answer: there is no rationale to bound
+            return None
         n = len(s.rationale.split()) if s.rationale else 0
         if opts.min_rationale_words <= n <= opts.max_rationale_words:
             return None
@@ -300,7 +303,8 @@ class Judgement:
         if self._vote is False:
             self._vote = None
             live = self.alive()
-            if self.rec.gold is None and len(live) > 1:
+            # Open-ended responses never agree word for word: no vote over them.
+            if self.rec.gold is None and len(live) > 1 and self.rec.task != "instruction":
                 rec, choices = self.rec, _choices(self.rec)
                 keys = {i: _key(rec.samples[i].answer, rec.task, choices) for i in live}
                 top = Counter(k for k in keys.values() if k is not None).most_common(2)
