@@ -14,7 +14,6 @@ Outputs: `eval.json` (one entry per scored model), `<eval>.predictions.jsonl`
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from kdpipe.errors import KdpipeError
 from kdpipe.evaluate.teacher import (
     TEACHER_FLAGS, TEACHER_HELPS, TEACHER_OFFERED, ask_teacher, prepare_teacher, teacher_problems,
 )
+from kdpipe.intervals import wilson_interval
 from kdpipe.numbers import is_number_only
 from kdpipe.options import Options, option, options_block
 from kdpipe.prompt_format import (PromptFormat, answer_in_sentence, answers_in_sentence, inference_task,
@@ -91,20 +91,6 @@ class ModelScore:
     cost_usd: float | None = None
     tokens: dict[str, int] | None = None
     decoding: dict[str, Any] | None = None  # local models: strategy, settings and stop tokens (kdpipe/decoding.py)
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (sound at 0, 1 and small n)."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # At 0 and n correct the bound is exactly 0 or 1; say so rather than 0.9999999999999999.
-    lo = 0.0 if correct == 0 else max(0.0, centre - half)
-    hi = 1.0 if correct == n else min(1.0, centre + half)
-    return (lo, hi)
 
 
 def read_answer(text: str, asked_task: str, record: Record,
