@@ -76,3 +76,51 @@ def test_reply_reading():
     assert parse_verdict("[[A]] at first, then [[B]]") == "B" and parse_verdict("A") is None
     assert combine("A", "B") == "win" and combine("B", "A") == "loss"
     assert combine("A", "A") == combine("B", "B") == combine(None, "B") == combine("tie", "B") == "tie"
+
+
+def test_filter_judge_drops_low_scores_and_keeps_the_score_on_every_sample(tmp_path, cli):
+    import json
+
+    def rec(rid, question, *texts):
+        return {"id": rid, "question": question, "task": "instruction",
+                "samples": [{"index": i, "text": t, "answer": t} for i, t in enumerate(texts)]}
+
+    inp = tmp_path / "teacher.jsonl"
+    inp.write_text("\n".join(json.dumps(r) for r in [
+        rec("a", INSTRUCTION, "Call it Bubbles.", "Fish are animals."),
+        rec("b", "Write a two-word greeting.", "Hello there."),
+        rec("c", "Name a color of the sky.", "Blue, on a clear day."),
+    ]) + "\n")
+    script = [ScriptLine("Call it Bubbles.", ["Score: 8\nReason: fitting"]),
+              ScriptLine("Fish are animals.", ["Score: 2\nReason: names nothing"]),
+              ScriptLine("Hello there.", ["Score: 3\nReason: stiff"]),
+              ScriptLine("Blue, on a clear day.", ["It is a fine answer."])]
+    with running(script) as srv:
+        code, out, err = cli("filter", inp, "-o", tmp_path / "kept.jsonl", "--rejected", tmp_path / "rej.jsonl",
+                             "--report", tmp_path / "report.json", "--judge", "judge-model",
+                             "--judge-base-url", srv.base_url, "--cache", tmp_path / "c.sqlite",
+                             "--min-score", "7", "--price-in", "1", "--price-out", "1")
+    assert code == 0, err
+    assert "judge: 4 scores (0 from the cache)" in out + err
+    kept = [json.loads(line) for line in open(tmp_path / "kept.jsonl")]
+    assert [r["id"] for r in kept] == ["a"]
+    assert kept[0]["samples"] == [{**kept[0]["samples"][0], "judge": {"model": "judge-model", "score": 8,
+                                                                     "reason": "fitting"}}]
+    assert len(kept[0]["samples"]) == 1
+    rejected = {r["id"]: r for r in map(json.loads, open(tmp_path / "rej.jsonl"))}
+    (b,), (c,) = rejected["b"]["samples"], rejected["c"]["samples"]
+    assert rejected["b"]["reason"] == rejected["c"]["reason"] == b["reason"] == c["reason"] == "judge_score"
+    assert b["reason_detail"] == "score 3 below 7: stiff" and b["judge"]["score"] == 3
+    assert c["reason_detail"].startswith("malformed judge reply") and c["judge"]["score"] is None
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert {r["rule"]: r["samples"] for r in report["rules"]}["judge_score"] == 3
+    assert report["judge_cost"]["replies"] == 4 and report["judge_cost"]["usd"] > 0
+
+
+def test_filter_judge_options_are_checked_before_anything_is_sent(tmp_path, cli):
+    inp = tmp_path / "t.jsonl"
+    inp.write_text('{"id": "a", "question": "Say hi.", "task": "instruction"}\n')
+    code, out, err = cli("filter", inp, "-o", tmp_path / "o.jsonl", "--judge", "m",
+                         "--judge-base-url", "ftp://x", "--min-score", "11")
+    assert code == 2 and "--judge-base-url must be an http(s) URL" in err and "--min-score must be between" in err
+    assert not (tmp_path / "o.jsonl").exists()

@@ -104,6 +104,23 @@ class TeacherError(SampleRule):
         return None
 
 
+class JudgeScore(SampleRule):
+    name, options = "judge_score", ("judge", "min_score", "judge_prompt")
+    summary = ("with --judge MODEL: the judge's 1-10 score (kept on every sample it saw) is below --min-score, "
+               "or the judge gave no score")
+
+    def enabled(self, opts) -> bool:
+        return bool(opts.judge.model)
+
+    def check(self, rec, s, opts):
+        verdict = s.judge or {}
+        if verdict.get("score") is None:
+            return verdict.get("reason") or "not scored"
+        if verdict["score"] < opts.min_score:
+            return f"score {verdict['score']} below {opts.min_score:g}: {verdict.get('reason')}"
+        return None
+
+
 class GoldMismatch(SampleRule):
     name, switch, options = "gold_mismatch", "gold", ("rel_tol",)
     summary = ('disagrees with the gold answer ("42" = "42.0" = "$42" = "(84 / 2)"; integers exactly, other '
@@ -222,8 +239,8 @@ class NearDuplicate(Rule):
                                        opts.near_threshold, eligible=eligible)
 
 
-RULES: tuple[Rule, ...] = (TeacherError(), GoldMismatch(), NoConsensus(), MinorityAnswer(), QuestionLength(),
-                           RationaleLength(), RationaleRestatesAnswer(), Contaminated(), Duplicate(),
+RULES: tuple[Rule, ...] = (TeacherError(), JudgeScore(), GoldMismatch(), NoConsensus(), MinorityAnswer(),
+                           QuestionLength(), RationaleLength(), RationaleRestatesAnswer(), Contaminated(), Duplicate(),
                            NearDuplicate())
 RULE_NAMES = tuple(r.name for r in RULES)
 
