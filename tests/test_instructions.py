@@ -78,3 +78,24 @@ def test_label_mode_keeps_the_whole_response_and_marks_refusals(tmp_path):
     assert color.provenance["teacher"]["prompt"] == "instruction.txt"
     assert lock.samples[0].error == "refusal"
     assert nothing.samples[0].error == "unparseable"  # a reasoning block and nothing after it
+
+
+def test_format_response_rows_carry_the_whole_response(tmp_path, cli):
+    from kdpipe.records import Record, Sample
+
+    response = "Blue.\n\nOn a clear day the sky scatters blue light most."
+    recs = [Record(id="i1", question="What color is the sky?\nAnswer in two sentences.", task="instruction",
+                   samples=[Sample(index=0, text=response, answer=response),
+                            Sample(index=1, text="", error="empty")]),
+            Record(id="n1", question="What is 3 + 4?", task="numeric", gold="7",
+                   samples=[Sample(index=0, rationale="3 + 4 = 7.", answer="7")])]
+    inp = write_jsonl(tmp_path / "in.jsonl", [r.to_dict() for r in recs])
+    code, _, err = cli("format", inp, "-o", tmp_path / "sft.jsonl", "--style", "response", "--val-frac", "0")
+    assert code == 0, err
+    (row,) = [json.loads(line) for line in open(tmp_path / "sft.jsonl")]
+    assert row["id"] == "i1" and row["task"] == "answer"
+    assert row["prompt"] == [{"role": "user", "content": recs[0].question}]
+    assert row["completion"] == [{"role": "assistant", "content": response}]
+    assert "numeric record (style response is for instruction records)" in err
+    code, _, err = cli("format", inp, "-o", tmp_path / "cot.jsonl", "--style", "cot", "--val-frac", "0")
+    assert code == 0 and "instruction record (use --style response)" in err
