@@ -99,3 +99,14 @@ def test_format_response_rows_carry_the_whole_response(tmp_path, cli):
     assert "numeric record (style response is for instruction records)" in err
     code, _, err = cli("format", inp, "-o", tmp_path / "cot.jsonl", "--style", "cot", "--val-frac", "0")
     assert code == 0 and "instruction record (use --style response)" in err
+
+
+def test_a_truncated_response_is_marked_truncated(tmp_path):
+    src = write_jsonl(tmp_path / "alpaca.jsonl", [{"instruction": "Describe autumn.", "input": "", "output": ""}])
+    run_seed(src, tmp_path / "seeds.jsonl")
+    with running([ScriptLine("Describe autumn.", ["Leaves turn red and gold, and the air cools."])],
+                 faults={"truncated": 1.0}) as srv:
+        run_generate(tmp_path / "seeds.jsonl", tmp_path / "out.jsonl",
+                     GenerateOptions(model="loopback", base_url=srv.base_url, cache=tmp_path / "c.sqlite"))
+    (s,) = load_records(tmp_path / "out.jsonl")[0].samples
+    assert s.error == "truncated" and s.answer is None and s.finish_reason == "length"
