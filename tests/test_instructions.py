@@ -110,3 +110,23 @@ def test_a_truncated_response_is_marked_truncated(tmp_path):
                      GenerateOptions(model="loopback", base_url=srv.base_url, cache=tmp_path / "c.sqlite"))
     (s,) = load_records(tmp_path / "out.jsonl")[0].samples
     assert s.error == "truncated" and s.answer is None and s.finish_reason == "length"
+
+
+def test_expansion_writes_new_instructions_with_their_inputs(tmp_path):
+    src = write_jsonl(tmp_path / "alpaca.jsonl", [
+        {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"},
+        {"instruction": "Give three tips for staying healthy.", "input": "", "output": "Eat well."},
+    ])
+    run_seed(src, tmp_path / "seeds.jsonl")
+    script = [ScriptLine("Sort these numbers in ascending order.\n3, 1, 2", ["1, 2, 3"], expand=True),
+              ScriptLine("Suggest a name for a bakery.", ["Rise & Shine"], expand=True)]
+    with running(script) as srv:
+        res = run_generate(tmp_path / "seeds.jsonl", tmp_path / "new.jsonl",
+                           GenerateOptions(model="loopback", base_url=srv.base_url, cache=tmp_path / "c.sqlite",
+                                           mode="expand", num_new=2))
+    assert res.exit_code == 0
+    new = load_records(tmp_path / "new.jsonl")
+    assert sorted(r.question for r in new) == ["Sort these numbers in ascending order.\n3, 1, 2",
+                                               "Suggest a name for a bakery."]
+    assert {r.task for r in new} == {"instruction"}
+    assert {r.provenance["teacher"]["prompt"] for r in new} == {"expand_instruction.txt"}
