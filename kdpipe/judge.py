@@ -141,7 +141,7 @@ class Judge:
         """Score each (instruction, response)."""
         template = self.prompts()["score"][2]
         texts = self._ask([_fill(template, instruction=i, response=r) for i, r in items])
-        return [parse_score(t) if err is None else Score(None, f"judge unreachable: {err}") for t, err in texts]
+        return [parse_score(t) if err is None else Score(None, f"no judge reply: {err}") for t, err in texts]
 
     def compare(self, items: list[tuple[str, str, str]]) -> tuple[list[str], Rates]:
         """For each (instruction, x, y): "win", "tie" or "loss" of x against y, from both orders."""

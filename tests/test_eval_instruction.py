@@ -4,8 +4,8 @@ pairwise by the loopback acting as a judge that prefers the teacher's answers wh
 import json
 
 import pytest
-
 import support_tiny as st
+
 from kdpipe.loopback import ScriptLine, running
 from kdpipe.records import Record, write_records
 
@@ -37,7 +37,7 @@ def test_student_judged_against_teacher_and_baseline_with_rouge_and_judge_cost(s
         code, out, err = cli(*args)
         assert code == 0, err
         requests = srv.stats["requests"]
-        code, again, err = cli(*args)
+        code, _, err = cli(*args)
         assert code == 0, err
         assert srv.stats["requests"] == requests  # teacher and judge answered from their caches
     report = json.loads((tmp_path / "eval.json").read_text())
@@ -65,5 +65,5 @@ def test_student_judged_against_teacher_and_baseline_with_rouge_and_judge_cost(s
 def test_judge_needs_someone_to_compare_with(cli, tmp_path, student):
     ev = tmp_path / "eval.jsonl"
     write_records(ev, [Record(id="i0", question="Say hi.", task="instruction")])
-    code, out, err = cli("eval", ev, "--model", student, "--judge", "m", "--judge-base-url", "http://127.0.0.1:9")
+    code, _, err = cli("eval", ev, "--model", student, "--judge", "m", "--judge-base-url", "http://127.0.0.1:9")
     assert code == 2 and "--judge compares the student with --teacher or --baseline" in err

@@ -6,7 +6,7 @@ import json
 from kdpipe.generate import GenerateOptions, run_generate
 from kdpipe.loopback import ScriptLine, running
 from kdpipe.records import load_records
-from kdpipe.seed import SeedOptions, run_seed
+from kdpipe.seed import run_seed
 
 
 def write_jsonl(path, rows):

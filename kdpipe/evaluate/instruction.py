@@ -77,8 +77,8 @@ def instruction_markdown(eval_path: str, n: int, block: dict[str, Any]) -> str:
     """The instruction scorecard: pairwise rates with intervals, ROUGE-L, and what the judge cost."""
     lines = [f"Instruction following on {n} instructions ({Path(eval_path).name}).", ""]
     if block["pairwise"]:
-        lines += ["Judged pairwise, each pair in both orders; a win counts only when both orders agree "
-                  "(else a tie). 95% Wilson intervals.", "",
+        lines += [("Judged pairwise, each pair in both orders; a win counts only when both orders agree "
+                   "(else a tie). 95% Wilson intervals."), "",
                   "| model | against | win | tie | loss | n | order disagreed | unreadable |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for p in block["pairwise"]:
