@@ -115,6 +115,7 @@ def test_filter_judge_drops_low_scores_and_keeps_the_score_on_every_sample(tmp_p
     report = json.loads((tmp_path / "report.json").read_text())
     assert {r["rule"]: r["samples"] for r in report["rules"]}["judge_score"] == 3
     assert report["judge_cost"]["replies"] == 4 and report["judge_cost"]["usd"] > 0
+    assert report["judge_cost"]["prompt"] == "judge_score.txt" and report["judge_cost"]["model"] == "judge-model"
 
 
 def test_filter_judge_options_are_checked_before_anything_is_sent(tmp_path, cli):

@@ -14,7 +14,8 @@ from kdpipe.records import atomic_file, dumps, iter_json_objects, record_at
 
 
 def judge_samples(inp: Path, out: Path, opts) -> dict:
-    """Score the usable samples of `inp` into `out` with the judge of FilterOptions `opts`; the judge's cost."""
+    """Score the usable samples of `inp` into `out` with the judge of FilterOptions `opts`; the judge's
+    model, prompt (name and digest) and cost, for the report."""
     from kdpipe.judge import Judge
 
     objs: list[tuple[int, dict]] = []
@@ -36,4 +37,5 @@ def judge_samples(inp: Path, out: Path, opts) -> dict:
         for lineno, obj in objs:
             fp.write("\n" * (lineno - at - 1) + dumps(obj) + "\n")
             at = lineno
-    return judge.cost.to_dict()
+    name, digest, _ = judge.prompts()["score"]
+    return {"model": opts.judge.model, "prompt": name, "prompt_digest": digest, **judge.cost.to_dict()}
