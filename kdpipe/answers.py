@@ -189,13 +189,16 @@ def parse_completion(text: str | None, task: str, choices: list[str] | None = No
     cut, so its answer is never taken. Of the answers left, the first complete
     one counts (the strongest marker first: \\boxed, "final answer", "the answer
     is", "Answer:"). A completion with no answer is "refusal" when it declines,
-    else "unparseable".
+    else "unparseable". An instruction task's answer is the whole response (after any
+    reasoning block): open-ended output has no final answer to find.
     """
     if text is None or not text.strip():
         return Parsed(None, None, "empty", "no text")
     reasoning, after = split_reasoning(text)
     if reasoning is not None and not after.strip():
         return Parsed(reasoning or None, None, "unparseable", "no answer after the reasoning block")
+    if task == "instruction":
+        return _parse_response(after)
     parsed = _parse_json(after, task, choices)
     if parsed is not None:
         return parsed
@@ -211,6 +214,17 @@ def parse_completion(text: str | None, task: str, choices: list[str] | None = No
     if answer is None:
         return Parsed(rationale, None, "unparseable", f"answer {span[:80]!r} is not a {task} answer")
     return Parsed(rationale, answer)
+
+
+def _parse_response(text: str) -> Parsed:
+    """An open-ended response is its whole text (no final answer to find). It is a refusal when it
+    opens by declining: a response that says "I can't" further on still answers."""
+    response = text.strip()
+    if not response:
+        return Parsed(None, None, "empty", "no text after the reasoning block")
+    if _REFUSAL.match(response) or _REFUSAL.search(response[:80]) and len(response) < 300:
+        return Parsed(None, None, "refusal", "the teacher declined to answer")
+    return Parsed(None, response)
 
 
 def split_reasoning(text: str) -> tuple[str | None, str]:

@@ -11,6 +11,8 @@ question give several examples, as in Fine-tune-CoT):
     label  one row, task "answer": question -> the teacher's answer only
     gold   one row per record, task "answer": question -> the gold answer
            (needs no teacher: works on seed records)
+    response  instruction records only: one row per sample, task "answer":
+           instruction (and input) -> the teacher's whole response, verbatim
 
 Every row: {"id", "sample", "task", "split", "prompt", "completion"}; prompt
 and completion are chat messages by default, plain strings with --no-chat.
@@ -36,7 +38,7 @@ from kdpipe.records import Record, check_outputs_differ, read_records, write_met
 
 @dataclass
 class FormatOptions(Options):
-    style: str = option("dss", "dss | cot | label | gold.")
+    style: str = option("dss", "dss | cot | label | gold | response (instruction records: the whole response).")
     chat: bool = option(True, "Chat messages (for a chat template) or plain strings.", flags="--chat/--no-chat")
     val_frac: float = option(0.1, "Share of records whose rows go to the validation split.")
     seed: int = option(0, "Seed of the split and the shuffle.")
@@ -83,6 +85,13 @@ def examples_of(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[tuple[
             skipped["no gold answer"] += 1
             return []
         return [(None, "answer", render_prompt(fmt, q, ch, "answer"), render_answer(fmt, rec.gold, ch))]
+    if fmt.style == "response" and rec.task != "instruction":
+        skipped[f"{rec.task} record (style response is for instruction records)"] += 1
+        return []
+    if fmt.style in ("dss", "cot", "label") and rec.task == "instruction":
+        # An open-ended response has no rationale or short answer to split out.
+        skipped["instruction record (use --style response)"] += 1
+        return []
     rows = []
     usable = [s for s in rec.samples if s.ok and s.reason is None]
     if len(usable) < len(rec.samples):
@@ -100,6 +109,8 @@ def examples_of(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[tuple[
         elif fmt.style == "cot":
             rows.append((s.index, "cot", render_prompt(fmt, q, ch, "cot"),
                          render_completion(fmt, "cot", s.answer, ch, s.rationale)))
+        elif fmt.style == "response":
+            rows.append((s.index, "answer", render_prompt(fmt, q, ch, "answer"), s.answer))
         else:
             rows.append((s.index, "answer", render_prompt(fmt, q, ch, "answer"), render_answer(fmt, s.answer, ch)))
     return rows

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from kdpipe import answers
 from kdpipe.errors import KdpipeError, UsageError
 
-STYLES = ("dss", "cot", "label", "gold")
+STYLES = ("dss", "cot", "label", "gold", "response")
 PROMPT_TASKS = ("label", "rationale", "cot", "answer")
 
 

@@ -6,7 +6,7 @@ them), so the fields below are the whole contract between stages:
 
     id          stable id given by `seed`, carried unchanged to eval
     question    the question text the teacher and the student see
-    task        "numeric" | "choice" | "text"
+    task        "numeric" | "choice" | "text" | "instruction" (open-ended; see instructions.py)
     choices     the options of a multiple-choice question, else None
     gold        the gold answer in canonical form (see answers.py), or None
     samples     teacher outputs, one per sampled completion (see Sample)
@@ -41,7 +41,7 @@ from kdpipe.outputs import (  # noqa: F401
     text_digest, write_meta,
 )
 
-TASKS = ("numeric", "choice", "text")
+TASKS = ("numeric", "choice", "text", "instruction")
 
 # Reason codes for a teacher sample that gave no usable answer. `generate`
 # sets them, `filter` drops on them, reports count them. "not_sent": the
@@ -67,6 +67,7 @@ class Sample:
     cached: bool = False
     reason: str | None = None  # the filter rule that dropped this sample
     reason_detail: str | None = None  # what the rule found, when it says more (omitted when None)
+    judge: dict[str, Any] | None = None  # filter --judge: {"model", "score" (1-10 or null), "reason"}
 
     @property
     def ok(self) -> bool:
@@ -98,8 +99,9 @@ class Record:
             if d[key] is None:
                 del d[key]
         for s in d["samples"]:
-            if s["reason_detail"] is None:
-                del s["reason_detail"]
+            for key in ("reason_detail", "judge"):
+                if s[key] is None:
+                    del s[key]
         for key in ("samples", "provenance", "meta"):
             if not d[key]:
                 del d[key]
@@ -173,7 +175,7 @@ _RECORD_TYPES = {"id": (str,), "question": (str,), "task": (str,), "choices": (l
 _SAMPLE_TYPES = {"index": (int,), "text": _OPTIONAL_STR, "rationale": _OPTIONAL_STR, "answer": _OPTIONAL_STR,
                  "finish_reason": _OPTIONAL_STR, "error": _OPTIONAL_STR, "detail": _OPTIONAL_STR,
                  "usage": (dict,), "cached": (bool,), "reason": _OPTIONAL_STR,
-                 "reason_detail": _OPTIONAL_STR}
+                 "reason_detail": _OPTIONAL_STR, "judge": (dict, type(None))}
 assert set(_SAMPLE_TYPES) == _SAMPLE_FIELDS and set(_RECORD_TYPES) == _RECORD_FIELDS
 
 

@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from kdpipe import answers
 from kdpipe.errors import InputError, KdpipeError, UsageError
+from kdpipe.instructions import flatten_instances, instruction_fields, instruction_shape
 from kdpipe.options import Options, option
 from kdpipe.keys import question_key, split_rank
 from kdpipe.records import (
@@ -42,7 +43,8 @@ class SeedOptions(Options):
     answer_field: str | None = option(None, "Field holding the gold answer.")
     choices_field: str | None = option(None, "Field holding the options of a multiple-choice question.")
     id_field: str | None = option(None, "Field holding an id (else ids are content hashes).")
-    task: str | None = option(None, "numeric | choice | text (detected when omitted).")
+    task: str | None = option(None, "numeric | choice | text | instruction (detected when omitted; rows with "
+                                    "an instruction field and instances/input/output are instruction).")
     split: str | None = option(None, "Split of a saved DatasetDict.")
     eval_out: Path | None = option(None, "Also hold out eval questions into this file.")
     eval_frac: float = option(0.1, "Share of questions held out.")
@@ -310,8 +312,7 @@ def build_record(src: Path, loc: int, row: dict[str, Any], fields: dict[str, Any
             raw = int(raw.strip())
         gold = answers.canonical_answer(raw if isinstance(raw, (int, float)) else str(raw), task, choices)
         if gold is None:
-            want = {"numeric": "a number or arithmetic expression", "choice": "one of the options",
-                    "text": "text"}[task]
+            want = {"numeric": "a number or arithmetic expression", "choice": "one of the options"}.get(task, "text")
             raise InputError(src, f"answer {raw!r} is not {want}", loc)
 
     ident = row.get(fields["id"]) if fields["id"] else None
@@ -335,8 +336,12 @@ def run_seed(src: str | Path, out: str | Path, opts: SeedOptions | None = None) 
     rows = list(read_rows(src, opts.split))
     if opts.limit:
         rows = rows[: opts.limit]
-    fields = resolve_fields(src, rows[0][1], opts)
-    task = opts.task or detect_task([r for _, r in rows], fields)
+    if opts.task in (None, "instruction") and not opts.question_field and instruction_shape(rows[0][1]):
+        rows = flatten_instances(rows)
+        fields, task = instruction_fields(rows[0][1]), "instruction"
+    else:
+        fields = resolve_fields(src, rows[0][1], opts)
+        task = opts.task or detect_task([r for _, r in rows], fields)
     if task == "choice" and fields["choices"] is None:
         raise InputError(src, "task 'choice' needs a choices field; name it with --choices-field")
 

@@ -39,7 +39,9 @@ FLAGS = {
                "--gold/--no-gold", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
                "--min-question-words", "--max-question-words", "--min-rationale-words", "--max-rationale-words",
                "--restated/--no-restated", "--dedup/--no-dedup", "--near-dup/--no-near-dup", "--near-threshold",
-               "--shingle", "--ngram", "--workers", "--quiet/-q"],
+               "--shingle", "--ngram", "--workers", "--judge", "--min-score", "--judge-prompt", "--judge-base-url",
+               "--judge-api-key-env", "--cache", "--concurrency", "--judge-max-tokens", "--max-usd", "--price-in",
+               "--price-out", "--prices", "--batch", "--quiet/-q"],
     "format": ["inp", "-o/--out", "--style", "--chat/--no-chat", "--val-frac", "--seed", "--label-prefix",
                "--rationale-prefix", "--answer-sentence", "--quiet/-q"],
     "train": ["sft", "-o/--out", "--student", "--lora-r", "--lora-alpha", "--lora-dropout", "--lora-targets",
@@ -49,11 +51,13 @@ FLAGS = {
               "--save-every", "--seed", "--resume", "--overwrite", "--merge", "--trust-remote-code", "--quiet/-q"],
     "eval": ["eval_file", "--model", "-o/--out", "--baseline", "--batch-size", "--max-new-tokens", "--limit",
              "--predictions", "--teacher", "--base-url", "--api-key-env", "--cache", "--teacher-prompt",
-             "--teacher-max-tokens", "--concurrency", "--price-in", "--price-out", "--prices", "--quiet/-q"],
+             "--teacher-max-tokens", "--concurrency", "--price-in", "--price-out", "--prices", "--judge",
+             "--judge-base-url", "--judge-api-key-env", "--judge-cache", "--judge-max-tokens", "--judge-price-in",
+             "--judge-price-out", "--quiet/-q"],
     "tiny-student": ["out", "--corpus", "--vocab-size", "--layers", "--hidden", "--heads",
                      "--split-digits/--no-split-digits", "--seed", "--quiet/-q"],
     "teacher serve": ["--host", "--port", "--script", "--latency", "--fault-rate", "--retry-after",
-                      "--fault-seed", "--ready-file"],
+                      "--fault-seed", "--hostile", "--unauthorized-after", "--hang-after", "--ready-file"],
 }
 
 
@@ -131,7 +135,7 @@ def test_the_command_line_fills_the_options_object(cli, tmp_path):
 
 def test_options_problems_are_listed_and_raised_together():
     opts = SeedOptions(task="poem", eval_frac=1.5, limit=0)
-    assert opts.problems() == ["--task must be one of numeric, choice, text, got 'poem'",
+    assert opts.problems() == ["--task must be one of numeric, choice, text, instruction, got 'poem'",
                                "--eval-frac must be between 0 and 1 (exclusive), got 1.5",
                                "--limit must be at least 1"]
     with pytest.raises(UsageError) as e:

@@ -52,6 +52,11 @@ def _filter(opts, inp: Path, out: Path, rejected: Optional[Path], report: Option
 
     rep = run_filter(inp, out, opts, rejected=rejected, report=report)
     say(quiet, rep.table())
+    if rep.judge_cost is not None:
+        c = rep.judge_cost
+        say(quiet, f"judge: {c['replies']} scores ({c['cached']} from the cache), "
+                   + (f"${c['usd']:.4f} at list price, ${c['spent_usd']:.4f} spent now" if c["usd"] is not None
+                      else "cost unknown (no price for the judge model)"))
     say(quiet, f"filter: {rep.kept} of {rep.input} records kept ({rep.samples_kept} samples) in "
                f"{rep.seconds:.1f} s -> {out}" + (f"; rejected -> {rejected}" if rejected else ""))
 
@@ -66,7 +71,9 @@ filter_ = command(FilterOptions, _filter, [
     param("report", Optional[Path], typer.Option(None, "--report", help="Write the counts per rule here (JSON).")),
     *fields(FilterOptions, "against", "drop_errors", "gold", "rel_tol", "vote", "min_agreement", "length",
             "min_question_words", "max_question_words", "min_rationale_words", "max_rationale_words",
-            "restated", "dedup", "near_dup", "near_threshold", "shingle", "ngram", "workers"),
+            "restated", "dedup", "near_dup", "near_threshold", "shingle", "ngram", "workers", "judge.model",
+            "min_score", "judge_prompt", "judge.base_url", "judge.api_key_env", "judge.cache", "judge.concurrency",
+            "judge.max_tokens", "judge.max_usd", "judge.price_in", "judge.price_out", "judge.prices", "judge.batch"),
     QUIET_PARAM])
 
 

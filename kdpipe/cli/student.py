@@ -44,7 +44,8 @@ train = command(TrainOptions, _train, [
 
 
 def _eval(opts, eval_file: Path, out: Optional[Path], quiet: bool) -> None:
-    """Score the student greedily against gold answers; print a Markdown scorecard."""
+    """Score the student greedily against gold answers (instruction records: --judge pairwise and ROUGE-L);
+    print a Markdown scorecard."""
     from kdpipe.evaluate import markdown, run_eval
 
     report = run_eval(eval_file, opts, out, progress=lambda m: say(quiet, m))
@@ -61,7 +62,9 @@ eval_ = command(EvalOptions, _eval, [
                                               "<out>.predictions.jsonl and <out>.md beside it).")),
     *fields(EvalOptions, "baseline", "batch_size", "max_new_tokens", "limit", "predictions", "teacher.model",
             "teacher.base_url", "teacher.api_key_env", "teacher.cache", "teacher_prompt", "teacher.max_tokens",
-            "teacher.concurrency", "teacher.price_in", "teacher.price_out", "teacher.prices"),
+            "teacher.concurrency", "teacher.price_in", "teacher.price_out", "teacher.prices", "judge.model",
+            "judge.base_url", "judge.api_key_env", "judge.cache", "judge.max_tokens", "judge.price_in",
+            "judge.price_out"),
     QUIET_PARAM])
 
 

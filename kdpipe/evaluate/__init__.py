@@ -14,7 +14,6 @@ Outputs: `eval.json` (one entry per scored model), `<eval>.predictions.jsonl`
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,8 +25,9 @@ from kdpipe.errors import KdpipeError
 from kdpipe.evaluate.teacher import (
     TEACHER_FLAGS, TEACHER_HELPS, TEACHER_OFFERED, ask_teacher, prepare_teacher, teacher_problems,
 )
+from kdpipe.intervals import wilson_interval
 from kdpipe.numbers import is_number_only
-from kdpipe.options import Options, option, options_block
+from kdpipe.options import Options, flag_namer, option, options_block
 from kdpipe.prompt_format import (PromptFormat, answer_in_sentence, answers_in_sentence, inference_task,
                                   load_prompt_format, render_prompt)
 from kdpipe.teacher.options import TeacherOptions
@@ -35,6 +35,13 @@ from kdpipe.records import (
     JsonlWriter, Record, atomic_file, check_outputs_differ, file_digest, load_records, meta_path, prepare_output,
     write_meta,
 )
+
+
+JUDGE_OFFERED = ("model", "base_url", "api_key_env", "cache", "max_tokens", "price_in", "price_out")
+JUDGE_FLAGS = {name: "--judge" + ("" if name == "model" else "-" + name.replace("_", "-")) for name in JUDGE_OFFERED}
+JUDGE_HELPS = {"model": "Instruction records: this judge model (OpenAI-compatible, cached like the teacher) compares "
+                        "the student with the teacher and the baseline, both orders."}
+judge_flag = flag_namer(TeacherOptions, JUDGE_FLAGS)
 
 
 @dataclass
@@ -51,6 +58,9 @@ class EvalOptions(Options):
     teacher: TeacherOptions = options_block(TeacherOptions, offered=TEACHER_OFFERED, renamed=TEACHER_FLAGS,
                                             helps=TEACHER_HELPS, not_required=True)
     teacher_prompt: Path | None = option(None, "Teacher prompt template (default: prompts/<task>.txt).")
+    # Instruction records: a judge compares the student with the teacher and the baseline (evaluate/instruction.py).
+    judge: TeacherOptions = options_block(TeacherOptions, offered=JUDGE_OFFERED, renamed=JUDGE_FLAGS,
+                                          helps=JUDGE_HELPS, not_required=True)
 
     def problems(self) -> list[str]:
         problems = []
@@ -64,6 +74,10 @@ class EvalOptions(Options):
             problems.append("--limit must be positive")
         if self.teacher.model:
             problems += teacher_problems(self.teacher, self.teacher_prompt)
+        if self.judge.model:
+            problems += self.judge.problems(judge_flag)
+            if not (self.teacher.model or self.baseline):
+                problems.append("--judge compares the student with --teacher or --baseline: give one")
         return problems
 
 
@@ -94,20 +108,6 @@ class ModelScore:
     cost_usd: float | None = None
     tokens: dict[str, int] | None = None
     decoding: dict[str, Any] | None = None  # local models: strategy, settings and stop tokens (kdpipe/decoding.py)
-
-
-def wilson_interval(correct: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (sound at 0, 1 and small n)."""
-    if n == 0:
-        return (0.0, 0.0)
-    p = correct / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    # At 0 and n correct the bound is exactly 0 or 1; say so rather than 0.9999999999999999.
-    lo = 0.0 if correct == 0 else max(0.0, centre - half)
-    hi = 1.0 if correct == n else min(1.0, centre + half)
-    return (lo, hi)
 
 
 def read_answer(text: str, asked_task: str, record: Record,
@@ -206,7 +206,8 @@ def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
     task = inference_task(fmt)
     prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), fmt.chat)
                for r in records]
-    decoding = Decoding(max_new_tokens=opts.max_new_tokens or (256 if task == "cot" else 32))
+    long = task == "cot" or any(r.task == "instruction" for r in records)  # a rationale or a response comes first
+    decoding = Decoding(max_new_tokens=opts.max_new_tokens or (256 if long else 32))
     stops = stop_tokens(model, tokenizer)
     started = time.perf_counter()
     texts = generate(model, tokenizer, prompts, decoding, opts.batch_size, stops)
@@ -215,12 +216,13 @@ def ask_local_model(spec: str, records: list[Record], opts: EvalOptions,
 
 def load_eval_records(path: str | os.PathLike, limit: int | None) -> tuple[list[Record], int]:
     records = load_records(path)
-    scored = [r for r in records if r.gold is not None]
+    # An instruction needs no reference: the judge compares responses.
+    scored = [r for r in records if r.gold is not None or r.task == "instruction"]
     if not scored:
         raise KdpipeError(f"{path}: no record has a gold answer to score against")
     if limit:
         scored = scored[:limit]
-    return scored, len(records) - len([r for r in records if r.gold is not None])
+    return scored, len(records) - len([r for r in records if r.gold is not None or r.task == "instruction"])
 
 
 @dataclass
@@ -230,8 +232,12 @@ class EvalReport:
     skipped_no_gold: int
     models: list[ModelScore]
     predictions: list[Prediction] = field(default_factory=list)
+    instruction: dict[str, Any] | None = None  # instruction records: judge and ROUGE-L (evaluate/instruction.py)
 
     def to_dict(self) -> dict[str, Any]:
+        if self.instruction is not None:
+            return {"eval": self.eval_path, "eval_digest": file_digest(self.eval_path), "n": self.n,
+                    "skipped_no_gold": self.skipped_no_gold, **self.instruction}
         return {"eval": self.eval_path, "eval_digest": file_digest(self.eval_path), "n": self.n,
                 "skipped_no_gold": self.skipped_no_gold, "models": [asdict(m) for m in self.models]}
 
@@ -257,10 +263,15 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         resolve_source(opts.baseline)
     started = time.time()
     scores, preds = [], []
+    instruction = all(r.task == "instruction" for r in records)
+    asked: dict[str, dict[str, Any]] = {}  # instruction records: each role's texts for the judge
     runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
     for role, spec in runs:
         say(f"eval: asking the {role} ({spec}) {len(records)} questions")
         texts, fmt, seconds, decoding = ask_local_model(spec, records, opts, fmt_override=student_src.prompt_format)
+        if instruction:
+            asked[role] = {"model": spec, "texts": texts, "seconds": seconds, "decoding": decoding}
+            continue
         s, p = score(role, spec, records, texts, inference_task(fmt), fmt.style, seconds, fmt)
         s.decoding = decoding
         scores.append(s)
@@ -268,11 +279,20 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     if teacher_client is not None:
         say(f"eval: asking the teacher ({opts.teacher.model}) {len(records)} questions")
         texts, seconds, cost, tokens = ask_teacher(teacher_client, records)
-        s, p = score("teacher", opts.teacher.model, records, texts, "cot", "generate label prompt", seconds)
-        s.cost_usd, s.tokens = cost, tokens
-        scores.append(s)
-        preds.extend(p)
+        if instruction:
+            asked["teacher"] = {"model": opts.teacher.model, "texts": texts, "seconds": seconds, "cost_usd": cost,
+                                "tokens": tokens}
+        else:
+            s, p = score("teacher", opts.teacher.model, records, texts, "cot", "generate label prompt", seconds)
+            s.cost_usd, s.tokens = cost, tokens
+            scores.append(s)
+            preds.extend(p)
     report = EvalReport(str(eval_path), len(records), skipped, scores, preds)
+    if instruction:
+        from kdpipe.evaluate.instruction import score_instructions
+
+        report.models = []
+        report.instruction, report.predictions = score_instructions(records, asked, opts.judge, say)
     if out is not None:
         write_report(report, Path(out), opts, started)
     return report
@@ -288,7 +308,7 @@ def markdown_path(out: Path) -> Path:
 
 def write_report(report: EvalReport, out: Path, opts: EvalOptions, started: float) -> None:
     with atomic_file(predictions_path(out, opts)) as fp:
-        JsonlWriter(fp).write_all(asdict(p) for p in report.predictions)
+        JsonlWriter(fp).write_all(p if isinstance(p, dict) else asdict(p) for p in report.predictions)
     with atomic_file(markdown_path(out)) as fp:
         fp.write(markdown(report) + "\n")
     with atomic_file(out) as fp:
@@ -301,6 +321,10 @@ def write_report(report: EvalReport, out: Path, opts: EvalOptions, started: floa
 
 def markdown(report: EvalReport) -> str:
     """The scorecard: one row per model, side by side."""
+    if report.instruction is not None:
+        from kdpipe.evaluate.instruction import instruction_markdown
+
+        return instruction_markdown(report.eval_path, report.n, report.instruction)
     lines = [f"Accuracy on {report.n} questions ({Path(report.eval_path).name}); 95% Wilson interval.",
              "",
              "| role | model | asked | accuracy | 95% CI | correct / n | unparsed | examples/s | cost |",

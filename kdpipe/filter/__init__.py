@@ -32,7 +32,8 @@ from pathlib import Path
 from typing import Iterator
 
 from kdpipe.errors import InputError, KdpipeError, UsageError
-from kdpipe.options import Options, option
+from kdpipe.options import Options, flag_namer, option, options_block
+from kdpipe.teacher.options import TeacherOptions
 from kdpipe.filter.report import FilterReport, rules_help  # noqa: F401  (the stage's API)
 from kdpipe.filter.rules import (  # noqa: F401  (judge, restates_answer: the rules' API)
     Reason, judge, kept_obj, rejected_obj, restates_answer, rules_in, unchanged_when_kept, with_reason,
@@ -42,6 +43,15 @@ from kdpipe.records import (
     prepare_output, record_at, write_meta,
 )
 
+# The judge's options filter offers: the teacher options, under --judge* names where filter has no
+# teacher of its own to tell them from.
+JUDGE_OFFERED = ("model", "base_url", "api_key_env", "cache", "concurrency", "max_tokens", "max_usd", "price_in",
+                 "price_out", "prices", "batch")
+JUDGE_FLAGS = {"model": "--judge", "base_url": "--judge-base-url", "api_key_env": "--judge-api-key-env",
+               "max_tokens": "--judge-max-tokens"}
+JUDGE_HELPS = {"model": "judge_score rule: score every usable sample with this judge model (OpenAI-compatible, "
+                        "cached like the teacher) and keep its score on the sample."}
+judge_flag = flag_namer(TeacherOptions, JUDGE_FLAGS)
 _CHUNK = 2048  # lines per unit of work (and per batch of MinHash arithmetic)
 _PARALLEL_FROM = 16 << 20  # bytes of input from which `workers=0` (auto) uses several processes
 
@@ -79,6 +89,11 @@ class FilterOptions(Options):
     ngram: int = option(13, "Length in words of a span shared with an eval question that counts as "
                             "contamination.")
     workers: int = option(0, "Processes for the record rules (0: one per CPU on a large input).")
+    # judge_score rule: a judge model scores every usable sample first (kdpipe/filter/judged.py).
+    judge: TeacherOptions = options_block(TeacherOptions, offered=JUDGE_OFFERED, renamed=JUDGE_FLAGS,
+                                          helps=JUDGE_HELPS, not_required=True)
+    min_score: float = option(7.0, "judge_score rule: lowest judge score (1-10) a sample keeps.")
+    judge_prompt: Path | None = option(None, "Pointwise judge prompt (default: prompts/judge_score.txt).")
 
     def problems(self) -> list[str]:
         problems = []
@@ -104,6 +119,14 @@ class FilterOptions(Options):
         for p in self.against:
             if not Path(p).is_file():
                 problems.append(f"--against {p}: no such file")
+        if self.judge.model:
+            problems += self.judge.problems(judge_flag)
+            if self.judge.dry_run:
+                problems.append("filter --judge cannot dry-run: samples never scored would all be dropped")
+            if not (1.0 <= self.min_score <= 10.0):
+                problems.append(f"--min-score must be between 1 and 10, got {self.min_score:g}")
+            if self.judge_prompt is not None and not Path(self.judge_prompt).is_file():
+                problems.append(f"--judge-prompt {self.judge_prompt}: no such file")
         return problems
 
 
@@ -150,7 +173,13 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
         except OSError as e:
             raise cannot_write(out, e) from None
         survivors_path, early_rejects_path = tmpdir / "survivors.jsonl", tmpdir / "rejected.jsonl"
-        feats = _first_pass(inp, opts, evals, rep, survivors_path, early_rejects_path)
+        if opts.judge.model:
+            from kdpipe.filter.judged import judge_samples
+
+            judged = tmpdir / "judged.jsonl"
+            rep.judge_cost = judge_samples(inp, judged, opts)
+        feats = _first_pass(judged if opts.judge.model else inp, opts, evals, rep, survivors_path,
+                            early_rejects_path)
         dedup.check_unique_ids(inp, np.fromfile(tmpdir / "ids.bin", dtype=np.uint64).reshape(-1, 2))
 
         # The set rules over the whole set, on hashes only: each record's earlier match, and which rule.

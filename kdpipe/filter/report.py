@@ -22,6 +22,7 @@ class FilterReport:
     teacher_errors: Counter = field(default_factory=Counter)
     voted: int = 0
     seconds: float = 0.0
+    judge_cost: dict | None = None  # filter --judge: what the judge's replies cost (kdpipe/judge.py)
 
     def merge(self, other: "FilterReport") -> None:
         for name in ("input", "kept", "samples_input", "samples_kept", "voted"):
@@ -38,7 +39,7 @@ class FilterReport:
                       for r in _names()],
             "teacher_errors": dict(self.teacher_errors), "voted_records": self.voted,
             "seconds": round(self.seconds, 3),
-        }
+        } | ({"judge_cost": self.judge_cost} if self.judge_cost is not None else {})
 
     def table(self) -> str:
         lines = [f"{'rule':<27} {'records':>9} {'samples':>9}", f"{'input':<27} {self.input:>9} "

@@ -104,13 +104,31 @@ class TeacherError(SampleRule):
         return None
 
 
+class JudgeScore(SampleRule):
+    name, options = "judge_score", ("judge", "min_score", "judge_prompt")
+    summary = ("with --judge MODEL: the judge's 1-10 score (kept on every sample it saw) is below --min-score, "
+               "or the judge gave no score")
+
+    def enabled(self, opts) -> bool:
+        return bool(opts.judge.model)
+
+    def check(self, rec, s, opts):
+        verdict = s.judge or {}
+        if verdict.get("score") is None:
+            return verdict.get("reason") or "not scored"
+        if verdict["score"] < opts.min_score:
+            return f"score {verdict['score']} below {opts.min_score:g}: {verdict.get('reason')}"
+        return None
+
+
 class GoldMismatch(SampleRule):
     name, switch, options = "gold_mismatch", "gold", ("rel_tol",)
     summary = ('disagrees with the gold answer ("42" = "42.0" = "$42" = "(84 / 2)"; integers exactly, other '
                'numbers within --rel-tol; choices by letter or text; text normalized)')
 
     def check(self, rec, s, opts):
-        if rec.gold is None or _agree(s.answer, rec.gold, rec.task, _choices(rec), opts.rel_tol):
+        # An instruction's gold is a reference, one good response among many: never matched exactly.
+        if rec.gold is None or rec.task == "instruction" or _agree(s.answer, rec.gold, rec.task, _choices(rec), opts.rel_tol):
             return None
         return f"answer {s.answer!r}, gold {rec.gold!r}"
 
@@ -159,6 +177,8 @@ class RationaleLength(SampleRule):
     summary = "rationale with a word count out of bounds (label-only teacher output needs --min-rationale-words 0)"
 
     def check(self, rec, s, opts):
+        if rec.task == "instruction":  # the response is the answer: there is no rationale to bound
+            return None
         n = len(s.rationale.split()) if s.rationale else 0
         if opts.min_rationale_words <= n <= opts.max_rationale_words:
             return None
@@ -219,8 +239,8 @@ class NearDuplicate(Rule):
                                        opts.near_threshold, eligible=eligible)
 
 
-RULES: tuple[Rule, ...] = (TeacherError(), GoldMismatch(), NoConsensus(), MinorityAnswer(), QuestionLength(),
-                           RationaleLength(), RationaleRestatesAnswer(), Contaminated(), Duplicate(),
+RULES: tuple[Rule, ...] = (TeacherError(), JudgeScore(), GoldMismatch(), NoConsensus(), MinorityAnswer(),
+                           QuestionLength(), RationaleLength(), RationaleRestatesAnswer(), Contaminated(), Duplicate(),
                            NearDuplicate())
 RULE_NAMES = tuple(r.name for r in RULES)
 
@@ -300,7 +320,8 @@ class Judgement:
         if self._vote is False:
             self._vote = None
             live = self.alive()
-            if self.rec.gold is None and len(live) > 1:
+            # Open-ended responses never agree word for word: no vote over them.
+            if self.rec.gold is None and len(live) > 1 and self.rec.task != "instruction":
                 rec, choices = self.rec, _choices(self.rec)
                 keys = {i: _key(rec.samples[i].answer, rec.task, choices) for i in live}
                 top = Counter(k for k in keys.values() if k is not None).most_common(2)

@@ -64,7 +64,8 @@ class GenerateOptions(TeacherOptions):
     stop: list[str] | None = option(None, "Stop sequence (repeatable).")
     seed: int | None = option(None, "Sampling seed sent to the endpoint; also picks the seed examples of expand "
                                     "mode.")
-    prompt: Path | None = option(None, "Prompt template (default: prompts/<task>.txt, prompts/expand.txt).")
+    prompt: Path | None = option(None, "Prompt template (default: prompts/<task>.txt, prompts/expand.txt; "
+                                       "prompts/expand_instruction.txt for instruction seeds).")
     num_new: int = option(100, "New questions to write (expand mode only).")
     seeds_per_prompt: int = option(3, "Seed questions shown per expansion request (expand mode only).")
     # A dry run of label mode before expansion ran: also price expanding and labelling this many (plan.py).
@@ -154,7 +155,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
             prompts = label_prompts(records, opts.prompt)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
         else:
-            template = read_prompt(opts.prompt or PROMPTS_DIR / "expand.txt")
+            template = read_prompt(opts.prompt or PROMPTS_DIR / expand_prompt_name(records))
             prompts = {template[0]: template}
             result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
         if opts.dry_run:
@@ -279,6 +280,11 @@ def parse_question_list(text: str | None) -> list[str]:
 
 def _clean_question(q: str) -> str:
     return _QUESTION_PREFIX.sub("", q.strip()).strip().strip("*").strip()
+
+
+def expand_prompt_name(seeds) -> str:
+    """Instruction seeds get the Self-Instruct prompt (new tasks, with inputs where needed); others expand.txt."""
+    return "expand_instruction.txt" if seeds and all(r.task == "instruction" for r in seeds) else "expand.txt"
 
 
 def render_expand_prompt(template: str, examples: list[str], num: int) -> str:

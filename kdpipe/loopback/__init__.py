@@ -9,8 +9,9 @@ Script files are JSONL, one question per line:
 A label request is answered with the completions of the known question that
 occurs last in the last user message (few-shot exemplars come before the
 question asked); sample i gets completions[i % len]. An unknown question gets
-"I don't know." An expansion request (its prompt asks for "new questions") gets
-a numbered list drawn, seeded by the request, from the lines marked "expand".
+"I don't know." An expansion request (its prompt asks for "new questions" or
+"new instructions") gets a numbered list drawn, seeded by the request, from the
+lines marked "expand".
 
 Faults (`KIND=RATE`, each drawn independently per request): rate_limit (429
 with Retry-After), server_error (500), malformed (a broken JSON body), hang
@@ -50,8 +51,9 @@ from kdpipe.loopback.replies import answered, chat_completion, json_reply as _js
 
 FAULTS = ("rate_limit", "server_error", "malformed", "hang", "truncated", "empty")
 UNKNOWN_ANSWER = "I don't know."
-_EXPAND = re.compile(r"\bnew questions?\b", re.I)
-_EXPAND_COUNT = re.compile(r"\b(\d+)\s+new questions?\b", re.I)
+# An expansion request asks for new questions (expand.txt) or new instructions (expand_instruction.txt).
+_EXPAND = re.compile(r"\bnew (?:questions?|instructions?)\b", re.I)
+_EXPAND_COUNT = re.compile(r"\b(\d+)\s+new (?:questions?|instructions?)\b", re.I)
 
 
 @dataclass
