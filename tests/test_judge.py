@@ -3,7 +3,7 @@ preferences, malformed replies, and a judge that always prefers the first answer
 
 import pytest
 
-from kdpipe.judge import Judge, combine, parse_score, parse_verdict
+from kdpipe.judging import Judge, combine, parse_score, parse_verdict
 from kdpipe.loopback import ScriptLine, running
 from kdpipe.teacher.options import TeacherOptions
 

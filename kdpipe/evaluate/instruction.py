@@ -1,7 +1,7 @@
 """`kdpipe eval` on instruction records: no answer to match, so a judge and reference overlap.
 
 Each model's responses (the student's and baseline's, greedy, as trained; the teacher's
-through its instruction prompt) are compared pairwise by the judge (kdpipe/judge.py:
+through its instruction prompt) are compared pairwise by the judge (kdpipe/judging.py:
 both orders, a win only when they agree), student vs teacher and student vs baseline,
 with win / tie / loss rates and 95 % intervals; ROUGE-L F1 against the reference where a
 record has one (a cheap check of content, blind to a good answer worded otherwise); the
@@ -53,7 +53,7 @@ def score_instructions(records: list[Record], asked: dict[str, dict[str, Any]], 
     block: dict[str, Any] = {"task": "instruction", "models": models, "pairwise": [], "judge": None}
     if judge_options is None or not judge_options.model:
         return block, preds
-    from kdpipe.judge import Judge
+    from kdpipe.judging import Judge
 
     judge = Judge(judge_options)
     by_key = {(p["model"], p["id"]): p for p in preds}

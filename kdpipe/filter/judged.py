@@ -16,7 +16,7 @@ from kdpipe.records import atomic_file, dumps, iter_json_objects, record_at
 def judge_samples(inp: Path, out: Path, opts) -> dict:
     """Score the usable samples of `inp` into `out` with the judge of FilterOptions `opts`; the judge's
     model, prompt (name and digest) and cost, for the report."""
-    from kdpipe.judge import Judge
+    from kdpipe.judging import Judge
 
     objs: list[tuple[int, dict]] = []
     items, where = [], []

@@ -22,7 +22,7 @@ class FilterReport:
     teacher_errors: Counter = field(default_factory=Counter)
     voted: int = 0
     seconds: float = 0.0
-    judge_cost: dict | None = None  # filter --judge: what the judge's replies cost (kdpipe/judge.py)
+    judge_cost: dict | None = None  # filter --judge: what the judge's replies cost (kdpipe/judging.py)
 
     def merge(self, other: "FilterReport") -> None:
         for name in ("input", "kept", "samples_input", "samples_kept", "voted"):
