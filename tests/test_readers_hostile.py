@@ -6,7 +6,7 @@ import struct
 import pytest
 
 from kdpipe.errors import KdpipeError
-from kdpipe.evaluate import EvalOptions
+from kdpipe.teacher.options import TeacherOptions
 from kdpipe.evaluate.teacher import ask_teacher, prepare_teacher
 from kdpipe.loopback import ScriptLine, running
 from kdpipe.records import Record
@@ -110,10 +110,9 @@ def test_eval_calls_a_teacher_that_gave_no_answer_an_error_not_a_wrong_answer(tm
                for i in range(4)]
     script = [ScriptLine(r.question, [f"The answer is {r.gold}."]) for r in records]
     with running(script, hostile=["null_choice"]) as srv:
-        opts = EvalOptions(model="x", teacher="loopback", teacher_base_url=srv.base_url,
-                           teacher_cache=tmp_path / "c.sqlite")
+        teacher = TeacherOptions(model="loopback", base_url=srv.base_url, cache=tmp_path / "c.sqlite")
         with pytest.raises(KdpipeError, match="the teacher gave no answer to 4 of 4 questions"):
-            ask_teacher(prepare_teacher(opts), records, opts)
+            ask_teacher(prepare_teacher(teacher), records)
 
 
 def test_a_choice_question_with_more_options_than_letters_is_one_line(tmp_path, cli):
@@ -122,8 +121,8 @@ def test_a_choice_question_with_more_options_than_letters_is_one_line(tmp_path, 
     records.write_text(json.dumps(row) + "\n")
     err = one_line_error(cli, "generate", records, "-o", tmp_path / "g.jsonl", "--model", "m", "--base-url",
                          "http://127.0.0.1:9/v1", "--dry-run")
-    assert f"{records}:1:" in err and "at most 26" in err
+    assert f"{records}:1:" in err and "more than the 26 letters" in err
     source = tmp_path / "src.jsonl"
     source.write_text(json.dumps({"question": "Pick one", "choices": row["choices"], "answer": "o3"}) + "\n")
     err = one_line_error(cli, "seed", source, "-o", tmp_path / "s.jsonl")
-    assert f"{source}:1:" in err and "at most 26" in err
+    assert f"{source}:1:" in err and "more than the 26 letters" in err
