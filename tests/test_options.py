@@ -32,7 +32,7 @@ FLAGS = {
              "--answer-field", "--choices-field", "--id-field", "--split", "--limit", "--quiet/-q"],
     "generate": ["seeds", "-o/--out", "--mode", "--model", "--base-url", "--api-key-env", "--concurrency",
                  "--samples", "--temperature", "--max-tokens", "--stop", "--seed", "--cache", "--prompt",
-                 "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
+                 "--logprobs", "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
                  "--transport", "--dry-run", "--expect-new", "--expand-prompt", "--max-usd", "--batch", "--prices",
                  "--tokenizer", "--poll-interval", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",

@@ -52,7 +52,7 @@ generate = command(GenerateOptions, _generate, [
     param("seeds", Path, typer.Argument(..., help="Seed records (JSONL) from `kdpipe seed`.", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="Records to write (JSONL).", show_default=False)),
     *fields(GenerateOptions, "mode", "model", "base_url", "api_key_env", "concurrency", "samples", "temperature",
-            "max_tokens", "stop", "seed", "cache", "prompt", "num_new", "seeds_per_prompt", "price_in",
+            "max_tokens", "stop", "seed", "cache", "prompt", "logprobs", "num_new", "seeds_per_prompt", "price_in",
             "price_out", "timeout", "retries", "transport", "dry_run", "expect_new", "expand_prompt", "max_usd",
             "batch", "prices",
             "tokenizer", "poll_interval"),

@@ -17,6 +17,10 @@ with Retry-After), server_error (500), malformed (a broken JSON body), hang
 (no answer until the client gives up), truncated (half the text,
 finish_reason "length"), empty (an empty completion).
 
+Asked for `logprobs` (and `top_logprobs`), it answers each completion's tokens
+(word-sized pieces of the scripted text) with deterministic fake distributions
+(replies.py fake_logprobs).
+
 `GET /v1/models` names the server a kdpipe loopback (field kdpipe_loopback,
 a digest of its script), so that clients cache its answers apart from a real
 model's (kdpipe/teacher/identity.py); `identify=False` makes it pose as a real
@@ -117,6 +121,7 @@ class LoopbackTeacher:
     paid: Counter = field(default_factory=Counter)  # prompt digest -> answers billed, online and batch
     batch_api: Any = field(default=None, repr=False)  # the files and batches this server holds
     identify: bool = True  # name itself a loopback in GET /v1/models (False: pose as a real endpoint)
+    logprobs: bool = True  # answer logprobs when asked (False: ignore the request, as some servers do)
 
     def __post_init__(self):
         self._rng = random.Random(self.seed)
@@ -237,7 +242,7 @@ async def _chat(teacher: LoopbackTeacher, headers: dict, raw: bytes):
     texts, finish, expand = answered(teacher, body, fault)
     teacher.stats["answered"] += 1
     teacher.stats["expand" if expand else "label"] += 1
-    return _json(200, chat_completion("chatcmpl-loopback", body, texts, finish))
+    return _json(200, chat_completion("chatcmpl-loopback", body, texts, finish, teacher.logprobs))
 
 
 async def _start(teacher: LoopbackTeacher, host: str, port: int):

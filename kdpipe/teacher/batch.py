@@ -164,8 +164,7 @@ class _BatchRun:
     def complete(self) -> list[list[Completion]]:
         self.stats.total += len(self.where)
         for key, hit in self.cache.get_many(list(self.where)).items():
-            self._set(key, Completion(self.where[key][1], hit.get("text"), hit.get("finish_reason"),
-                                      hit.get("usage") or {}, cached=True))
+            self._set(key, Completion.from_stored(self.where[key][1], hit))
             self.stats.cached += 1
             self.stats.done += 1
         if self._pending():
@@ -350,14 +349,17 @@ class _BatchRun:
 
     def _store_answers(self, keys: list[str], body: dict, reservation: float) -> int:
         before = (self.stats.prompt_tokens, self.stats.completion_tokens)
-        got = completions_from(body, list(range(len(keys))), self.stats)
+        got = completions_from(body, list(range(len(keys))), self.stats, bool(self.config.logprobs))
         for c in got:
             key = keys[c.index]
-            self.cache.put(key, self.config.model, {"text": c.text, "finish_reason": c.finish_reason,
-                                                    "usage": c.usage})
+            if c.error:  # malformed logprobs: not kept, asked again by the next run
+                self.failures[key] = c.detail
+                continue
+            self.cache.put(key, self.config.model, c.stored())
             self.failures.pop(key, None)
             if key in self.where and self._missing(key):
-                self._set(key, Completion(self.where[key][1], c.text, c.finish_reason, c.usage))
+                c.index = self.where[key][1]
+                self._set(key, c)
                 self.stats.done += 1
         for key in keys[len(got):]:
             self.failures[key] = "Batch API: the endpoint answered fewer samples than asked (n)"

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.identity import cache_namespace, is_local
+from kdpipe.token_logprobs import MAX_TOP, from_api
 from kdpipe.teacher.transport import Rejected, Retryable, TeacherFatalError, make_transport, short
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -48,6 +49,7 @@ class TeacherConfig:
     # "openai": the official AsyncOpenAI client (aiohttp transport). "aiohttp": the same
     # protocol spoken directly, less CPU per request, for high concurrency.
     transport: str = "openai"
+    logprobs: int | None = None  # ask for each token's logprob and this many top alternatives
 
     def problems(self, need_key: bool = True, flag: Callable[[str], str] | None = None) -> list[str]:
         """Every problem with the config; `need_key=False` for work that sends nothing (a dry run);
@@ -66,6 +68,8 @@ class TeacherConfig:
             p.append(f"{flag('timeout')} must be positive")
         if self.retries < 0:
             p.append(f"{flag('retries')} must be at least 0")
+        if self.logprobs is not None and not 1 <= self.logprobs <= MAX_TOP:
+            p.append(f"{flag('logprobs')} must be between 1 and {MAX_TOP}")
         if self.transport not in TRANSPORTS:
             p.append(f"transport must be one of {', '.join(TRANSPORTS)}")
         url = self.resolved_base_url()
@@ -94,8 +98,11 @@ class TeacherConfig:
 
     def sampling_params(self) -> dict[str, Any]:
         """What, besides model and messages, determines a response: the cache key's params."""
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens,
-                "stop": self.stop or None, "seed": self.seed}
+        params = {"temperature": self.temperature, "max_tokens": self.max_tokens,
+                  "stop": self.stop or None, "seed": self.seed}
+        if self.logprobs:  # only then: the keys of answers cached without logprobs stay as they were
+            params["logprobs"] = self.logprobs
+        return params
 
     def provenance(self) -> dict[str, Any]:
         """The teacher call as recorded on records: never the key, only the endpoint's host."""
@@ -136,6 +143,19 @@ class Completion:
     cached: bool = False
     error: str | None = None  # "transport" when no response came after all retries
     detail: str | None = None
+    logprobs: dict | None = None  # per-token logprobs in the stored form (kdpipe/token_logprobs.py)
+
+    def stored(self) -> dict:
+        """What the cache keeps of an answer."""
+        kept = {"text": self.text, "finish_reason": self.finish_reason, "usage": self.usage}
+        if self.logprobs is not None:
+            kept["logprobs"] = self.logprobs
+        return kept
+
+    @classmethod
+    def from_stored(cls, index: int, hit: dict) -> "Completion":
+        return cls(index, hit.get("text"), hit.get("finish_reason"), hit.get("usage") or {}, cached=True,
+                   logprobs=hit.get("logprobs"))
 
 
 @dataclass
@@ -189,8 +209,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
                 missing.append(i)
                 keys.append(key)
             else:
-                out.append(Completion(i, hit.get("text"), hit.get("finish_reason"), hit.get("usage") or {},
-                                      cached=True))
+                out.append(Completion.from_stored(i, hit))
         stats.total += req.n
         stats.cached += req.n - len(missing)
         stats.done += req.n - len(missing)
@@ -223,8 +242,7 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
                               sum(c.usage.get("completion_tokens", 0) for c in completions))
             for c, key in zip(completions, keys):
                 if c.error is None:  # stored before it is used; transport errors are retried next run
-                    cache.put(key, config.model, {"text": c.text, "finish_reason": c.finish_reason,
-                                                  "usage": c.usage})
+                    cache.put(key, config.model, c.stored())
                 else:
                     stats.errors += 1
                 results[r][c.index - requests[r].first_sample] = c
@@ -274,7 +292,7 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats) 
         except Retryable as e:
             got += [Completion(i, error="transport", detail=str(e)) for i in want]
             break
-        taken = completions_from(response, want, stats)
+        taken = completions_from(response, want, stats, bool(config.logprobs))
         got += taken
         want = want[len(taken):]
         if want and not taken:
@@ -303,12 +321,16 @@ def request_body(config: TeacherConfig, messages: list[dict], n: int) -> dict:
         body["stop"] = config.stop
     if config.seed is not None:
         body["seed"] = config.seed
+    if config.logprobs:
+        body["logprobs"], body["top_logprobs"] = True, config.logprobs
     return body
 
 
-def completions_from(response: dict, indices: list[int], stats: Stats) -> list[Completion]:
+def completions_from(response: dict, indices: list[int], stats: Stats,
+                     want_logprobs: bool = False) -> list[Completion]:
     """A chat completion response as Completions for the first len(choices) of `indices`;
-    its usage is added to `stats`."""
+    its usage is added to `stats`. With `want_logprobs`, an answer without them stops the run
+    (TeacherFatalError): text-only data where the user asked for probabilities is no use."""
     choices = response.get("choices") or []
     usage = response.get("usage") or {}
     prompt_t, compl_t = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
@@ -323,8 +345,22 @@ def completions_from(response: dict, indices: list[int], stats: Stats) -> list[C
         message = choice.get("message") or {}
         # OpenAI puts a declined answer in `refusal`, with no content: the parser calls it a refusal.
         text = message.get("content") if message.get("content") is not None else message.get("refusal")
-        got.append(Completion(i, text, choice.get("finish_reason"), share))
+        c = Completion(i, text, choice.get("finish_reason"), share)
+        if want_logprobs:
+            _take_logprobs(c, choice.get("logprobs"))
+        got.append(c)
     return got
+
+
+def _take_logprobs(c: Completion, raw) -> None:
+    try:
+        c.logprobs = from_api(raw)
+    except ValueError as e:
+        c.error, c.detail = "transport", f"malformed logprobs: {short(str(e))}"
+        return
+    if c.logprobs is None and c.text:
+        raise TeacherFatalError("the endpoint returned no logprobs although --logprobs asked for them "
+                                "(it does not support them): use one that does, or drop --logprobs")
 
 
 async def _with_retries(config, transport, body, stats: Stats) -> dict:

@@ -1,0 +1,96 @@
+"""generate --logprobs: the teacher's per-token logprobs asked for, stored compactly, cached and checked."""
+
+import json
+
+from kdpipe.generate import GenerateOptions, run_generate
+from kdpipe.loopback import ScriptLine, running
+from kdpipe.loopback.replies import fake_logprobs
+from kdpipe.records import Record, load_records
+from kdpipe.token_logprobs import from_api, problem
+
+QUESTIONS = [f"What is {i} plus {i}?" for i in range(6)]
+SCRIPT = [ScriptLine(q, [f"{i} plus {i} makes {2 * i}. The answer is {2 * i}."]) for i, q in enumerate(QUESTIONS)]
+
+
+def seeds(tmp_path):
+    path = tmp_path / "seeds.jsonl"
+    path.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "task": "numeric"}) + "\n"
+                            for i, q in enumerate(QUESTIONS)))
+    return path
+
+
+def opts(url, tmp_path, **kw):
+    return GenerateOptions(model="loopback", base_url=url, cache=tmp_path / "cache.sqlite", timeout=2.0, **kw)
+
+
+def test_generate_stores_each_tokens_logprob_and_top_k_and_a_rerun_pays_nothing(tmp_path):
+    out = tmp_path / "out.jsonl"
+    with running(SCRIPT) as srv:
+        r = run_generate(seeds(tmp_path), out, opts(srv.base_url, tmp_path, logprobs=5, samples=2))
+        first = out.read_text()
+        sent = srv.stats["requests"]
+        again = run_generate(seeds(tmp_path), tmp_path / "again.jsonl",
+                             opts(srv.base_url, tmp_path, logprobs=5, samples=2))
+        assert srv.stats["requests"] == sent  # every answer, logprobs included, from the cache
+    assert r.exit_code == 0 and again.stats.cached == 12
+    records = load_records(out)
+    for rec, line in zip(records, SCRIPT):
+        for s in rec.samples:
+            lp = s.logprobs
+            assert problem(lp) is None and "".join(lp["tokens"]) == s.text == line.completions[0]
+            assert all(len(t) == 5 for t in lp["top_tokens"])
+            assert lp == from_api(fake_logprobs(s.text, 5))  # what the server sent, rounded
+            assert all(a == b[0] for a, b in zip(lp["tokens"], lp["top_tokens"]))
+    cached_rows = [json.loads(x) for x in (tmp_path / "again.jsonl").read_text().splitlines()]
+    assert [[s["logprobs"] for s in row["samples"]] for row in cached_rows] == \
+        [[s.logprobs for s in rec.samples] for rec in records]
+    assert Record.from_dict(json.loads(first.splitlines()[0])).samples[0].logprobs == records[0].samples[0].logprobs
+
+
+def test_answers_cached_without_logprobs_are_asked_again_with_them(tmp_path):
+    with running(SCRIPT) as srv:
+        run_generate(seeds(tmp_path), tmp_path / "plain.jsonl", opts(srv.base_url, tmp_path))
+        plain = srv.stats["requests"]
+        run_generate(seeds(tmp_path), tmp_path / "lp.jsonl", opts(srv.base_url, tmp_path, logprobs=2))
+        assert srv.stats["requests"] == 2 * plain
+    assert all(s.logprobs is None for rec in load_records(tmp_path / "plain.jsonl") for s in rec.samples)
+    assert all(s.logprobs for rec in load_records(tmp_path / "lp.jsonl") for s in rec.samples)
+    assert "logprobs" not in (tmp_path / "plain.jsonl").read_text()
+
+
+def test_a_server_that_ignores_logprobs_stops_the_run_with_one_line(cli, tmp_path):
+    out = tmp_path / "out.jsonl"
+    with running(SCRIPT, logprobs=False) as srv:
+        code, _, err = cli("generate", seeds(tmp_path), "-o", out, "--model", "loopback", "--base-url",
+                           srv.base_url, "--cache", tmp_path / "c.sqlite", "--logprobs", "3")
+    assert code == 1 and err.count("\n") == 1 and "returned no logprobs" in err
+    assert not out.exists()
+
+
+def test_bad_logprobs_options_are_refused_before_anything_is_sent(cli, tmp_path):
+    code, _, err = cli("generate", seeds(tmp_path), "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url",
+                       "http://127.0.0.1:9/v1", "--logprobs", "21")
+    assert code == 2 and "--logprobs must be between 1 and 20" in err
+    code, _, err = cli("generate", seeds(tmp_path), "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url",
+                       "http://127.0.0.1:9/v1", "--mode", "expand", "--logprobs", "5")
+    assert code == 2 and "--logprobs is for label mode" in err
+
+
+def test_dry_run_and_batch_with_logprobs(cli, tmp_path):
+    with running(SCRIPT) as srv:
+        code, out, _ = cli("generate", seeds(tmp_path), "-o", tmp_path / "o.jsonl", "--model", "loopback",
+                           "--base-url", srv.base_url, "--cache", tmp_path / "c.sqlite", "--logprobs", "4",
+                           "--dry-run", "--price-in", "1", "--price-out", "2")
+        assert code == 0 and srv.stats["requests"] == 0 and "6" in out
+        r = run_generate(seeds(tmp_path), tmp_path / "b.jsonl",
+                         opts(srv.base_url, tmp_path, logprobs=4, batch=True, poll_interval=0.02))
+    assert r.exit_code == 0
+    for rec in load_records(tmp_path / "b.jsonl"):
+        assert rec.samples[0].logprobs == from_api(fake_logprobs(rec.samples[0].text, 4))
+
+
+def test_a_token_that_splits_a_character_keeps_its_bytes():
+    raw = {"content": [{"token": "\\xe2\\x82", "logprob": -0.5, "bytes": [226, 130], "top_logprobs": []},
+                       {"token": "ok", "logprob": -0.1, "bytes": [111, 107], "top_logprobs": []}]}
+    assert from_api(raw)["bytes"] == [[226, 130], None]
+    assert "bytes" not in from_api({"content": raw["content"][1:]})
