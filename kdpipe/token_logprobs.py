@@ -12,6 +12,7 @@ readable and a 10k-question run stays a file one can open):
     top_logprobs  [[float]]      their logprobs
     bytes         [[int] | null] only when some token's text is not its bytes (a token that
                                  splits a UTF-8 character): that token's bytes, else null
+    top_bytes     [[[int] | null]]  the same for the alternatives, only when one needs it
 
 Logprobs are rounded to DIGITS decimals: 1e-4 in log space is 0.01 % of a probability.
 """
@@ -48,6 +49,7 @@ def from_api(logprobs: Any) -> dict[str, list] | None:
         raise ValueError("logprobs.content is not a list")
     out: dict[str, list] = {k: [] for k in KEYS}
     raw_bytes: list = []
+    top_bytes: list = []
     for pos, item in enumerate(content):
         if not isinstance(item, dict) or not isinstance(item.get("token"), str):
             raise ValueError(f"logprobs.content[{pos}] has no token text")
@@ -57,17 +59,25 @@ def from_api(logprobs: Any) -> dict[str, list] | None:
             raise ValueError(f"logprobs.content[{pos}].top_logprobs is not a list of tokens")
         try:
             out["logprobs"].append(_lp(item.get("logprob")))
-            pairs = sorted(((t["token"], _lp(t.get("logprob"))) for t in top), key=lambda p: -p[1])
+            alts = sorted(((t["token"], _lp(t.get("logprob")), _odd_bytes(t)) for t in top), key=lambda a: -a[1])
         except (TypeError, ValueError) as e:
             raise ValueError(f"logprobs.content[{pos}]: {e}") from None
         out["tokens"].append(item["token"])
-        out["top_tokens"].append([t for t, _ in pairs])
-        out["top_logprobs"].append([lp for _, lp in pairs])
-        b = item.get("bytes")
-        raw_bytes.append(b if isinstance(b, list) and bytes_differ(item["token"], b) else None)
+        out["top_tokens"].append([a[0] for a in alts])
+        out["top_logprobs"].append([a[1] for a in alts])
+        raw_bytes.append(_odd_bytes(item))
+        top_bytes.append([a[2] for a in alts])
     if any(b is not None for b in raw_bytes):
         out["bytes"] = raw_bytes
+    if any(b is not None for row in top_bytes for b in row):
+        out["top_bytes"] = top_bytes
     return out
+
+
+def _odd_bytes(item: dict) -> list[int] | None:
+    """A token's bytes when its text does not say them exactly, else None."""
+    b = item.get("bytes")
+    return b if isinstance(b, list) and bytes_differ(item["token"], b) else None
 
 
 def bytes_differ(text: str, raw: list) -> bool:
@@ -84,16 +94,18 @@ def problem(d: Any) -> str | None:
     missing = [k for k in KEYS if not isinstance(d.get(k), list)]
     if missing:
         return f"needs list field(s) {', '.join(missing)}"
-    extra = set(d) - set(KEYS) - {"bytes"}
+    extra = set(d) - set(KEYS) - {"bytes", "top_bytes"}
     if extra:
         return f"unknown field(s) {', '.join(sorted(extra))}"
     n = len(d["tokens"])
-    lists = [d[k] for k in KEYS] + ([d["bytes"]] if "bytes" in d else [])
+    lists = [d[k] for k in KEYS] + [d[k] for k in ("bytes", "top_bytes") if k in d]
     if any(len(x) != n for x in lists):
         return "its lists differ in length"
     for pos, (tt, tl) in enumerate(zip(d["top_tokens"], d["top_logprobs"])):
         if not isinstance(tt, list) or not isinstance(tl, list) or len(tt) != len(tl):
             return f"top_tokens[{pos}] and top_logprobs[{pos}] differ in length"
+        if "top_bytes" in d and (not isinstance(d["top_bytes"][pos], list) or len(d["top_bytes"][pos]) != len(tt)):
+            return f"top_bytes[{pos}] does not match top_tokens[{pos}]"
     return None
 
 

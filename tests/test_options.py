@@ -52,7 +52,7 @@ FLAGS = {
              "--teacher-max-tokens", "--concurrency", "--price-in", "--price-out", "--prices", "--quiet/-q"],
     "tiny-student": ["out", "--corpus", "--vocab-size", "--seed", "--quiet/-q"],
     "teacher serve": ["--host", "--port", "--script", "--latency", "--fault-rate", "--retry-after",
-                      "--fault-seed", "--ready-file"],
+                      "--fault-seed", "--ready-file", "--model"],
 }
 
 

@@ -70,12 +70,18 @@ from kdpipe.loopback.options import ServeOptions
 
 
 def _teacher_serve(opts) -> None:
-    """Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C."""
+    """Serve an OpenAI-compatible teacher on HOST:PORT (scripted answers, or a local model); stop with Ctrl-C."""
     from kdpipe.loopback import LoopbackTeacher, load_script, serve
 
     opts.validate()
     lines = [line for path in opts.script or [] for line in load_script(path)]
-    teacher = LoopbackTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed)
+    if opts.model is not None:
+        from kdpipe.loopback.model import ModelTeacher
+
+        teacher = ModelTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed,
+                               model_dir=opts.model)
+    else:
+        teacher = LoopbackTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed)
     try:
         serve(teacher, opts.host, opts.port, opts.ready_file, announce=lambda url: typer.echo(url))
     except OSError as e:

@@ -296,13 +296,15 @@ class RunningServer:
 @contextlib.contextmanager
 def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, latency: float = 0.0,
             faults: dict[str, float] | None = None, retry_after: float = 0.05, seed: int = 0,
-            host: str = "127.0.0.1", port: int = 0, **behaviour) -> Iterator[RunningServer]:
+            host: str = "127.0.0.1", port: int = 0, teacher: LoopbackTeacher | None = None,
+            **behaviour) -> Iterator[RunningServer]:
     """Start a loopback server in a thread on a free port; yields it (`.base_url`, `.stats`).
 
-    `behaviour` sets the other LoopbackTeacher fields (max_n, reject_n, api_key, models)."""
+    `behaviour` sets the other LoopbackTeacher fields (max_n, reject_n, api_key, models);
+    `teacher` serves one made already (a local model: loopback/model.py)."""
     if script is not None and not isinstance(script, list):
         script = load_script(script)
-    teacher = LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)
+    teacher = teacher or LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)
     loop = asyncio.new_event_loop()
     started: dict = {}
     ready = threading.Event()

@@ -60,6 +60,14 @@ def fake_logprobs(text: str, top: int) -> dict:
     return {"content": content}
 
 
+def _logprobs(text: str, top: int) -> dict:
+    """A text's own logprobs (a local model's answer carries them), cut to `top` alternatives, else fake ones."""
+    own = getattr(text, "logprobs", None)
+    if own is None:
+        return fake_logprobs(text, top)
+    return {"content": [{**item, "top_logprobs": item["top_logprobs"][:top]} for item in own["content"]]}
+
+
 def _entry(token: str, p: float) -> dict:
     return {"token": token, "logprob": math.log(p), "bytes": list(token.encode("utf-8"))}
 
@@ -73,7 +81,7 @@ def chat_completion(completion_id: str, body: dict, texts: list[str], finish: li
         "id": completion_id, "object": "chat.completion", "created": int(time.time()),
         "model": body.get("model", "loopback"),
         "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f,
-                     **({} if top is None else {"logprobs": fake_logprobs(t, top)})}
+                     **({} if top is None else {"logprobs": _logprobs(t, top)})}
                     for i, (t, f) in enumerate(zip(texts, finish))],
         "usage": usage(body.get("messages") or [], texts),
     }
