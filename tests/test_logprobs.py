@@ -94,3 +94,38 @@ def test_a_token_that_splits_a_character_keeps_its_bytes():
                        {"token": "ok", "logprob": -0.1, "bytes": [111, 107], "top_logprobs": []}]}
     assert from_api(raw)["bytes"] == [[226, 130], None]
     assert "bytes" not in from_api({"content": raw["content"][1:]})
+
+
+def test_filter_keeps_the_logprobs_and_format_kd_writes_them_beside_the_teachers_text(cli, tmp_path):
+    from kdpipe.filter import FilterOptions, run_filter
+    from kdpipe.format import FormatOptions, run_format
+
+    with running(SCRIPT) as srv:
+        run_generate(seeds(tmp_path), tmp_path / "gen.jsonl", opts(srv.base_url, tmp_path, logprobs=3))
+    # one question without logprobs: format says why it has no kd row
+    rows = [json.loads(x) for x in (tmp_path / "gen.jsonl").read_text().splitlines()]
+    del rows[0]["samples"][0]["logprobs"]
+    (tmp_path / "gen.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run_filter(tmp_path / "gen.jsonl", tmp_path / "kept.jsonl",
+               FilterOptions(gold=False, min_question_words=1, near_dup=False, dedup=False))
+    kept = load_records(tmp_path / "kept.jsonl")
+    assert [s.logprobs for r in kept for s in r.samples] == \
+        [s.logprobs for r in load_records(tmp_path / "gen.jsonl") if r.id in {k.id for k in kept} for s in r.samples]
+    result = run_format(tmp_path / "kept.jsonl", tmp_path / "kd.jsonl", FormatOptions(style="kd", val_frac=0))
+    assert result.skipped["sample without teacher logprobs (generate --logprobs)"] == 1
+    out = [json.loads(x) for x in (tmp_path / "kd.jsonl").read_text().splitlines()]
+    by_id = {r.id: r.samples[0] for r in kept}
+    assert len(out) == len(kept) - 1
+    for row in out:
+        s = by_id[row["id"]]
+        assert row["task"] == "cot" and row["completion"][0]["content"] == s.text
+        assert row["teacher"] == s.logprobs and "".join(row["teacher"]["tokens"]) == s.text
+    meta = json.loads((tmp_path / "kd.jsonl.meta.json").read_text())
+    assert meta["counts"]["rows_with_teacher_logprobs"] == len(out)
+    code, _, err = cli("format", tmp_path / "kept.jsonl", "-o", tmp_path / "cot.jsonl", "--style", "cot")
+    assert code == 0
+    for row in map(json.loads, (tmp_path / "cot.jsonl").read_text().splitlines()):
+        s = by_id[row["id"]]  # a cot row keeps the logprobs only where it is the teacher's text exactly
+        assert ("teacher" in row) == (row["completion"][0]["content"] == s.text and s.logprobs is not None)
+    code, _, _ = cli("format", tmp_path / "kept.jsonl", "-o", tmp_path / "dss.jsonl", "--style", "dss")
+    assert code == 0 and "teacher" not in (tmp_path / "dss.jsonl").read_text()  # dss splits the text in two
