@@ -57,14 +57,12 @@ def piece(tokenizer, context: list[int], token_id: int) -> tuple[str, bytes]:
 
 
 def vocabulary(tokenizer) -> dict[str | bytes, int]:
-    """Text (and, where the text is not exact, bytes) -> id of every ordinary token of a vocabulary;
-    where two tokens read the same, the lower id."""
+    """Text (and, where the text is not exact, bytes) -> id of every token of a vocabulary, special
+    tokens under their own text; where two tokens read the same, an ordinary one, then the lower id."""
     special = set(tokenizer.all_special_ids)
     anchor = tokenizer("a", add_special_tokens=False)["input_ids"][-1:]
     out: dict[str | bytes, int] = {}
-    for token_id in range(len(tokenizer)):
-        if token_id in special:
-            continue
+    for token_id in sorted(range(len(tokenizer)), key=lambda i: (i in special, i)):
         text, raw = piece(tokenizer, anchor, token_id)
         out.setdefault(raw, token_id)
         if text.encode("utf-8") == raw:

@@ -43,7 +43,7 @@ FLAGS = {
     "format": ["inp", "-o/--out", "--style", "--chat/--no-chat", "--val-frac", "--seed", "--label-prefix",
                "--rationale-prefix", "--answer-sentence", "--quiet/-q"],
     "train": ["sft", "-o/--out", "--student", "--lora-r", "--lora-alpha", "--lora-dropout", "--lora-targets",
-              "--full", "--qlora", "--rationale-weight", "--learning-rate/--lr", "--lr-scheduler",
+              "--full", "--qlora", "--rationale-weight", "--kd-alpha", "--kd-temperature", "--kd-top-k", "--learning-rate/--lr", "--lr-scheduler",
               "--warmup-ratio", "--epochs", "--max-steps", "--batch-size", "--grad-accum",
               "--gradient-checkpointing", "--max-length", "--packing", "--log-every", "--eval-every",
               "--save-every", "--seed", "--resume", "--overwrite", "--merge", "--trust-remote-code", "--quiet/-q"],
