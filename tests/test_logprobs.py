@@ -129,3 +129,47 @@ def test_filter_keeps_the_logprobs_and_format_kd_writes_them_beside_the_teachers
         assert ("teacher" in row) == (row["completion"][0]["content"] == s.text and s.logprobs is not None)
     code, _, _ = cli("format", tmp_path / "kept.jsonl", "-o", tmp_path / "dss.jsonl", "--style", "dss")
     assert code == 0 and "teacher" not in (tmp_path / "dss.jsonl").read_text()  # dss splits the text in two
+
+
+def test_kill_9_then_rerun_pays_only_what_never_completed_and_keeps_the_logprobs(tmp_path):
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    many = [f"How many legs do {i} spiders have?" for i in range(120)]
+    script = [ScriptLine(q, [f"Each has 8 legs, so {8 * i}. The answer is {8 * i}."]) for i, q in enumerate(many)]
+    src = tmp_path / "seeds.jsonl"
+    src.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "task": "numeric"}) + "\n"
+                           for i, q in enumerate(many)))
+    cache = tmp_path / "cache.sqlite"
+    with running(script, latency=0.02) as srv:
+        def command(out, cache_file):
+            return [sys.executable, "-m", "kdpipe", "generate", str(src), "-o", str(out), "--model", "loopback",
+                    "--base-url", srv.base_url, "--cache", str(cache_file), "--concurrency", "2",
+                    "--logprobs", "4", "--quiet"]
+
+        proc = subprocess.Popen(command(tmp_path / "out.jsonl", cache), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        kept = 0
+        while time.monotonic() < deadline and kept < 30:
+            time.sleep(0.02)
+            if cache.exists():
+                try:
+                    kept = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+                except sqlite3.OperationalError:
+                    pass
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kept = sqlite3.connect(cache).execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        assert 30 <= kept < 120 and not (tmp_path / "out.jsonl").exists()
+        before = srv.stats["requests"]
+        subprocess.run(command(tmp_path / "out.jsonl", cache), check=True, timeout=120)
+        assert srv.stats["requests"] - before == 120 - kept
+        subprocess.run(command(tmp_path / "whole.jsonl", tmp_path / "fresh.sqlite"), check=True, timeout=120)
+    resumed, whole = load_records(tmp_path / "out.jsonl"), load_records(tmp_path / "whole.jsonl")
+    assert [s.logprobs for r in resumed for s in r.samples] == [s.logprobs for r in whole for s in r.samples]
+    assert all(s.logprobs for r in resumed for s in r.samples)
