@@ -136,6 +136,13 @@ def test_a_tiny_kd_run_trains_saves_and_reloads(kd_data, tmp_path):
         assert torch.isfinite(reloaded(input_ids=torch.tensor([[1, 2, 3]])).logits).all()
 
 
+def test_kd_options_on_data_without_teacher_logprobs_are_reported_not_ignored(kd_data, tmp_path):
+    model_dir, _ = kd_data
+    plain = st.write_sft(tmp_path / "sft.jsonl", "cot")
+    prep = prepare_data(plain, tmp_path / "run", TrainOptions(student=str(model_dir), kd_alpha=0.2, **FAST))
+    assert prep.recipe.name == "sft" and any("--kd-alpha" in note for note in prep.notes)
+
+
 def test_a_teacher_token_the_student_lacks_is_refused_in_one_line(kd_data, cli, tmp_path):
     model_dir, sft = kd_data
     rows = [json.loads(x) for x in sft.read_text().splitlines()]

@@ -189,6 +189,9 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
         raise UsageError(recipe.no_packing)
     if opts.rationale_weight != 1.0 and not data.has_rationale:
         notes.append("--rationale-weight has no effect: the data has no rationale rows")
+    if not data.has_teacher and (opts.kd_alpha, opts.kd_temperature, opts.kd_top_k) != (0.5, 1.0, None):
+        notes.append("--kd-alpha, --kd-temperature and --kd-top-k have no effect: no row carries the teacher's "
+                     "logprobs (generate --logprobs, format --style kd)")
     if data.prompt_format_inferred:
         notes.append(f"no prompt format in {sft_path}.meta.json; inferred style "
                      f"{data.prompt_format['style']!r} from the rows")
