@@ -40,6 +40,11 @@ EXPAND_PROMPT  ?= prompts/expand.txt
 GENERATE_FLAGS ?=
 EXPAND_FLAGS   ?=
 LABEL_FLAGS    ?=
+# LOGPROBS=K (1-20): keep the teacher's K most likely tokens per answer token; with STYLE=kd, train
+# distils on them (sparse KD: --kd-alpha, --kd-temperature, --kd-top-k in TRAIN_FLAGS).
+LOGPROBS       ?=
+# TEACHER_DIR: a local Hugging Face model served as the teacher (teacher serve --model) instead of TEACHER_SCRIPT.
+TEACHER_DIR    ?=
 
 # ------------------------------------------------------------------ filtering and formatting
 FILTER_FLAGS   ?=
@@ -137,7 +142,8 @@ define with_teacher
 	    echo "make: TEACHER_MODEL=$(TEACHER_MODEL) needs BASE_URL=<its endpoint>: without BASE_URL only the demo's scripted loopback teacher answers, as TEACHER_MODEL=$(DEMO_TEACHER_MODEL)" >&2; \
 	    exit 2; fi; \
 	  ready=$(WORK)/.teacher-url; rm -f $$ready; \
-	  $(KDPIPE) teacher serve --port 0 --script $(TEACHER_SCRIPT) --ready-file $$ready >/dev/null & pid=$$!; \
+	  $(KDPIPE) teacher serve --port 0 $(if $(TEACHER_DIR),--model $(TEACHER_DIR),--script $(TEACHER_SCRIPT)) \
+	    --ready-file $$ready >/dev/null & pid=$$!; \
 	  trap "kill $$pid 2>/dev/null; rm -f $(2)" EXIT; \
 	  for i in $$(seq 300); do [ -s $$ready ] && break; sleep 0.1; done; \
 	  [ -s $$ready ] || { echo "loopback teacher did not start" >&2; exit 1; }; \
@@ -146,13 +152,14 @@ define with_teacher
 endef
 
 # The teacher: who answers (the endpoint, or the demo's script) is a setting of every teacher step.
-TEACHER_DEP   = $(if $(BASE_URL),,$(TEACHER_SCRIPT))
-TEACHER_SHAPE = $(TEACHER_MODEL) at $(or $(BASE_URL),the loopback with $(TEACHER_SCRIPT)) --max-tokens $(MAX_TOKENS) $(GENERATE_FLAGS)
+TEACHER_DEP   = $(if $(BASE_URL)$(TEACHER_DIR),,$(TEACHER_SCRIPT))
+TEACHER_SHAPE = $(TEACHER_MODEL) at $(or $(BASE_URL),the loopback with $(or $(TEACHER_DIR),$(TEACHER_SCRIPT))) --max-tokens $(MAX_TOKENS) $(GENERATE_FLAGS)
 TEACHER_ARGS  = --model $(TEACHER_MODEL) --api-key-env $(API_KEY_ENV) --cache $(CACHE) \
                 --concurrency $(CONCURRENCY) --max-tokens $(MAX_TOKENS) $(GENERATE_FLAGS)
 SEED_ARGS   = --eval-frac $(EVAL_FRAC) --task $(TASK) $(SEED_FLAGS)
 EXPAND_ARGS = --mode expand --num-new $(NUM_NEW) --prompt $(EXPAND_PROMPT) $(EXPAND_FLAGS)
-LABEL_ARGS  = --mode label --samples $(SAMPLES) --temperature $(TEMPERATURE) --prompt $(LABEL_PROMPT) $(LABEL_FLAGS)
+LABEL_ARGS  = --mode label --samples $(SAMPLES) --temperature $(TEMPERATURE) --prompt $(LABEL_PROMPT) \
+              $(if $(LOGPROBS),--logprobs $(LOGPROBS)) $(LABEL_FLAGS)
 FILTER_ARGS = $(FILTER_FLAGS)
 FORMAT_ARGS = --style $(STYLE) $(FORMAT_FLAGS)
 # --epochs in TRAIN_FLAGS trains by epochs: the demo's MAX_STEPS is then left out, and one set
@@ -188,7 +195,8 @@ $(WORK)/filtered.jsonl: $(WORK)/teacher.jsonl $(WORK)/eval.jsonl $(call flags,fi
 	$(KDPIPE) filter $< -o $@ --against $(WORK)/eval.jsonl --rejected $(WORK)/rejected.jsonl \
 	  --report $(WORK)/filter-report.json $(FILTER_ARGS)
 
-# 4. format: SFT rows in the chosen style (dss: predict/explain tasks; cot; label; gold).
+# 4. format: SFT rows in the chosen style (dss: predict/explain tasks; cot; label; gold; kd: the teacher's
+#    text with its per-token top-K, from LOGPROBS).
 $(WORK)/sft.jsonl: $(WORK)/filtered.jsonl $(call flags,format,$(FORMAT_ARGS))
 	$(KDPIPE) format $< -o $@ $(FORMAT_ARGS)
 

@@ -13,6 +13,13 @@ question give several examples, as in Fine-tune-CoT):
            (needs no teacher: works on seed records)
     response  instruction records only: one row per sample, task "answer":
            instruction (and input) -> the teacher's whole response, verbatim
+    kd     one row per sample with teacher logprobs (generate --logprobs), task
+           "cot": question -> the teacher's completion exactly as sampled, and
+           a "teacher" field with its per-token logprobs and top-K alternatives
+           (kdpipe/token_logprobs.py) for the sparse distillation loss
+
+A dss or cot row whose completion is the teacher's text exactly carries the
+"teacher" field too (the logprobs belong to that text and no other).
 
 Every row: {"id", "sample", "task", "split", "prompt", "completion"}; prompt
 and completion are chat messages by default, plain strings with --no-chat.
@@ -38,7 +45,8 @@ from kdpipe.records import Record, check_outputs_differ, read_records, write_met
 
 @dataclass
 class FormatOptions(Options):
-    style: str = option("dss", "dss | cot | label | gold | response (instruction records: the whole response).")
+    style: str = option("dss", "dss | cot | label | gold | response (instruction records: the whole response) | kd "
+                               "(needs generate --logprobs).")
     chat: bool = option(True, "Chat messages (for a chat template) or plain strings.", flags="--chat/--no-chat")
     val_frac: float = option(0.1, "Share of records whose rows go to the validation split.")
     seed: int = option(0, "Seed of the split and the shuffle.")
@@ -79,6 +87,8 @@ def val_ids(ids: list[str], val_frac: float, seed: int) -> set[str]:
 
 def examples_of(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[tuple[int | None, str, str, str]]:
     """(sample index, task, prompt text, completion text) for one record."""
+    if fmt.style == "kd":
+        return kd_examples(rec, fmt, skipped)
     q, ch = rec.question, rec.choices
     if fmt.style == "gold":
         if rec.gold is None:
@@ -116,6 +126,26 @@ def examples_of(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[tuple[
     return rows
 
 
+def kd_examples(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[tuple[int | None, str, str, str]]:
+    rows = []
+    for s in rec.samples:
+        if not (s.ok and s.reason is None):
+            skipped["sample not usable (error or filtered out)"] += 1
+        elif not s.logprobs or not s.logprobs["tokens"]:
+            skipped["sample without teacher logprobs (generate --logprobs)"] += 1
+        else:
+            rows.append((s.index, "cot", render_prompt(fmt, rec.question, rec.choices, "cot"), s.text))
+    if not rec.samples:
+        skipped["record without teacher samples"] += 1
+    return rows
+
+
+def teacher_of(rec: Record, sample: int | None, completion: str) -> dict | None:
+    """The teacher's logprobs for a row, when its completion is exactly the text they belong to."""
+    s = next((s for s in rec.samples if s.index == sample), None)
+    return s.logprobs if s is not None and s.logprobs and s.text == completion else None
+
+
 def run_format(inp: str | Path, out: str | Path, opts: FormatOptions | None = None) -> FormatResult:
     opts = opts or FormatOptions()
     opts.validate()
@@ -130,17 +160,19 @@ def run_format(inp: str | Path, out: str | Path, opts: FormatOptions | None = No
     for rec in records:
         split = "val" if rec.id in held else "train"
         for sample, task, prompt, completion in examples_of(rec, fmt, skipped):
+            teacher = teacher_of(rec, sample, completion)
             if opts.chat:
                 prompt = [{"role": "user", "content": prompt}]
                 completion = [{"role": "assistant", "content": completion}]
             rows.append({"id": rec.id, "sample": sample, "task": task, "split": split,
-                         "prompt": prompt, "completion": completion})
+                         "prompt": prompt, "completion": completion, **({"teacher": teacher} if teacher else {})})
     if not rows:
         why = ", ".join(f"{k}: {v}" for k, v in skipped.items()) or "no records"
         raise KdpipeError(f"{inp}: no training examples for style {opts.style} ({why})")
     random.Random(opts.seed).shuffle(rows)
     write_records(out, rows)
     counts = {"records": len(records), "rows": len(rows), "tasks": dict(Counter(r["task"] for r in rows)),
+              "rows_with_teacher_logprobs": sum("teacher" in r for r in rows),
               "train": sum(r["split"] == "train" for r in rows), "val": sum(r["split"] == "val" for r in rows),
               "skipped": dict(skipped)}
     write_meta(out, stage="format", params=asdict(opts), inputs=[inp], counts=counts, started=started,

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, fields
 from kdpipe import answers
 from kdpipe.errors import KdpipeError, UsageError
 
-STYLES = ("dss", "cot", "label", "gold", "response")
+STYLES = ("dss", "cot", "label", "gold", "response", "kd")
 PROMPT_TASKS = ("label", "rationale", "cot", "answer")
 
 
@@ -99,8 +99,8 @@ def render_prompt(fmt: PromptFormat, question: str, choices: list[str] | None, t
 
 
 def inference_task(fmt: PromptFormat) -> str:
-    """The task a trained student is asked at inference: dss "label", cot "cot", else "answer"."""
-    return {"dss": "label", "cot": "cot"}.get(fmt.style, "answer")
+    """The task a trained student is asked at inference: dss "label", cot and kd "cot", else "answer"."""
+    return {"dss": "label", "cot": "cot", "kd": "cot"}.get(fmt.style, "answer")
 
 
 def render_answer(fmt: PromptFormat, answer: str, choices: list[str] | None = None) -> str:

@@ -35,6 +35,7 @@ from typing import Any, Iterable, Iterator
 
 from kdpipe.answers import choices_problem
 from kdpipe.errors import InputError
+from kdpipe.token_logprobs import problem as logprobs_problem
 # Output files: re-exported here, where every stage has always imported them from.
 from kdpipe.outputs import (  # noqa: F401
     atomic_file, cannot_write, check_outputs_differ, file_digest, meta_path, prepare_output, scrub,
@@ -68,6 +69,8 @@ class Sample:
     reason: str | None = None  # the filter rule that dropped this sample
     reason_detail: str | None = None  # what the rule found, when it says more (omitted when None)
     judge: dict[str, Any] | None = None  # filter --judge: {"model", "score" (1-10 or null), "reason"}
+    # generate --logprobs: per token the teacher's logprob and top-K alternatives (token_logprobs.py)
+    logprobs: dict[str, list] | None = None
 
     @property
     def ok(self) -> bool:
@@ -99,7 +102,7 @@ class Record:
             if d[key] is None:
                 del d[key]
         for s in d["samples"]:
-            for key in ("reason_detail", "judge"):
+            for key in ("reason_detail", "judge", "logprobs"):
                 if s[key] is None:
                     del s[key]
         for key in ("samples", "provenance", "meta"):
@@ -147,6 +150,8 @@ class Record:
             if s.get("error") is not None and s["error"] not in SAMPLE_ERRORS:
                 raise ValueError(f"samples[{i}]: field 'error' must be one of {', '.join(SAMPLE_ERRORS)} "
                                  f"or null, got {s['error']!r}")
+            if s.get("logprobs") is not None and logprobs_problem(s["logprobs"]):
+                raise ValueError(f"samples[{i}]: field 'logprobs' {logprobs_problem(s['logprobs'])}")
             samples.append(Sample(**s))
         return cls(
             id=obj["id"],
@@ -175,7 +180,7 @@ _RECORD_TYPES = {"id": (str,), "question": (str,), "task": (str,), "choices": (l
 _SAMPLE_TYPES = {"index": (int,), "text": _OPTIONAL_STR, "rationale": _OPTIONAL_STR, "answer": _OPTIONAL_STR,
                  "finish_reason": _OPTIONAL_STR, "error": _OPTIONAL_STR, "detail": _OPTIONAL_STR,
                  "usage": (dict,), "cached": (bool,), "reason": _OPTIONAL_STR,
-                 "reason_detail": _OPTIONAL_STR, "judge": (dict, type(None))}
+                 "reason_detail": _OPTIONAL_STR, "judge": (dict, type(None)), "logprobs": (dict, type(None))}
 assert set(_SAMPLE_TYPES) == _SAMPLE_FIELDS and set(_RECORD_TYPES) == _RECORD_FIELDS
 
 

@@ -182,3 +182,12 @@ def test_clean_then_eval_pays_nothing_and_the_demo_prints_one_scorecard(work):
     assert teacher and teacher[0]["examples_per_s"] == 0.0
     up_to_date = make(work, "demo", *tiny)
     assert up_to_date.stdout.count("| role | model |") == 1 and "kdpipe eval" not in up_to_date.stdout
+
+
+def test_logprobs_and_style_kd_carry_the_teachers_top_k_into_the_training_rows(work):
+    make(work, "format", "NUM_NEW=0", "LOGPROBS=5", "STYLE=kd")
+    rows = [json.loads(x) for x in (work / "sft.jsonl").read_text().splitlines()]
+    assert rows and all(len(r["teacher"]["top_tokens"][0]) == 5 for r in rows)
+    assert all("".join(r["teacher"]["tokens"]) == r["completion"][0]["content"] for r in rows)
+    local = make(work, "-n", "format", "NUM_NEW=0", "LOGPROBS=5", "STYLE=kd", f"TEACHER_DIR={work}/teacher").stdout
+    assert f"--model {work}/teacher" in local and "--logprobs 5" in local

@@ -32,7 +32,7 @@ FLAGS = {
              "--answer-field", "--choices-field", "--id-field", "--split", "--limit", "--quiet/-q"],
     "generate": ["seeds", "-o/--out", "--mode", "--model", "--base-url", "--api-key-env", "--concurrency",
                  "--samples", "--temperature", "--max-tokens", "--stop", "--seed", "--cache", "--prompt",
-                 "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
+                 "--logprobs", "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
                  "--transport", "--dry-run", "--expect-new", "--expand-prompt", "--max-usd", "--batch", "--prices",
                  "--tokenizer", "--poll-interval", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",
@@ -45,7 +45,7 @@ FLAGS = {
     "format": ["inp", "-o/--out", "--style", "--chat/--no-chat", "--val-frac", "--seed", "--label-prefix",
                "--rationale-prefix", "--answer-sentence", "--quiet/-q"],
     "train": ["sft", "-o/--out", "--student", "--lora-r", "--lora-alpha", "--lora-dropout", "--lora-targets",
-              "--full", "--qlora", "--rationale-weight", "--learning-rate/--lr", "--lr-scheduler",
+              "--full", "--qlora", "--rationale-weight", "--kd-alpha", "--kd-temperature", "--kd-top-k", "--learning-rate/--lr", "--lr-scheduler",
               "--warmup-ratio", "--epochs", "--max-steps", "--batch-size", "--grad-accum",
               "--gradient-checkpointing", "--max-length", "--packing", "--log-every", "--eval-every",
               "--save-every", "--seed", "--resume", "--overwrite", "--merge", "--trust-remote-code", "--quiet/-q"],
@@ -57,7 +57,8 @@ FLAGS = {
     "tiny-student": ["out", "--corpus", "--vocab-size", "--layers", "--hidden", "--heads",
                      "--split-digits/--no-split-digits", "--seed", "--quiet/-q"],
     "teacher serve": ["--host", "--port", "--script", "--latency", "--fault-rate", "--retry-after",
-                      "--fault-seed", "--hostile", "--unauthorized-after", "--hang-after", "--ready-file"],
+                      "--fault-seed", "--hostile", "--unauthorized-after", "--hang-after", "--ready-file",
+                      "--model"],
 }
 
 

@@ -52,7 +52,7 @@ generate = command(GenerateOptions, _generate, [
     param("seeds", Path, typer.Argument(..., help="Seed records (JSONL) from `kdpipe seed`.", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="Records to write (JSONL).", show_default=False)),
     *fields(GenerateOptions, "mode", "model", "base_url", "api_key_env", "concurrency", "samples", "temperature",
-            "max_tokens", "stop", "seed", "cache", "prompt", "num_new", "seeds_per_prompt", "price_in",
+            "max_tokens", "stop", "seed", "cache", "prompt", "logprobs", "num_new", "seeds_per_prompt", "price_in",
             "price_out", "timeout", "retries", "transport", "dry_run", "expect_new", "expand_prompt", "max_usd",
             "batch", "prices",
             "tokenizer", "poll_interval"),
@@ -70,14 +70,21 @@ from kdpipe.loopback.options import ServeOptions
 
 
 def _teacher_serve(opts) -> None:
-    """Serve an OpenAI-compatible teacher on HOST:PORT with scripted answers; stop with Ctrl-C."""
+    """Serve an OpenAI-compatible teacher on HOST:PORT (scripted answers, or a local model); stop with Ctrl-C."""
     from kdpipe.loopback import LoopbackTeacher, load_script, serve
 
     opts.validate()
     lines = [line for path in opts.script or [] for line in load_script(path)]
-    teacher = LoopbackTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed,
-                              hostile=opts.hostile or [], unauthorized_after=opts.unauthorized_after,
-                              hang_after=opts.hang_after)
+    hostile = dict(hostile=opts.hostile or [], unauthorized_after=opts.unauthorized_after,
+                   hang_after=opts.hang_after)
+    if opts.model is not None:
+        from kdpipe.loopback.model import ModelTeacher
+
+        teacher = ModelTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed,
+                               model_dir=opts.model, **hostile)
+    else:
+        teacher = LoopbackTeacher(lines, opts.latency, opts.faults(), opts.retry_after, opts.fault_seed,
+                                  **hostile)
     try:
         serve(teacher, opts.host, opts.port, opts.ready_file, announce=lambda url: typer.echo(url))
     except OSError as e:

@@ -66,6 +66,9 @@ class GenerateOptions(TeacherOptions):
                                     "mode.")
     prompt: Path | None = option(None, "Prompt template (default: prompts/<task>.txt, prompts/expand.txt; "
                                        "prompts/expand_instruction.txt for instruction seeds).")
+    logprobs: int | None = option(None, "Also keep, per completion token, the teacher's logprob and its K most "
+                                        "likely alternatives (1 to 20; label mode), for format --style kd.",
+                                  metavar="K")
     num_new: int = option(100, "New questions to write (expand mode only).")
     seeds_per_prompt: int = option(3, "Seed questions shown per expansion request (expand mode only).")
     # A dry run of label mode before expansion ran: also price expanding and labelling this many (plan.py).
@@ -81,7 +84,8 @@ class GenerateOptions(TeacherOptions):
         return 0.0 if self.mode == "label" and self.samples == 1 else 0.7
 
     def teacher_config(self) -> TeacherConfig:
-        return self.client_config(temperature=self.resolved_temperature(), stop=self.stop or None, seed=self.seed)
+        return self.client_config(temperature=self.resolved_temperature(), stop=self.stop or None, seed=self.seed,
+                                  logprobs=self.logprobs)
 
     def problems(self) -> list[str]:
         p = []
@@ -96,6 +100,8 @@ class GenerateOptions(TeacherOptions):
         # An option of the other mode would be silently ignored: say so instead.
         if self.mode == "expand" and self.samples != GenerateOptions.samples:
             p.append("--samples is for label mode (expand asks for one completion per request)")
+        if self.mode == "expand" and self.logprobs is not None:
+            p.append("--logprobs is for label mode (expand writes questions, not training targets)")
         if self.mode == "label":
             wrong = [flag for flag, name in (("--num-new", "num_new"), ("--seeds-per-prompt", "seeds_per_prompt"))
                      if getattr(self, name) != getattr(GenerateOptions, name)]
@@ -233,7 +239,8 @@ def to_sample(c: Completion, record: Record) -> Sample:
                       usage=c.usage, cached=c.cached)
     p = answers.parse_completion(c.text, record.task, record.choices)
     s = Sample(index=c.index, text=c.text, rationale=p.rationale, answer=p.answer,
-               finish_reason=c.finish_reason, error=p.error, detail=p.detail, usage=c.usage, cached=c.cached)
+               finish_reason=c.finish_reason, error=p.error, detail=p.detail, usage=c.usage, cached=c.cached,
+               logprobs=c.logprobs)
     if c.finish_reason == "length" and s.error != "empty" and (p.answer is None or not answers.runs_on(c.text)):
         # Cut off before (or inside) its answer: "The answer is 12" may have been "125".
         s.error, s.answer = "truncated", None

@@ -18,6 +18,10 @@ with Retry-After), server_error (500), malformed (a broken JSON body), hang
 (no answer until the client gives up), truncated (half the text,
 finish_reason "length"), empty (an empty completion).
 
+Asked for `logprobs` (and `top_logprobs`), it answers each completion's tokens
+(word-sized pieces of the scripted text) with deterministic fake distributions
+(replies.py fake_logprobs).
+
 `GET /v1/models` names the server a kdpipe loopback (field kdpipe_loopback,
 a digest of its script), so that clients cache its answers apart from a real
 model's (kdpipe/teacher/identity.py); `identify=False` makes it pose as a real
@@ -123,6 +127,7 @@ class LoopbackTeacher:
     paid: Counter = field(default_factory=Counter)  # prompt digest -> answers billed, online and batch
     batch_api: Any = field(default=None, repr=False)  # the files and batches this server holds
     identify: bool = True  # name itself a loopback in GET /v1/models (False: pose as a real endpoint)
+    logprobs: bool = True  # answer logprobs when asked (False: ignore the request, as some servers do)
 
     def __post_init__(self):
         self._rng = random.Random(self.seed)
@@ -249,7 +254,7 @@ async def _chat(teacher: LoopbackTeacher, headers: dict, raw: bytes):
     texts, finish, expand = answered(teacher, body, fault)
     teacher.stats["answered"] += 1
     teacher.stats["expand" if expand else "label"] += 1
-    reply = chat_completion("chatcmpl-loopback", body, texts, finish)
+    reply = chat_completion("chatcmpl-loopback", body, texts, finish, teacher.logprobs)
     return _json(200, hostile.mangle(reply, body.get("_hostile")) if hostile else reply)
 
 
@@ -304,14 +309,15 @@ class RunningServer:
 @contextlib.contextmanager
 def running(script: list[ScriptLine] | str | os.PathLike | None = None, *, latency: float = 0.0,
             faults: dict[str, float] | None = None, retry_after: float = 0.05, seed: int = 0,
-            host: str = "127.0.0.1", port: int = 0, **behaviour) -> Iterator[RunningServer]:
+            host: str = "127.0.0.1", port: int = 0, teacher: LoopbackTeacher | None = None,
+            **behaviour) -> Iterator[RunningServer]:
     """Start a loopback server in a thread on a free port; yields it (`.base_url`, `.stats`).
 
     `behaviour` sets the other LoopbackTeacher fields (max_n, reject_n, api_key, models, hostile,
-    unauthorized_after, hang_after)."""
+    unauthorized_after, hang_after); `teacher` serves one made already (a local model: loopback/model.py)."""
     if script is not None and not isinstance(script, list):
         script = load_script(script)
-    teacher = LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)
+    teacher = teacher or LoopbackTeacher(script or [], latency, faults or {}, retry_after, seed, **behaviour)
     loop = asyncio.new_event_loop()
     started: dict = {}
     ready = threading.Event()

@@ -27,6 +27,8 @@ class ServeOptions(Options):
     unauthorized_after: int | None = option(None, "Answer 401 to every request after the K-th.")
     hang_after: int | None = option(None, "Let every request after the K-th hang.")
     ready_file: Path | None = option(None, "Write the base URL here once listening.")
+    model: Path | None = option(None, "Serve this local Hugging Face causal LM instead of a script: real "
+                                      "sampling (greedy at temperature 0) and real logprobs.")
 
     def problems(self) -> list[str]:
         from kdpipe.loopback.hostile import check_hostile
@@ -38,6 +40,10 @@ class ServeOptions(Options):
             problems.append("--port must be between 0 and 65535")
         if self.latency < 0 or self.retry_after < 0:
             problems.append("--latency and --retry-after must not be negative")
+        if self.model is not None and self.script:
+            problems.append("--model and --script are two kinds of teacher: give one")
+        elif self.model is not None and not Path(self.model).is_dir():
+            problems.append(f"--model {self.model}: no such folder")
         try:
             self.faults()
         except UsageError as e:

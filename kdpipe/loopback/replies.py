@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import random
+import re
 import time
+
+_TOKEN = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
+_ALTERNATIVES = [" the", " a", " is", " of", " and", " to", " 1", " 2", " 3", " 4", " 5", " 6", " 7", " 8",
+                 " 9", " 0", ".", ",", " answer", " so", " it", " we", " x", " y"]
 
 
 def usage(messages: list, texts: list[str]) -> dict[str, int]:
@@ -29,7 +36,8 @@ def answered(teacher, body: dict, fault: str | None) -> tuple[list[str], list[st
     """The LoopbackTeacher's answers to a chat request, with a truncated or empty fault applied, billed:
     (texts, finish reasons, whether it was an expansion request)."""
     texts, expand = teacher.answer(body)
-    finish = ["stop"] * len(texts)
+    # A generated text says whether it stopped or ran out of tokens (loopback/model.py); a scripted one stops.
+    finish = [getattr(t, "finish", "stop") for t in texts]
     if fault == "truncated":
         texts, finish = [t[: len(t) // 2] for t in texts], ["length"] * len(texts)
     elif fault == "empty":
@@ -38,12 +46,43 @@ def answered(teacher, body: dict, fault: str | None) -> tuple[list[str], list[st
     return texts, finish, expand
 
 
-def chat_completion(completion_id: str, body: dict, texts: list[str], finish: list[str]) -> dict:
-    """A chat.completion object, as the OpenAI API returns it."""
+def fake_logprobs(text: str, top: int) -> dict:
+    """A choice's `logprobs` for a scripted text: the text cut into word-sized tokens, each with a
+    distribution drawn from a hash of the token and its place (the same text gets the same numbers),
+    the token itself the most likely; the alternatives leave some mass to tokens not listed."""
+    content = []
+    for pos, token in enumerate(_TOKEN.findall(text)):
+        rng = random.Random(hashlib.sha256(f"{pos}\0{token}".encode()).digest())
+        p = rng.uniform(0.5, 0.99)
+        alts = [a for a in _ALTERNATIVES if a != token]
+        rng.shuffle(alts)
+        listed = [(token, p)] + [(a, (1 - p) * 0.5 ** (j + 1)) for j, a in enumerate(alts[: max(top - 1, 0)])]
+        content.append({**_entry(token, p), "top_logprobs": [_entry(t, q) for t, q in listed[:top]]})
+    return {"content": content}
+
+
+def _logprobs(text: str, top: int) -> dict:
+    """A text's own logprobs (a local model's answer carries them), cut to `top` alternatives, else fake ones."""
+    own = getattr(text, "logprobs", None)
+    if own is None:
+        return fake_logprobs(text, top)
+    return {"content": [{**item, "top_logprobs": item["top_logprobs"][:top]} for item in own["content"]]}
+
+
+def _entry(token: str, p: float) -> dict:
+    return {"token": token, "logprob": math.log(p), "bytes": list(token.encode("utf-8"))}
+
+
+def chat_completion(completion_id: str, body: dict, texts: list[str], finish: list[str],
+                    logprobs: bool = True) -> dict:
+    """A chat.completion object, as the OpenAI API returns it; with the tokens' logprobs when the
+    body asks for them and `logprobs` (False: a server that ignores the request)."""
+    top = int(body.get("top_logprobs") or 0) if body.get("logprobs") and logprobs else None
     return {
         "id": completion_id, "object": "chat.completion", "created": int(time.time()),
         "model": body.get("model", "loopback"),
-        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f}
+        "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": f,
+                     **({} if top is None else {"logprobs": _logprobs(t, top)})}
                     for i, (t, f) in enumerate(zip(texts, finish))],
         "usage": usage(body.get("messages") or [], texts),
     }

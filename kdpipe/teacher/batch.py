@@ -365,7 +365,7 @@ class _BatchRun:
     def _store_answers(self, keys: list[str], body: dict, reservation: float) -> int:
         before = (self.stats.prompt_tokens, self.stats.completion_tokens)
         no_usage = self.stats.no_usage
-        got = completions_from(body, list(range(len(keys))), self.stats)
+        got = completions_from(body, list(range(len(keys))), self.stats, bool(self.config.logprobs))
         for c, entry in got:
             key = keys[c.index]
             self.cache.put(key, self.config.model, entry)

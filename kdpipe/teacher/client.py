@@ -22,10 +22,11 @@ from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.identity import cache_namespace, is_local
-from kdpipe.teacher.response import Completion, entries_from, from_stored
+from kdpipe.teacher.response import Completion, entries_from, from_stored, lacks_logprobs
 from kdpipe.teacher.transport import (
     Rejected, Retryable, TeacherFatalError, make_transport, scrub_secret, short,
 )
+from kdpipe.token_logprobs import MAX_TOP
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -51,6 +52,7 @@ class TeacherConfig:
     # "openai": the official AsyncOpenAI client (aiohttp transport). "aiohttp": the same
     # protocol spoken directly, less CPU per request, for high concurrency.
     transport: str = "openai"
+    logprobs: int | None = None  # ask for each token's logprob and this many top alternatives
 
     def problems(self, need_key: bool = True, flag: Callable[[str], str] | None = None) -> list[str]:
         """Every problem with the config; `need_key=False` for work that sends nothing (a dry run);
@@ -69,6 +71,8 @@ class TeacherConfig:
             p.append(f"{flag('timeout')} must be a positive number of seconds")
         if self.retries < 0:
             p.append(f"{flag('retries')} must be at least 0")
+        if self.logprobs is not None and not 1 <= self.logprobs <= MAX_TOP:
+            p.append(f"{flag('logprobs')} must be between 1 and {MAX_TOP}")
         if self.transport not in TRANSPORTS:
             p.append(f"transport must be one of {', '.join(TRANSPORTS)}")
         url = self.resolved_base_url()
@@ -97,8 +101,11 @@ class TeacherConfig:
 
     def sampling_params(self) -> dict[str, Any]:
         """What, besides model and messages, determines a response: the cache key's params."""
-        return {"temperature": self.temperature, "max_tokens": self.max_tokens,
-                "stop": self.stop or None, "seed": self.seed}
+        params = {"temperature": self.temperature, "max_tokens": self.max_tokens,
+                  "stop": self.stop or None, "seed": self.seed}
+        if self.logprobs:  # only then: the keys of answers cached without logprobs stay as they were
+            params["logprobs"] = self.logprobs
+        return params
 
     def provenance(self) -> dict[str, Any]:
         """The teacher call as recorded on records: never the key, only the endpoint's host."""
@@ -329,8 +336,15 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats, 
             return [Completion(i, error="transport", detail=str(e)) for i in want]
         except Retryable as e:
             return [Completion(i, error="transport", detail=str(e)) for i in want]
-        entries, usage = entries_from(response, n)
+        entries, usage = entries_from(response, n, bool(config.logprobs))
         paid(usage)
+        if config.logprobs and any(lacks_logprobs(e) for e in entries):
+            # Text-only data where the user asked for probabilities is no use: stop the run.
+            error = TeacherFatalError("the endpoint returned no logprobs although --logprobs asked for them "
+                                  "(it does not support them): use one that does, or drop --logprobs")
+            if not fatal:
+                fatal.append(error)
+            return [Completion(i, error="transport", detail=str(error)) for i in want]
         for i, entry in zip(want, entries):
             store(i, entry)
         want = want[len(entries):]
@@ -359,6 +373,8 @@ def request_body(config: TeacherConfig, messages: list[dict], n: int) -> dict:
         body["stop"] = config.stop
     if config.seed is not None:
         body["seed"] = config.seed
+    if config.logprobs:
+        body["logprobs"], body["top_logprobs"] = True, config.logprobs
     return body
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kdpipe.outputs import scrub
+from kdpipe.token_logprobs import from_api
 
 MALFORMED = "malformed"
 _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
@@ -35,6 +36,7 @@ class Completion:
     # "not_sent": kept back by --max-usd or a dry run.
     error: str | None = None
     detail: str | None = None
+    logprobs: dict | None = None  # per-token logprobs in the stored form (kdpipe/token_logprobs.py)
 
 
 def tokens(value: Any) -> int | None:
@@ -62,10 +64,13 @@ def choices_of(response: Any) -> list:
     return choices if isinstance(choices, list) else []
 
 
-def entries_from(response: Any, count: int) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+def entries_from(response: Any, count: int,
+                 want_logprobs: bool = False) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
     """The cache entries of the first `count` choices of a response, and its usage (None: unknown).
 
-    The request's usage is split over its samples so that summing samples gives the bill."""
+    The request's usage is split over its samples so that summing samples gives the bill. With
+    `want_logprobs`, each entry keeps the choice's per-token logprobs in the stored form (a
+    malformed logprobs object makes the entry malformed, kept as received)."""
     choices = choices_of(response)[:count]
     usage = usage_of(response)
     entries = []
@@ -75,14 +80,32 @@ def entries_from(response: Any, count: int) -> tuple[list[dict[str, Any]], tuple
             prompt, completion = usage
             share = {"prompt_tokens": prompt if j == 0 else 0,
                      "completion_tokens": completion // len(choices) + (completion % len(choices) if j == 0 else 0)}
-        entries.append({**_entry(choice), "usage": share})
+        entry = _entry(choice)
+        if want_logprobs and MALFORMED not in entry:
+            entry = _with_logprobs(entry, choice)
+        entries.append({**entry, "usage": share})
     return entries, usage
 
 
-def completions_from(response: dict, indices: list[int], stats) -> list[tuple[Completion, dict]]:
+def _with_logprobs(entry: dict[str, Any], choice: dict) -> dict[str, Any]:
+    try:
+        logprobs = from_api(choice.get("logprobs"))
+    except ValueError as e:
+        return {MALFORMED: f"malformed logprobs: {e}", "received": choice}
+    return entry if logprobs is None else {**entry, "logprobs": logprobs}
+
+
+def lacks_logprobs(entry: Any) -> bool:
+    """An answer with text but no logprobs, from a request that asked for them."""
+    return isinstance(entry, dict) and MALFORMED not in entry and bool(entry.get("text")) \
+        and entry.get("logprobs") is None
+
+
+def completions_from(response: dict, indices: list[int], stats,
+                     want_logprobs: bool = False) -> list[tuple[Completion, dict]]:
     """A chat completion response as (Completion, cache entry) for the first len(choices) of
     `indices`; its usage is added to `stats`. Never raises, whatever the response's shape."""
-    entries, usage = entries_from(response, len(indices))
+    entries, usage = entries_from(response, len(indices), want_logprobs)
     if usage is None:
         stats.no_usage += 1
     else:
@@ -122,7 +145,9 @@ def from_stored(index: int, entry: Any, cached: bool = False) -> Completion:
     if text is not None:
         # A lone surrogate cannot be written as UTF-8; the cache keeps what was received.
         text = _LONE_SURROGATE.sub("\ufffd", text)
-    return Completion(index, text, finish if isinstance(finish, str) else None, usage, cached)
+    logprobs = entry.get("logprobs")
+    return Completion(index, text, finish if isinstance(finish, str) else None, usage, cached,
+                      logprobs=logprobs if isinstance(logprobs, dict) else None)
 
 
 def _kind(value: Any) -> str:

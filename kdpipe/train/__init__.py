@@ -50,6 +50,10 @@ class TrainOptions(Options):
     full: bool = option(False, "Full fine-tuning instead of LoRA (small students).")
     qlora: bool = option(False, "4-bit base weights (needs CUDA + bitsandbytes).")
     rationale_weight: float = option(1.0, "Loss weight of dss rationale rows (the paper's lambda).")
+    kd_alpha: float = option(0.5, "Sparse KD (rows of format --style kd): weight of CE on the sampled tokens; "
+                                  "the KL to the teacher's top-K gets 1 - alpha.")
+    kd_temperature: float = option(1.0, "Sparse KD temperature tau (the KL is scaled by tau^2).")
+    kd_top_k: int | None = option(None, "Sparse KD: use the teacher's K most likely tokens (default: all stored).")
     learning_rate: float | None = option(None, "Peak learning rate (default: 2e-4 LoRA, 2e-5 --full).",
                                          flags=("--learning-rate", "--lr"))
     lr_scheduler: str = option("cosine", "Schedule: cosine, linear, constant, constant_with_warmup...")
@@ -87,6 +91,8 @@ class TrainOptions(Options):
                      "save_every"):
             if getattr(self, name) <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be positive")
+        if not 0 <= self.kd_alpha <= 1 or self.kd_temperature <= 0 or (self.kd_top_k or 1) < 1:
+            problems.append("--kd-alpha must be in [0, 1], --kd-temperature positive, --kd-top-k at least 1")
         if not 0 <= self.lora_dropout < 1:
             problems.append("--lora-dropout must be in [0, 1)")
         if self.learning_rate is not None and self.learning_rate <= 0:
@@ -184,12 +190,15 @@ class Prepared:
 def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
     """Read the SFT rows and check everything that can be checked before a model is loaded."""
     data: SftData = read_sft(sft_path)
-    recipe = pick(data.has_rationale)
+    recipe = pick(data.has_rationale, data.has_teacher)
     notes = []
     if opts.packing and recipe.no_packing:
         raise UsageError(recipe.no_packing)
     if opts.rationale_weight != 1.0 and not data.has_rationale:
         notes.append("--rationale-weight has no effect: the data has no rationale rows")
+    if not data.has_teacher and (opts.kd_alpha, opts.kd_temperature, opts.kd_top_k) != (0.5, 1.0, None):
+        notes.append("--kd-alpha, --kd-temperature and --kd-top-k have no effect: no row carries the teacher's "
+                     "logprobs (generate --logprobs, format --style kd)")
     if data.prompt_format_inferred:
         notes.append(f"no prompt format in {sft_path}.meta.json; inferred style "
                      f"{data.prompt_format['style']!r} from the rows")
@@ -206,6 +215,7 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
     if length_stats["dropped_prompt_too_long"]:
         notes.append(f"{length_stats['dropped_prompt_too_long']} rows dropped: prompt alone is "
                      f"--max-length {opts.max_length} tokens or more")
+    recipe.prepare(train_rows + val_rows, tokenizer, opts)
     check_run_dir(run_dir, opts.resume, opts.overwrite)
     return Prepared(data, train_rows, val_rows, length_stats, tokenizer, recipe, student, notes)
 

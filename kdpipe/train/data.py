@@ -23,6 +23,7 @@ from typing import Any
 from kdpipe.errors import InputError, KdpipeError
 from kdpipe.prompt_format import PROMPT_TASKS, PromptFormat, load_prompt_format
 from kdpipe.records import iter_json_objects, meta_path
+from kdpipe.token_logprobs import problem as logprobs_problem
 
 SPLITS = ("train", "val")
 
@@ -39,6 +40,10 @@ class SftData:
     @property
     def has_rationale(self) -> bool:
         return self.tasks.get("rationale", 0) > 0
+
+    @property
+    def has_teacher(self) -> bool:
+        return any("teacher" in row for row in self.train)
 
 
 def _check_messages(value: Any, role: str) -> str | None:
@@ -87,6 +92,10 @@ def read_sft(path: str | os.PathLike) -> SftData:
         if not completion_text.strip():
             raise InputError(path, "empty completion", line)
         row = {"prompt": obj["prompt"], "completion": obj["completion"], "task": task}
+        if obj.get("teacher") is not None:  # the teacher's top-K of this completion (format --style kd)
+            if logprobs_problem(obj["teacher"]):
+                raise InputError(path, f"field 'teacher' {logprobs_problem(obj['teacher'])}", line)
+            row.update(teacher=obj["teacher"], id=obj.get("id"))
         (val if split == "val" else train).append(row)
         tasks[task] += 1
     if not train:

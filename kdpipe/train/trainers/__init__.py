@@ -3,6 +3,7 @@ train` from the model, the tokenizer, the datasets and the options (see base.py)
 
     sft.py       plain SFT: token mean over completion tokens (TRL's SFTTrainer as it is)
     weighted.py  Distilling step-by-step: L_label + λ·L_rationale, per-task token means
+    sparse_kd.py α·CE + (1−α)·τ²·KL on the teacher's stored top-K and a tail bucket (format --style kd)
 
 A trainer with another loss (a distillation loss on teacher logits, say) is one new file with a Recipe,
 and one line in `pick` saying which data or option chooses it. The run directory, the data checks,
@@ -14,9 +15,14 @@ from __future__ import annotations
 from kdpipe.train.trainers.base import Recipe
 
 
-def pick(has_rationale: bool) -> Recipe:
+def pick(has_rationale: bool, has_teacher: bool = False) -> Recipe:
     """The recipe for this data: dss data (rows with a rationale task) always takes the two-task loss,
-    even at λ = 1, where a plain token mean would still weigh each task by its share of tokens."""
+    even at λ = 1, where a plain token mean would still weigh each task by its share of tokens; rows with
+    the teacher's top-K (format --style kd) take the sparse KD loss."""
+    if has_teacher and not has_rationale:
+        from kdpipe.train.trainers.sparse_kd import SparseKD
+
+        return SparseKD()
     if has_rationale:
         from kdpipe.train.trainers.weighted import DistillingStepByStep
 

@@ -16,6 +16,10 @@ class Recipe:
         """The loss in words, for train_config.json."""
         raise NotImplementedError
 
+    def prepare(self, rows: list[dict[str, Any]], tokenizer, opts) -> None:
+        """Check the rows against the student's tokenizer (and add what the loss reads) before a model
+        is loaded; raise a KdpipeError naming what does not fit."""
+
     def rows(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The dataset rows of this loss from SFT rows (prompt, completion and `extra_columns`)."""
         return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
