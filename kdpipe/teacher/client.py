@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
 from kdpipe.teacher.identity import cache_namespace, is_local
 from kdpipe.teacher.response import Completion, entries_from, from_stored, lacks_logprobs
+from kdpipe.teacher.stats import Stats
 from kdpipe.teacher.transport import (
     Rejected, Retryable, TeacherFatalError, make_transport, scrub_secret, short,
 )
@@ -133,27 +133,6 @@ class ChatRequest:
     n: int = 1
     first_sample: int = 0
     id: str | None = None  # the record asked about: names its lines in a Batch API input file
-
-
-@dataclass
-class Stats:
-    """Running totals for the progress line and the summary."""
-
-    total: int = 0  # samples asked for
-    done: int = 0
-    cached: int = 0
-    requests: int = 0  # HTTP requests sent, retries included
-    retries: int = 0
-    errors: int = 0  # samples that ended with a transport error
-    not_sent: int = 0  # samples a --max-usd budget kept back
-    duplicates: int = 0  # samples asked twice in one run: sent once
-    no_usage: int = 0  # responses without a usable `usage`: --max-usd counted their worst case
-    prompt_tokens: int = 0  # spent in this run (cache hits cost nothing)
-    completion_tokens: int = 0
-    started: float = field(default_factory=time.monotonic)
-
-    def elapsed(self) -> float:
-        return time.monotonic() - self.started
 
 
 def complete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
