@@ -26,7 +26,7 @@ def teacher(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("teacher")
     base = st.build_student(d / "base")
     sft = st.write_sft(d / "sft.jsonl", "label")
-    run_train(sft, d / "run", TrainOptions(student=str(base), full=True, max_steps=30,
+    run_train(sft, d / "run", TrainOptions(student=str(base), full=True, max_steps=12,
                                            **dict(FAST, learning_rate=1e-3)))
     return d / "run"
 
@@ -91,8 +91,9 @@ def _by_hand(trainer, batch, alpha, tau, divergence, beta=0.5) -> float:
 def test_offline_loss_equals_hand_computation(student, teacher, tmp_path, divergence):
     import torch
 
-    trainer, batch = _trainer(student, teacher, tmp_path, divergence=divergence, beta=0.3, kd_alpha=0.3,
-                              kd_temperature=2.0)
+    jsd = {"beta": 0.3} if divergence == "jsd" else {}
+    trainer, batch = _trainer(student, teacher, tmp_path, divergence=divergence, kd_alpha=0.3, kd_temperature=2.0,
+                              **jsd)
     trainer.model.eval()
     with torch.no_grad():
         got = float(trainer.compute_loss(trainer.model, dict(batch)))
@@ -153,6 +154,7 @@ def test_each_method_runs_saves_and_reloads(student, teacher, tmp_path, kd, full
     AutoModelForCausalLM.from_pretrained(tmp_path / "run" / ("." if full else "merged"))
 
 
+@pytest.mark.slow
 def test_dss_rows_keep_their_two_tasks(student, teacher, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "dss")
     run_train(sft, tmp_path / "run", _opts(student, teacher, rationale_weight=0.5))
@@ -181,5 +183,9 @@ def test_distillation_option_problems_at_once(student, teacher, tmp_path):
                                                 kd_alpha=1.0, on_policy_frac=-1))
     for flag in ("--kd must", "--divergence must", "--beta", "--kd-alpha 1", "--on-policy-frac"):
         assert flag in str(e.value)
+    with pytest.raises(UsageError, match="--kd, --on-policy-frac only apply with --teacher-model"):
+        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), kd="on-policy", on_policy_frac=1.0))
+    with pytest.raises(UsageError, match="--beta applies to --divergence jsd"):
+        run_train(sft, tmp_path / "run", _opts(student, teacher, beta=0.2))
     with pytest.raises(KdpipeError, match="no such model folder"):
         run_train(sft, tmp_path / "run", _opts(student, tmp_path / "nowhere"))

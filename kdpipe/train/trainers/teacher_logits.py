@@ -52,6 +52,12 @@ def kd_problems(opts) -> list[str]:
     if opts.kd_temperature <= 0:
         problems.append("--kd-temperature must be positive")
     if not opts.teacher_model:
+        given = [flag for flag, name in (("--kd", "kd"), ("--divergence", "divergence"), ("--beta", "beta"),
+                                         ("--on-policy-frac", "on_policy_frac"), ("--teacher-4bit", "teacher_4bit"),
+                                         ("--teacher-device", "teacher_device"))
+                 if getattr(opts, name) != getattr(type(opts), name)]
+        if given:
+            problems.append(f"{', '.join(given)} only apply with --teacher-model")
         return problems
     if opts.kd not in METHODS:
         problems.append(f"--kd must be one of {', '.join(METHODS)}, got {opts.kd!r}")
@@ -59,6 +65,11 @@ def kd_problems(opts) -> list[str]:
         problems.append(f"--divergence must be one of {', '.join(DIVERGENCES)}, got {opts.divergence!r}")
     if not 0 <= opts.beta <= 1:
         problems.append("--beta must be in [0, 1]")
+    elif opts.beta != type(opts).beta and opts.divergence in ("forward", "reverse"):
+        problems.append(f"--beta applies to --divergence jsd (--divergence {opts.divergence} is beta "
+                        f"{int(opts.divergence == 'reverse')})")
+    if opts.on_policy_frac != type(opts).on_policy_frac and opts.kd != "on-policy":
+        problems.append("--on-policy-frac applies to --kd on-policy")
     if not 0 <= opts.on_policy_frac <= 1:
         problems.append("--on-policy-frac must be in [0, 1]")
     if opts.kd_alpha == 1:
