@@ -189,3 +189,24 @@ def test_distillation_option_problems_at_once(student, teacher, tmp_path):
         run_train(sft, tmp_path / "run", _opts(student, teacher, beta=0.2))
     with pytest.raises(KdpipeError, match="no such model folder"):
         run_train(sft, tmp_path / "run", _opts(student, tmp_path / "nowhere"))
+
+
+def test_makefile_passes_the_teacher_checkpoint_to_train(tmp_path):
+    """`make train TEACHER_CKPT=... KD=on-policy` trains from the teacher's logits after format (commands
+    shown, not run: the whole pipeline is the Makefile tests' business)."""
+    import os
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    repo = Path(__file__).resolve().parent.parent
+    run = subprocess.run(["make", "-n", "-C", str(repo), f"WORK={tmp_path}", "-o", ".venv/.installed",
+                          f"KDPIPE={sys.executable} -m kdpipe", "train", "TEACHER_CKPT=ckpt/teacher",
+                          "KD=on-policy", "KD_FLAGS=--divergence reverse"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(repo)})
+    assert run.returncode == 0, run.stderr
+    commands = run.stdout.splitlines()
+    train = [c for c in commands if " -m kdpipe train " in c]
+    assert len(train) == 1 and train[0].endswith("--teacher-model ckpt/teacher --kd on-policy --divergence reverse")
+    assert [c for c in commands if " -m kdpipe format " in c]  # format comes first
