@@ -154,6 +154,19 @@ def test_each_method_runs_saves_and_reloads(student, teacher, tmp_path, kd, full
     AutoModelForCausalLM.from_pretrained(tmp_path / "run" / ("." if full else "merged"))
 
 
+def test_a_teacher_with_a_padded_embedding_table(student, teacher, tmp_path):
+    """One family, one tokenizer, embedding tables padded to different sizes (as Qwen2.5's sizes differ)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    padded = AutoModelForCausalLM.from_pretrained(teacher)
+    padded.resize_token_embeddings(padded.config.vocab_size + 24)
+    padded.save_pretrained(tmp_path / "padded")
+    AutoTokenizer.from_pretrained(teacher).save_pretrained(tmp_path / "padded")
+    sft = st.write_sft(tmp_path / "sft.jsonl", "label")
+    r = run_train(sft, tmp_path / "run", _opts(student, tmp_path / "padded", max_steps=2))
+    assert r.steps == 2 and r.train_loss is not None
+
+
 @pytest.mark.slow
 def test_dss_rows_keep_their_two_tasks(student, teacher, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "dss")

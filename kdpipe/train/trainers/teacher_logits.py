@@ -151,7 +151,8 @@ def token_losses(student_logits, teacher_logits, labels, *, alpha: float, temper
     import torch
     from trl.experimental.gkd import GKDTrainer
 
-    vocab = min(student_logits.size(-1), teacher_logits.size(-1))  # padded embedding rows are no tokens
+    # Beyond the smaller table are only padding rows (the tokenizers are the same): no token to compare.
+    vocab = min(student_logits.size(-1), teacher_logits.size(-1))
     student_logits = student_logits[..., :vocab].float()
     teacher_logits = teacher_logits[..., :vocab].float().to(student_logits.device)
     divergence = GKDTrainer.generalized_jsd_loss(student_logits, teacher_logits, beta=beta,
@@ -203,16 +204,19 @@ class TeacherLogits(Recipe):
         args.max_new_tokens = _longest_completion(tokenizer, train_ds)
         teacher = load_teacher(opts, bf16=bool(args.bf16))
         collator_cls, trainer_cls = kd_trainer_classes()
+        # GKDTrainer refuses embedding tables of different sizes, but one family pads them differently
+        # (Qwen2.5-0.5B 151936 rows, 7B 152064): the tokenizers were compared (check_teacher), so only
+        # padding rows differ, and token_losses compares the rows both models have.
+        text_config = teacher.config.get_text_config()
+        own_size, text_config.vocab_size = text_config.vocab_size, model.config.get_text_config().vocab_size
         try:
             trainer = trainer_cls(model=model, teacher_model=teacher, args=args, train_dataset=train_ds,
                                   eval_dataset=val_ds, processing_class=tokenizer, peft_config=peft_config,
                                   callbacks=callbacks, data_collator=collator_cls(pad_token_id=tokenizer.pad_token_id),
                                   kd=dict(alpha=opts.kd_alpha, temperature=opts.kd_temperature, beta=beta(opts),
                                           rationale_weight=opts.rationale_weight))
-        except ValueError as e:
-            if "vocab_size" not in str(e):
-                raise
-            raise KdpipeError(f"--teacher-model {opts.teacher_model}: {str(e).splitlines()[0]}") from None
+        finally:
+            text_config.vocab_size = own_size
         trainer.generation_config.eos_token_id = list(stop_tokens(model, tokenizer).values())
         return trainer
 
