@@ -327,7 +327,8 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     clear_run_dir(run_dir, opts.overwrite)  # the old run stays until the new one is ready to start
     say(f"train: {len(prep.train_rows)} train rows, {len(prep.val_rows)} val rows, "
         f"{'full fine-tuning' if opts.full else 'QLoRA' if opts.qlora else 'LoRA'} on "
-        f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}")
+        f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}"
+        f"{f', distilling {opts.kd} from {opts.teacher_model}' if opts.teacher_model else ''}")
     done = fit(trainer, run_dir, opts, log, has_val=bool(prep.val_rows))
     tokens_per_s = log.tokens_per_s()
     weighted = prep.data.has_rationale
