@@ -85,7 +85,7 @@ def main() -> None:
             rows[name] = {"accuracy": run_eval(eval_path, EvalOptions(model=str(run))).models[0].accuracy,
                           "held_out_kl": held_out_kl(run, teacher, sft, d / f"kl-{name}"),
                           "tokens_per_s": r.tokens_per_s, "seconds": r.seconds, "train_loss": r.train_loss}
-    print(f"| method | held-out KL(teacher‖student) per token | accuracy | train tokens/s | seconds |")
+    print("| method | held-out KL(teacher‖student) per token | accuracy | train tokens/s | seconds |")
     print("|---|---|---|---|---|")
     for name, row in rows.items():
         tps = row.get("tokens_per_s")

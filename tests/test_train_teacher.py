@@ -122,6 +122,7 @@ def test_on_policy_batches_are_completed_by_the_student(student, teacher, tmp_pa
     """With --on-policy-frac 1 every training batch is the student's own completion of the prompts."""
     trainer, batch = _trainer(student, teacher, tmp_path, kd="on-policy", on_policy_frac=1.0)
     inputs = {k: v.clone() for k, v in batch.items()}
+    teacher_before = {k: v.clone() for k, v in trainer.teacher_model.state_dict().items()}
     trainer.model.train()
     trainer.current_gradient_accumulation_steps = 1  # set by the training loop, which this step skips
     trainer.training_step(trainer.model, inputs)
@@ -132,6 +133,10 @@ def test_on_policy_batches_are_completed_by_the_student(student, teacher, tmp_pa
     generated = inputs["labels"][:, prompts.shape[1]:]
     assert (generated != -100).any()
     assert not trainer.own_batch  # the flag that drops the CE term lives for one batch
+    # The teacher is frozen: eval mode, no gradients, weights as they were.
+    assert not trainer.teacher_model.training
+    assert not any(p.requires_grad or p.grad is not None for p in trainer.teacher_model.parameters())
+    assert all(v.equal(teacher_before[k]) for k, v in trainer.teacher_model.state_dict().items())
 
 
 # ------------------------------------------------------------------ runs, saved and reloaded
