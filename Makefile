@@ -61,6 +61,12 @@ RATIONALE_WEIGHT ?= 1.0
 BASELINE       ?= $(STUDENT)
 SCORE_TEACHER  ?= 1
 IS_DEMO_STUDENT = $(filter $(DEMO_STUDENT),$(STUDENT))
+# White-box distillation: TEACHER_CKPT, a teacher checkpoint (folder or model id) with the
+# student's tokenizer, makes train distil from its logits after format; KD offline|on-policy,
+# KD_FLAGS for the rest (--divergence reverse, --beta 0.5, --on-policy-frac 0.5, --kd-alpha ...).
+TEACHER_CKPT   ?=
+KD             ?= offline
+KD_FLAGS       ?=
 
 # ================================================================== the demo's tuning
 # Used only while STUDENT is the demo's tiny student: a random 2-layer model of width 128,
@@ -168,7 +174,8 @@ EPOCHS_GIVEN = $(filter --epochs --epochs=%,$(TRAIN_FLAGS))
 STEPS_ARG = $(if $(EPOCHS_GIVEN),$(if $(filter command line environment,$(origin MAX_STEPS)),$(error \
             MAX_STEPS=$(MAX_STEPS) and --epochs in TRAIN_FLAGS: give one of them)),$(if $(MAX_STEPS),--max-steps $(MAX_STEPS)))
 TRAIN_ARGS = --rationale-weight $(RATIONALE_WEIGHT) $(STEPS_ARG) \
-             $(if $(LEARNING_RATE),--learning-rate $(LEARNING_RATE)) $(TRAIN_FLAGS)
+             $(if $(LEARNING_RATE),--learning-rate $(LEARNING_RATE)) $(TRAIN_FLAGS) \
+             $(if $(TEACHER_CKPT),--teacher-model $(TEACHER_CKPT) --kd $(KD) $(KD_FLAGS))
 EVAL_ARGS  = --baseline $(BASELINE) $(EVAL_FLAGS)
 EVAL_SHAPE = $(EVAL_ARGS) $(if $(filter 1,$(SCORE_TEACHER)),teacher $(TEACHER_SHAPE) $(LABEL_PROMPT))
 
@@ -206,8 +213,9 @@ $(WORK)/tiny-student/config.json: $(SRC) $(TEACHER_SCRIPT) $(INSTALLED) $(call f
 
 STUDENT_DEP = $(if $(IS_DEMO_STUDENT),$(WORK)/tiny-student/config.json)
 
-# 5. train: LoRA SFT; the run directory's train_config.json is written last.
-$(WORK)/student/train_config.json: $(WORK)/sft.jsonl $(STUDENT_DEP) $(call flags,train,$(STUDENT) $(TRAIN_ARGS))
+# 5. train: LoRA SFT (with TEACHER_CKPT: distillation from its logits); train_config.json is written last.
+$(WORK)/student/train_config.json: $(WORK)/sft.jsonl $(STUDENT_DEP) $(wildcard $(TEACHER_CKPT)/config.json) \
+                                   $(call flags,train,$(STUDENT) $(TRAIN_ARGS))
 	$(KDPIPE) train $< -o $(WORK)/student --student $(STUDENT) --overwrite $(TRAIN_ARGS)
 
 # 6. eval: the student against the untrained baseline and the teacher on the held-out questions.

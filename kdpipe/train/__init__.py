@@ -33,6 +33,7 @@ from kdpipe.train.run_dir import (
     CHECKPOINTS, METRICS, check_run_dir, clear_run_dir, resolved_student, save_run, student_digest,
 )
 from kdpipe.train.trainers import pick
+from kdpipe.train.trainers.teacher_logits import check_teacher, kd_problems, teacher_record
 from kdpipe.train.trainers.base import Recipe
 
 
@@ -50,9 +51,11 @@ class TrainOptions(Options):
     full: bool = option(False, "Full fine-tuning instead of LoRA (small students).")
     qlora: bool = option(False, "4-bit base weights (needs CUDA + bitsandbytes).")
     rationale_weight: float = option(1.0, "Loss weight of dss rationale rows (the paper's lambda).")
-    kd_alpha: float = option(0.5, "Sparse KD (rows of format --style kd): weight of CE on the sampled tokens; "
-                                  "the KL to the teacher's top-K gets 1 - alpha.")
-    kd_temperature: float = option(1.0, "Sparse KD temperature tau (the KL is scaled by tau^2).")
+    kd_alpha: float = option(0.5, "Distillation (sparse KD on rows of format --style kd, or --teacher-model): "
+                                  "weight of the cross-entropy on the completions; the divergence from the "
+                                  "teacher gets 1 - alpha (times tau^2).")
+    kd_temperature: float = option(1.0, "Distillation temperature tau of teacher and student (the divergence is "
+                                        "scaled by tau^2).")
     kd_top_k: int | None = option(None, "Sparse KD: use the teacher's K most likely tokens (default: all stored).")
     learning_rate: float | None = option(None, "Peak learning rate (default: 2e-4 LoRA, 2e-5 --full).",
                                          flags=("--learning-rate", "--lr"))
@@ -76,6 +79,17 @@ class TrainOptions(Options):
     merge: bool = option(False, "Also save RUN_DIR/merged: adapter folded into the base weights (loads with "
                                 "AutoModelForCausalLM).")
     trust_remote_code: bool = option(False, "Run model code shipped with the model (off by default).")
+    teacher_model: str = option("", "White-box distillation: a teacher checkpoint (model id or folder) with the "
+                                    "student's tokenizer; its logits score every completion token.")
+    kd: str = option("offline", "With --teacher-model: offline (the teacher scores the data's completions) or "
+                                "on-policy (GKD: a share of batches is completed by the student).")
+    divergence: str = option("forward", "forward KL(teacher||student), reverse KL(student||teacher) (MiniLLM's), "
+                                        "or jsd (generalised JSD, --beta).")
+    beta: float = option(0.5, "With --divergence jsd: TRL's generalised JSD weight, 0 = forward KL, 1 = reverse KL.")
+    on_policy_frac: float = option(0.5, "With --kd on-policy: share of batches the student completes itself "
+                                        "(GKD's lambda); the rest come from the data.")
+    teacher_4bit: bool = option(False, "Load the teacher in 4-bit (CUDA + bitsandbytes).")
+    teacher_device: str = option("", "Device of the teacher, e.g. cuda:1 (default: the student's).")
 
     def problems(self) -> list[str]:
         problems = []
@@ -116,6 +130,7 @@ class TrainOptions(Options):
             problems.append("--merge only applies to adapters; --full already saves full weights")
         if self.resume and self.overwrite:
             problems.append("--resume and --overwrite exclude each other")
+        problems += kd_problems(self)
         scheduler_problem = _check_scheduler(self.lr_scheduler)
         if scheduler_problem:
             problems.append(scheduler_problem)
@@ -144,16 +159,16 @@ class TrainResult:
     notes: list[str]
 
 
-def _check_qlora() -> None:
+def _check_qlora(flag: str = "--qlora") -> None:
     import importlib.util
 
     import torch
 
     if not torch.cuda.is_available():
-        raise KdpipeError("--qlora needs a CUDA GPU (4-bit weights via bitsandbytes); none is present: "
-                          "drop --qlora to train a LoRA adapter on full-precision weights")
+        raise KdpipeError(f"{flag} needs a CUDA GPU (4-bit weights via bitsandbytes); none is present: "
+                          f"drop {flag} to use full-precision weights")
     if importlib.util.find_spec("bitsandbytes") is None:
-        raise KdpipeError("--qlora needs the bitsandbytes package: pip install bitsandbytes")
+        raise KdpipeError(f"{flag} needs the bitsandbytes package: pip install bitsandbytes")
 
 
 # Schedules transformers knows but kdpipe cannot drive: they need arguments it does not pass.
@@ -190,7 +205,7 @@ class Prepared:
 def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
     """Read the SFT rows and check everything that can be checked before a model is loaded."""
     data: SftData = read_sft(sft_path)
-    recipe = pick(data.has_rationale, data.has_teacher)
+    recipe = pick(data.has_rationale, data.has_teacher, teacher_model=bool(opts.teacher_model))
     notes = []
     if opts.packing and recipe.no_packing:
         raise UsageError(recipe.no_packing)
@@ -203,10 +218,12 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
         notes.append(f"no prompt format in {sft_path}.meta.json; inferred style "
                      f"{data.prompt_format['style']!r} from the rows")
     check_model_exists(opts.student, opts.trust_remote_code)
-    if opts.qlora:
-        _check_qlora()
+    if opts.qlora or opts.teacher_4bit:
+        _check_qlora("--qlora" if opts.qlora else "--teacher-4bit")
     student = resolved_student(opts.student)
     tokenizer = load_tokenizer(student, opts.trust_remote_code)
+    if opts.teacher_model:
+        check_teacher(opts, tokenizer)  # before any model is loaded
     if data.chat and not tokenizer.chat_template:
         raise KdpipeError(f"{opts.student}: the tokenizer has no chat template but the data is in chat "
                           "form; rerun `kdpipe format --no-chat` or pick a chat model")
@@ -237,8 +254,8 @@ def build_trainer(prep: Prepared, run_dir: Path, opts: TrainOptions, callbacks: 
     quiet_libraries()
     model, cuda, bf16 = _load_model(opts, prep.student)
     has_val = bool(prep.val_rows)
-    args = SFTConfig(
-        output_dir=str(run_dir / CHECKPOINTS), seed=opts.seed, learning_rate=opts.lr,
+    args = prep.recipe.args(
+        SFTConfig, output_dir=str(run_dir / CHECKPOINTS), seed=opts.seed, learning_rate=opts.lr,
         lr_scheduler_type=opts.lr_scheduler, warmup_steps=opts.warmup_ratio,
         num_train_epochs=opts.epochs, max_steps=opts.max_steps or -1,
         per_device_train_batch_size=opts.batch_size, per_device_eval_batch_size=opts.batch_size,
@@ -289,7 +306,8 @@ def fit(trainer, run_dir: Path, opts: TrainOptions, log, has_val: bool) -> Fit:
     except torch.OutOfMemoryError:
         raise KdpipeError(f"out of memory: lower --batch-size ({opts.batch_size}, raising --grad-accum to "
                           f"keep the effective batch), --max-length ({opts.max_length}), turn on "
-                          "--gradient-checkpointing, or use --qlora") from None
+                          "--gradient-checkpointing, or use --qlora"
+                          + (", --teacher-4bit or --teacher-device" if opts.teacher_model else "")) from None
     steps = trainer.state.global_step
     train_loss = output.training_loss  # transformers: the mean over the steps of this call only
     if before is not None and before.loss_sum is not None and steps:
@@ -324,7 +342,8 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     clear_run_dir(run_dir, opts.overwrite)  # the old run stays until the new one is ready to start
     say(f"train: {len(prep.train_rows)} train rows, {len(prep.val_rows)} val rows, "
         f"{'full fine-tuning' if opts.full else 'QLoRA' if opts.qlora else 'LoRA'} on "
-        f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}")
+        f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}"
+        f"{f', distilling {opts.kd} from {opts.teacher_model}' if opts.teacher_model else ''}")
     done = fit(trainer, run_dir, opts, log, has_val=bool(prep.val_rows))
     tokens_per_s = log.tokens_per_s()
     weighted = prep.data.has_rationale
@@ -342,6 +361,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         "prompt_format": data.prompt_format,
         "results": {"steps": done.steps, "train_loss": done.train_loss, "eval_loss": done.eval_loss,
                     "tokens": done.tokens, "tokens_per_s": tokens_per_s, "seconds": round(done.seconds, 3)},
+        "teacher": teacher_record(opts) if opts.teacher_model else None,
         "notes": prep.notes,
         "trainer_args": json.loads(json.dumps(trainer.args.to_dict(), default=str)),
     }

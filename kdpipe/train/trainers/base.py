@@ -24,6 +24,11 @@ class Recipe:
         """The dataset rows of this loss from SFT rows (prompt, completion and `extra_columns`)."""
         return [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows]
 
+    def args(self, config_cls, **kwargs):
+        """The trainer arguments: `config_cls` (TRL's SFTConfig) with kdpipe's settings, or a subclass of it
+        that this recipe's trainer needs."""
+        return config_cls(**kwargs)
+
     def build(self, model, tokenizer, train_ds, val_ds, opts, *, args, peft_config, callbacks):
         """A transformers Trainer (an SFTTrainer or a subclass) ready for `.train()`.
 
