@@ -29,7 +29,8 @@ OWN = {"seed": ["src", "-o/--out"], "generate": ["seeds", "-o/--out"],
 # a change users see.
 FLAGS = {
     "seed": ["src", "-o/--out", "--eval-out", "--eval-frac", "--seed", "--task", "--question-field",
-             "--answer-field", "--choices-field", "--id-field", "--split", "--limit", "--quiet/-q"],
+             "--answer-field", "--choices-field", "--id-field", "--split", "--config", "--revision", "--limit",
+             "--quiet/-q"],
     "generate": ["seeds", "-o/--out", "--mode", "--model", "--base-url", "--api-key-env", "--concurrency",
                  "--samples", "--temperature", "--max-tokens", "--stop", "--seed", "--cache", "--prompt",
                  "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",

@@ -31,11 +31,13 @@ def _seed(opts, src: Path, out: Path, quiet: bool) -> None:
 
 
 seed = command(SeedOptions, _seed, [
-    param("src", Path, typer.Argument(..., help="JSONL, JSON array, CSV, Parquet, or a folder saved with "
-                                                "datasets' save_to_disk.", show_default=False)),
+    param("src", Path, typer.Argument(..., help="JSONL, JSON array, CSV, Parquet, a folder saved with "
+                                                "datasets' save_to_disk, a Hub dataset id (openai/gsm8k) or a "
+                                                "local dataset folder (data files, or a repo layout with "
+                                                "its README's configs).", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="Seed records (JSONL) to write.", show_default=False)),
     *fields(SeedOptions, "eval_out", "eval_frac", "seed", "task", "question_field", "answer_field",
-            "choices_field", "id_field", "split", "limit"),
+            "choices_field", "id_field", "split", "config", "revision", "limit"),
     QUIET_PARAM])
 
 
