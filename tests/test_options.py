@@ -46,7 +46,7 @@ FLAGS = {
     "train": ["sft", "-o/--out", "--student", "--lora-r", "--lora-alpha", "--lora-dropout", "--lora-targets",
               "--full", "--qlora", "--rationale-weight", "--learning-rate/--lr", "--lr-scheduler",
               "--warmup-ratio", "--epochs", "--max-steps", "--batch-size", "--grad-accum",
-              "--gradient-checkpointing", "--max-length", "--packing", "--log-every", "--eval-every",
+              "--gradient-checkpointing", "--max-length", "--packing", "--log-every", "--report-to", "--eval-every",
               "--save-every", "--seed", "--resume", "--overwrite", "--merge", "--trust-remote-code", "--quiet/-q"],
     "eval": ["eval_file", "--model", "-o/--out", "--baseline", "--batch-size", "--max-new-tokens", "--limit",
              "--predictions", "--teacher", "--base-url", "--api-key-env", "--cache", "--teacher-prompt",

@@ -23,6 +23,7 @@ from typing import Any, Callable
 
 from kdpipe import __version__
 from kdpipe.errors import KdpipeError, UsageError
+from kdpipe.hub.lineage import lineage
 from kdpipe.options import Options, option
 from kdpipe.libraries import quiet_libraries
 from kdpipe.records import file_digest
@@ -31,6 +32,7 @@ from kdpipe.train.data import SftData, check_lengths, read_sft
 from kdpipe.train.run_dir import (
     CHECKPOINTS, METRICS, check_run_dir, clear_run_dir, resolved_student, save_run, student_digest,
 )
+from kdpipe.train.tracking import check_trackers, place_tensorboard, report_problem, report_targets, run_name
 from kdpipe.train.trainers import pick
 from kdpipe.train.trainers.base import Recipe
 
@@ -63,6 +65,9 @@ class TrainOptions(Options):
     packing: bool = option(False, "Pack examples into full sequences, padding-free (for GPUs; slow on a CPU; "
                                   "not with --rationale-weight).")
     log_every: int = option(5, "Log metrics every N steps.")
+    report_to: str = option("none", "Also report metrics to tensorboard (RUN_DIR/tensorboard), wandb or trackio "
+                                    "(a comma list for several), the run named after RUN_DIR; metrics.jsonl "
+                                    "and loss.png are written either way.")
     eval_every: int = option(50, "Validation loss every N steps.")
     save_every: int = option(200, "Checkpoint every N steps.")
     seed: int = option(0, "Random seed.")
@@ -103,6 +108,8 @@ class TrainOptions(Options):
             problems.append("--merge only applies to adapters; --full already saves full weights")
         if self.resume and self.overwrite:
             problems.append("--resume and --overwrite exclude each other")
+        if report_problem(self.report_to):
+            problems.append(report_problem(self.report_to))
         scheduler_problem = _check_scheduler(self.lr_scheduler)
         if scheduler_problem:
             problems.append(scheduler_problem)
@@ -189,6 +196,7 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
     check_model_exists(opts.student, opts.trust_remote_code)
     if opts.qlora:
         _check_qlora()
+    check_trackers(report_targets(opts.report_to))
     student = resolved_student(opts.student)
     tokenizer = load_tokenizer(student, opts.trust_remote_code)
     if data.chat and not tokenizer.chat_template:
@@ -227,7 +235,8 @@ def build_trainer(prep: Prepared, run_dir: Path, opts: TrainOptions, callbacks: 
         per_device_train_batch_size=opts.batch_size, per_device_eval_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.grad_accum, activation_checkpointing=opts.gradient_checkpointing,
         max_length=opts.max_length, packing=opts.packing, completion_only_loss=True,
-        bf16=bf16, fp16=False, dataloader_pin_memory=cuda, report_to="none",
+        bf16=bf16, fp16=False, dataloader_pin_memory=cuda,
+        report_to=report_targets(opts.report_to) or "none", run_name=run_name(run_dir),
         logging_steps=opts.log_every, eval_strategy="steps" if has_val else "no",
         eval_steps=opts.eval_every, save_strategy="steps", save_steps=opts.save_every,
         save_total_limit=2, disable_tqdm=True, remove_unused_columns=not prep.recipe.extra_columns,
@@ -243,6 +252,7 @@ def build_trainer(prep: Prepared, run_dir: Path, opts: TrainOptions, callbacks: 
         raise KdpipeError(f"--lora-targets {opts.lora_targets}: no such module in {opts.student}; its linear "
                           f"layers are {', '.join(_linear_names(model))} (or use all-linear)") from None
     trainer.remove_callback(PrinterCallback)  # MetricsLog says a concise line instead
+    place_tensorboard(trainer, run_dir)
     return trainer, cuda, bf16
 
 
@@ -323,6 +333,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
                  "tasks": dict(data.tasks), "train_rows": len(prep.train_rows), "val_rows": len(prep.val_rows),
                  **prep.length_stats},
         "prompt_format": data.prompt_format,
+        "lineage": lineage(sft_path),  # the stages behind the data, for the model card
         "results": {"steps": done.steps, "train_loss": done.train_loss, "eval_loss": done.eval_loss,
                     "tokens": done.tokens, "tokens_per_s": tokens_per_s, "seconds": round(done.seconds, 3)},
         "notes": prep.notes,
