@@ -172,7 +172,7 @@ def dataset_card(name: str, lin: dict[str, Any], splits: dict[str, int], kind: s
                   "data_files": [{"split": s, "path": f"data/{s}.jsonl"} for s in splits]}])
     what = {"records": "kdpipe records (question, gold answer, the teacher's samples with rationale and answer)",
             "sft": "prompt/completion rows for supervised fine-tuning"}[kind]
-    lines = [f"# {name}", "", f"{what.capitalize()}, made with kdpipe from a teacher model's answers.", "",
+    lines = [f"# {name}", "", f"{what[0].upper() + what[1:]}, made with kdpipe from a teacher model's answers.", "",
              "## Splits", "", *_table(list(splits.items()), ("split", "rows")), "",
              "## How the data were made", "", *_data_lines(lin), "",
              "Files behind this dataset (kdpipe stage, file, digest):", "",

@@ -40,8 +40,11 @@ def lineage(path: str | Path) -> dict[str, Any]:
             continue
         stages.append({"stage": meta.get("stage"), "file": p.name, "digest": meta.get("output_digest"),
                        "params": meta.get("params") or {}, "counts": meta.get("counts") or {},
-                       "prompts": meta.get("prompts") or {}, "usage": meta.get("usage")})
-        todo += [Path(i) for i in meta.get("inputs") or {}]
+                       "prompts": meta.get("prompts") or {}, "usage": meta.get("usage"),
+                       "inputs": [Path(i).name for i in meta.get("inputs") or {}]})
+        # The filter's contamination set (--against) is an input but not where the data came from.
+        against = {str(Path(a).resolve()) for a in (meta.get("params") or {}).get("against") or []}
+        todo += [Path(i) for i in meta.get("inputs") or {} if str(Path(i).resolve()) not in against]
     return summarize(stages)
 
 
@@ -59,7 +62,7 @@ def summarize(stages: list[dict[str, Any]]) -> dict[str, Any]:
             teachers.append(teacher)
             prompts.update(s["prompts"])
         elif s["stage"] == "seed":
-            src = params.get("source") or {"kind": "file", "source": s["file"]}
+            src = params.get("source") or {"kind": "file", "source": ", ".join(s["inputs"]) or s["file"]}
             sources.append({**src, "written": s["counts"].get("written")})
         elif s["stage"] == "filter" and filter_ is None:
             c = s["counts"]

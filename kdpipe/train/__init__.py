@@ -24,6 +24,7 @@ from typing import Any, Callable
 from kdpipe import __version__
 from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.hub.lineage import lineage
+from kdpipe.hub.push import repo_problem
 from kdpipe.options import Options, option
 from kdpipe.libraries import quiet_libraries
 from kdpipe.records import file_digest
@@ -68,6 +69,10 @@ class TrainOptions(Options):
     report_to: str = option("none", "Also report metrics to tensorboard (RUN_DIR/tensorboard), wandb or trackio "
                                     "(a comma list for several), the run named after RUN_DIR; metrics.jsonl "
                                     "and loss.png are written either way.")
+    push_to_hub: str | None = option(None, "After training, upload RUN_DIR (adapter or weights, tokenizer, model "
+                                           "card; merged/ with --merge; not checkpoints/) to this Hub model "
+                                           "repository (owner/name); the token comes from HF_TOKEN or `hf auth login`.")
+    private: bool = option(False, "Create the Hub repository private (with --push-to-hub).")
     eval_every: int = option(50, "Validation loss every N steps.")
     save_every: int = option(200, "Checkpoint every N steps.")
     seed: int = option(0, "Random seed.")
@@ -110,6 +115,8 @@ class TrainOptions(Options):
             problems.append("--resume and --overwrite exclude each other")
         if report_problem(self.report_to):
             problems.append(report_problem(self.report_to))
+        if repo_problem("--push-to-hub", self.push_to_hub):
+            problems.append(repo_problem("--push-to-hub", self.push_to_hub))
         scheduler_problem = _check_scheduler(self.lr_scheduler)
         if scheduler_problem:
             problems.append(scheduler_problem)
@@ -341,6 +348,13 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
     }
     save_run(trainer, prep.tokenizer, run_dir, config, data.prompt_format,
              merge_from=prep.student if opts.merge else None, trust_remote_code=opts.trust_remote_code, say=say)
+    if opts.push_to_hub and trainer.is_world_process_zero():
+        from kdpipe.hub.push import push_folder
+
+        say(f"train: pushing {run_dir} to {opts.push_to_hub}")
+        url = push_folder(run_dir, opts.push_to_hub, "model", private=opts.private, skip=(CHECKPOINTS,),
+                          message=f"Upload {run_dir.resolve().name} from kdpipe")
+        prep.notes.append(f"pushed to {opts.push_to_hub}: {url}")
     return TrainResult(run_dir, len(prep.train_rows), len(prep.val_rows), done.steps, done.train_loss,
                        done.eval_loss, tokens_per_s, done.seconds, weighted, prep.notes)
 
