@@ -90,7 +90,7 @@ def model_card(run_dir: str | Path) -> str:
     method = "full fine-tuning" if full else ("QLoRA" if opts.get("qlora") else "LoRA") + \
         f" (r={opts.get('lora_r')}, alpha={opts.get('lora_alpha')}, targets {resolved.get('lora_targets')})"
     lines = [f"# {run_dir.resolve().name}", "",
-             "A student distilled from a teacher model with [kdpipe](https://github.com/) "
+             "A student distilled from a teacher model with kdpipe "
              "(seed -> generate -> filter -> format -> train -> eval).", "",
              "## Base model", "",
              f"- `{student}`" + (" (a local folder; file digests in train_config.json)" if _is_local(student) else ""),
