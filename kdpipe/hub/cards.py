@@ -149,13 +149,22 @@ def record_eval(report: dict[str, Any], markdown: str) -> list[Path]:
     cards = []
     for m in report["models"]:
         run_dir = Path(m["model"])
-        if m["role"] != "student" or not (run_dir / TRAIN_CONFIG).is_file():
+        if m["role"] != "student" or not _written_by_train(run_dir):
             continue
         with atomic_file(run_dir / EVAL_RESULTS) as fp:
             json.dump({**report, "markdown": markdown}, fp, indent=2, ensure_ascii=False)
             fp.write("\n")
         cards.append(write_model_card(run_dir))
     return cards
+
+
+def _written_by_train(run_dir: Path) -> bool:
+    """A run directory whose train_config.json `kdpipe train` wrote (a model folder made otherwise has no card)."""
+    try:
+        config = json.loads((run_dir / TRAIN_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"options", "resolved", "data", "results"} <= config.keys()
 
 
 def dataset_card(name: str, lin: dict[str, Any], splits: dict[str, int], kind: str, license: str) -> str:
