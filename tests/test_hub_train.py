@@ -81,3 +81,15 @@ def test_report_to_checked_before_training(cli, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "label")
     code, _, err = cli("train", sft, "-o", tmp_path / "r", "--student", "x", "--report-to", "tensorboard,comet")
     assert code == 2 and "--report-to must be none or a comma list of tensorboard, wandb, trackio" in err
+
+
+def test_a_tracker_that_is_not_installed_is_one_line_before_training(run, cli, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    student = run[0].parent / "student"
+    sft = st.write_sft(tmp_path / "sft.jsonl", "label")
+    code, _, err = cli("train", sft, "-o", tmp_path / "r", "--student", student, "--report-to", "wandb")
+    assert code == 1 and err.strip() == "kdpipe: error: --report-to wandb needs the wandb package: pip install wandb"
+    assert not (tmp_path / "r").exists()
