@@ -75,8 +75,12 @@ def test_repo_layout_reads_like_the_same_rows_in_a_file(repo, tmp_path, cli):
     assert [r.task for r in hub] == ["numeric"] * 9 and hub[0].meta == {"difficulty": 0}
     assert hub[0].provenance == {"source": str(repo), "config": "main", "split": "train", "row": 1}
     meta = json.loads(meta_path(tmp_path / "hub.jsonl").read_text())
+    from kdpipe.outputs import file_digest
+
+    shard = "data/main/train-00000-of-00001.parquet"
     assert meta["params"]["source"] == {"kind": "local dataset folder", "source": str(repo), "config": "main",
-                                        "split": "train", "requested_revision": None, "rows": 9}
+                                        "split": "train", "requested_revision": None, "rows": 9,
+                                        "files": {shard: file_digest(repo / shard)}}
     assert "9 written" in err
 
 

@@ -58,6 +58,7 @@ class DatasetSource:
     requested_revision: str | None
     local: bool
     rows: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    files: dict[str, str] = field(default_factory=dict)  # a local folder's data files read: path -> digest
 
     def provenance(self) -> dict[str, Any]:
         """What each record's provenance says of its source (beside its row number)."""
@@ -69,7 +70,8 @@ class DatasetSource:
     def describe(self) -> dict[str, Any]:
         """The source for the `.meta.json`."""
         return {"kind": "local dataset folder" if self.local else "hub dataset", **self.provenance(),
-                "requested_revision": self.requested_revision, "rows": len(self.rows)}
+                "requested_revision": self.requested_revision, "rows": len(self.rows),
+                **({"files": self.files} if self.files else {})}
 
     def numbered(self) -> Iterator[tuple[int, dict[str, Any]]]:
         yield from enumerate(self.rows, start=1)
@@ -120,7 +122,17 @@ def open_dataset(src: str | Path, config: str | None = None, split: str | None =
     if limit:
         ds = ds.select(range(min(limit, len(ds))))
     revision_read = None if local else (getattr(builder, "hash", None) or revision)
-    return DatasetSource(spec, builder.config.name, chosen, revision_read, revision, local, ds.to_list())
+    return DatasetSource(spec, builder.config.name, chosen, revision_read, revision, local, ds.to_list(),
+                         _digests(builder, chosen, Path(src)) if local else {})
+
+
+def _digests(builder, split: str, folder: Path) -> dict[str, str]:
+    """The digest of each data file of the split read, by its path inside the folder."""
+    from kdpipe.outputs import file_digest
+
+    files = (builder.config.data_files or {}).get(split) or []
+    root = folder.resolve()
+    return {Path(f).resolve().relative_to(root).as_posix(): file_digest(f) for f in files if Path(f).is_file()}
 
 
 def _one_line(e: BaseException) -> str:
