@@ -1,7 +1,7 @@
-"""`kdpipe seed`: import questions from a user's file into kdpipe records.
+"""`kdpipe seed`: import questions from a user's file or dataset into kdpipe records.
 
-Reads JSONL, a JSON array, CSV, Parquet or a `datasets` folder saved with
-`save_to_disk`; finds the question, answer and choices fields (or takes them
+Reads JSONL, a JSON array, CSV, Parquet, a `datasets` folder saved with
+`save_to_disk`, or a Hub dataset id or local dataset folder (hub/source.py); finds the question, answer and choices fields (or takes them
 from flags); decides the task type; gives each question a stable id; removes
 exact duplicates; and, when asked, holds out a deterministic eval split.
 """
@@ -21,6 +21,7 @@ from typing import Any, Iterator
 from kdpipe import answers
 from kdpipe.errors import InputError, KdpipeError, UsageError
 from kdpipe.instructions import flatten_instances, instruction_fields, instruction_shape
+from kdpipe.hub.source import choose_split, is_dataset_source, is_saved_dataset, open_dataset
 from kdpipe.options import Options, option
 from kdpipe.keys import question_key, split_rank
 from kdpipe.records import (
@@ -45,7 +46,10 @@ class SeedOptions(Options):
     id_field: str | None = option(None, "Field holding an id (else ids are content hashes).")
     task: str | None = option(None, "numeric | choice | text | instruction (detected when omitted; rows with "
                                     "an instruction field and instances/input/output are instruction).")
-    split: str | None = option(None, "Split of a saved DatasetDict.")
+    split: str | None = option(None, "Split of a saved DatasetDict or of a Hub dataset (default: train, or "
+                                     "the only split).")
+    config: str | None = option(None, "Configuration (subset) of a Hub dataset or dataset folder, e.g. main.")
+    revision: str | None = option(None, "Branch, tag or commit of a Hub dataset (default: its main branch).")
     eval_out: Path | None = option(None, "Also hold out eval questions into this file.")
     eval_frac: float = option(0.1, "Share of questions held out.")
     seed: int = option(0, "Seed of the held-out split.")
@@ -166,8 +170,7 @@ def _read_parquet(src: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def _read_saved_dataset(src: Path, split: str | None) -> Iterator[tuple[int, dict[str, Any]]]:
-    if not ((src / "dataset_info.json").exists() or (src / "dataset_dict.json").exists()
-            or (src / "state.json").exists()):
+    if not is_saved_dataset(src):
         raise InputError(src, "is a folder but not a dataset saved with save_to_disk")
     import datasets
 
@@ -176,11 +179,7 @@ def _read_saved_dataset(src: Path, split: str | None) -> Iterator[tuple[int, dic
     except Exception as e:  # datasets raises several types for a damaged folder
         raise InputError(src, f"cannot load saved dataset ({type(e).__name__}: {e})") from None
     if isinstance(ds, datasets.DatasetDict):
-        names = list(ds)
-        chosen = split or ("train" if "train" in ds else names[0] if len(names) == 1 else None)
-        if chosen not in ds:
-            raise InputError(src, f"has splits {', '.join(names)}: choose one with --split")
-        ds = ds[chosen]
+        ds = ds[choose_split(src, list(ds), split)]
     if len(ds) == 0:
         raise InputError(src, "empty dataset: no rows")
     for i, row in enumerate(ds, start=1):
@@ -333,7 +332,10 @@ def run_seed(src: str | Path, out: str | Path, opts: SeedOptions | None = None) 
         raise UsageError("--eval-out must differ from -o")
     started = time.time()
 
-    rows = list(read_rows(src, opts.split))
+    hub = open_dataset(src, opts.config, opts.split, opts.revision, opts.limit) if is_dataset_source(src) else None
+    if hub is None and (opts.config or opts.revision):
+        raise UsageError(f"--config and --revision apply to a Hub dataset or dataset folder, not to {src}")
+    rows = list(hub.numbered() if hub else read_rows(src, opts.split))
     if opts.limit:
         rows = rows[: opts.limit]
     if opts.task in (None, "instruction") and not opts.question_field and instruction_shape(rows[0][1]):
@@ -349,6 +351,8 @@ def run_seed(src: str | Path, out: str | Path, opts: SeedOptions | None = None) 
     duplicates = 0
     for loc, row in rows:
         rec = build_record(src, loc, row, fields, task)
+        if hub:
+            rec.provenance = {**hub.provenance(), "row": loc}
         key = question_key(rec.question, rec.choices)
         if key in seen_keys:
             duplicates += 1
@@ -373,6 +377,8 @@ def run_seed(src: str | Path, out: str | Path, opts: SeedOptions | None = None) 
     params = {k: v for k, v in asdict(opts).items()}
     params["fields"] = {k: v for k, v in fields.items() if k != "extra"}
     params["task"] = task
+    if hub:
+        params["source"] = hub.describe()
     counts = {"read": len(rows), "duplicates": duplicates, "written": len(records), "held_out": len(held),
               "tasks": dict(Counter(r.task for r in records)),
               "with_gold": sum(r.gold is not None for r in records)}

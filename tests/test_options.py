@@ -11,6 +11,7 @@ from kdpipe.evaluate import EvalOptions
 from kdpipe.filter import FilterOptions
 from kdpipe.format import FormatOptions
 from kdpipe.generate import GenerateOptions
+from kdpipe.hub.export import ExportOptions
 from kdpipe.loopback.options import ServeOptions
 from kdpipe.seed import SeedOptions
 from kdpipe.teacher.options import TeacherOptions
@@ -18,18 +19,20 @@ from kdpipe.tiny_student import TinyOptions
 from kdpipe.train import TrainOptions
 
 OPTIONS = {"seed": SeedOptions, "generate": GenerateOptions, "filter": FilterOptions, "format": FormatOptions,
-           "train": TrainOptions, "eval": EvalOptions, "tiny-student": TinyOptions, "teacher serve": ServeOptions}
+           "train": TrainOptions, "eval": EvalOptions, "tiny-student": TinyOptions, "teacher serve": ServeOptions,
+           "export-dataset": ExportOptions}
 # What a command takes besides its options class: inputs, outputs, --quiet.
 OWN = {"seed": ["src", "-o/--out"], "generate": ["seeds", "-o/--out"],
        "filter": ["inp", "-o/--out", "--rejected", "--report"], "format": ["inp", "-o/--out"],
        "train": ["sft", "-o/--out"], "eval": ["eval_file", "-o/--out"], "tiny-student": ["out", "--corpus"],
-       "teacher serve": []}
+       "teacher serve": [], "export-dataset": ["inp", "-o/--out"]}
 # The flags of each command, in help order, as they were before the command line was built from the
 # options classes (eval has gained --prices, generate --expect-new and --expand-prompt); a change here is
 # a change users see.
 FLAGS = {
     "seed": ["src", "-o/--out", "--eval-out", "--eval-frac", "--seed", "--task", "--question-field",
-             "--answer-field", "--choices-field", "--id-field", "--split", "--limit", "--quiet/-q"],
+             "--answer-field", "--choices-field", "--id-field", "--split", "--config", "--revision", "--limit",
+             "--quiet/-q"],
     "generate": ["seeds", "-o/--out", "--mode", "--model", "--base-url", "--api-key-env", "--concurrency",
                  "--samples", "--temperature", "--max-tokens", "--stop", "--seed", "--cache", "--prompt",
                  "--logprobs", "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
@@ -47,9 +50,10 @@ FLAGS = {
     "train": ["sft", "-o/--out", "--student", "--lora-r", "--lora-alpha", "--lora-dropout", "--lora-targets",
               "--full", "--qlora", "--rationale-weight", "--kd-alpha", "--kd-temperature", "--kd-top-k",
               "--learning-rate/--lr", "--lr-scheduler", "--warmup-ratio", "--epochs", "--max-steps", "--batch-size",
-              "--grad-accum", "--gradient-checkpointing", "--max-length", "--packing", "--log-every", "--eval-every",
-              "--save-every", "--seed", "--resume", "--overwrite", "--merge", "--trust-remote-code", "--teacher-model", "--kd", "--divergence", "--beta", "--on-policy-frac",
-              "--teacher-4bit", "--teacher-device", "--quiet/-q"],
+              "--grad-accum", "--gradient-checkpointing", "--max-length", "--packing", "--log-every", "--report-to",
+              "--push-to-hub", "--private", "--eval-every", "--save-every", "--seed", "--resume", "--overwrite",
+              "--merge", "--trust-remote-code", "--teacher-model", "--kd", "--divergence", "--beta",
+              "--on-policy-frac", "--teacher-4bit", "--teacher-device", "--quiet/-q"],
     "eval": ["eval_file", "--model", "-o/--out", "--baseline", "--batch-size", "--max-new-tokens", "--limit",
              "--predictions", "--teacher", "--base-url", "--api-key-env", "--cache", "--teacher-prompt",
              "--teacher-max-tokens", "--concurrency", "--price-in", "--price-out", "--prices", "--judge",
@@ -57,6 +61,8 @@ FLAGS = {
              "--judge-price-out", "--quiet/-q"],
     "tiny-student": ["out", "--corpus", "--vocab-size", "--layers", "--hidden", "--heads",
                      "--split-digits/--no-split-digits", "--seed", "--quiet/-q"],
+    "export-dataset": ["inp", "-o/--out", "--name", "--license", "--overwrite", "--push-to-hub", "--private",
+                       "--quiet/-q"],
     "teacher serve": ["--host", "--port", "--script", "--latency", "--fault-rate", "--retry-after",
                       "--fault-seed", "--hostile", "--unauthorized-after", "--hang-after", "--ready-file",
                       "--model"],

@@ -31,11 +31,13 @@ def _seed(opts, src: Path, out: Path, quiet: bool) -> None:
 
 
 seed = command(SeedOptions, _seed, [
-    param("src", Path, typer.Argument(..., help="JSONL, JSON array, CSV, Parquet, or a folder saved with "
-                                                "datasets' save_to_disk.", show_default=False)),
+    param("src", Path, typer.Argument(..., help="JSONL, JSON array, CSV, Parquet, a folder saved with "
+                                                "datasets' save_to_disk, a Hub dataset id (openai/gsm8k) or a "
+                                                "local dataset folder (data files, or a repo layout with "
+                                                "its README's configs).", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="Seed records (JSONL) to write.", show_default=False)),
     *fields(SeedOptions, "eval_out", "eval_frac", "seed", "task", "question_field", "answer_field",
-            "choices_field", "id_field", "split", "limit"),
+            "choices_field", "id_field", "split", "config", "revision", "limit"),
     QUIET_PARAM])
 
 
@@ -91,4 +93,27 @@ format_ = command(FormatOptions, _format, [
     param("inp", Path, typer.Argument(..., help="Filtered records (JSONL).", show_default=False)),
     param("out", Path, typer.Option(..., "-o", "--out", help="SFT rows (JSONL) to write.", show_default=False)),
     *fields(FormatOptions),
+    QUIET_PARAM])
+
+
+# ------------------------------------------------------------------ export-dataset
+
+from kdpipe.hub.export import ExportOptions  # (light: datasets and huggingface_hub load when it runs)
+
+
+def _export_dataset(opts, inp: Path, out: Path, quiet: bool) -> None:
+    """Write filter or format output as a Hub dataset: data/<split>.jsonl and a dataset card saying how the
+    data were made (teacher, prompts, filter drops, licence notes); --push-to-hub uploads it."""
+    from kdpipe.hub.export import run_export
+
+    r = run_export(inp, out, opts)
+    say(quiet, f"export-dataset: {r.kind} -> {out} (" + ", ".join(f"{s} {n}" for s, n in r.splits.items())
+               + ")" + (f"; pushed to {opts.push_to_hub}: {r.pushed}" if r.pushed else ""))
+
+
+export_dataset = command(ExportOptions, _export_dataset, [
+    param("inp", Path, typer.Argument(..., help="Filtered records (`filter -o`) or SFT rows (`format -o`).",
+                                      show_default=False)),
+    param("out", Path, typer.Option(..., "-o", "--out", help="Dataset folder to write.", show_default=False)),
+    *fields(ExportOptions),
     QUIET_PARAM])

@@ -295,6 +295,10 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         report.instruction, report.predictions = score_instructions(records, asked, opts.judge, say)
     if out is not None:
         write_report(report, Path(out), opts, started)
+    from kdpipe.hub.cards import record_eval
+
+    for card in record_eval(report.to_dict(), markdown(report)):
+        say(f"eval: scorecard added to the model card {card}")
     return report
 
 

@@ -4,8 +4,9 @@ naming the student so that the run can be used from anywhere.
 RUN_DIR after a run:
     adapter_model.safetensors + adapter_config.json   (or full weights with --full)
     tokenizer files, prompt_format.json, train_config.json (options, the student resolved with the
-    digest of its files, resolved trainer arguments, data digest, results), metrics.jsonl (one line
-    per logging step), loss.png, checkpoints/ (for --resume), merged/ (--merge)
+    digest of its files, resolved trainer arguments, data digest and lineage, results), metrics.jsonl
+    (one line per logging step), loss.png, README.md (the model card, hub/cards.py), checkpoints/
+    (for --resume), merged/ (--merge), tensorboard/ (--report-to tensorboard), eval_results.json (eval)
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ def save_run(trainer, tokenizer, run_dir: Path, config: dict[str, Any], prompt_f
     (on the main process); `merge_from`: the base model to fold the adapter into (--merge)."""
     from kdpipe.student import MERGED, PROMPT_FORMAT, TRAIN_CONFIG
     from kdpipe.train.log import plot_losses
+    from kdpipe.hub.cards import write_model_card
 
     if not trainer.is_world_process_zero():
         return
@@ -88,6 +90,7 @@ def save_run(trainer, tokenizer, run_dir: Path, config: dict[str, Any], prompt_f
         merge_adapter(merge_from, run_dir, run_dir / MERGED, trust_remote_code)
     plot_losses(run_dir / METRICS, run_dir / LOSS_PNG)
     write_json(run_dir / TRAIN_CONFIG, config)
+    write_model_card(run_dir)
 
 
 def merge_adapter(base: str, adapter_dir: Path, out_dir: Path, trust_remote_code: bool = False) -> Path:
