@@ -155,7 +155,7 @@ def test_a_real_student_gets_no_demo_tuning(work):
     assert "--max-steps" not in train and "--learning-rate" not in train and "--max-length" not in train
     assert "tiny-student" not in real and "--max-new-tokens" not in real
     demo = make(work, "-n", "eval").stdout
-    assert "--max-steps 150" in demo and "--learning-rate 3e-3" in demo and "--max-new-tokens 16" in demo
+    assert "--max-steps 800" in demo and "--learning-rate 3e-3" in demo and "--max-new-tokens 16" in demo
 
 
 def test_epochs_in_train_flags_trains_by_epochs(work):
