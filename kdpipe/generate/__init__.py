@@ -29,6 +29,7 @@ from kdpipe import answers
 from kdpipe.errors import UsageError
 from kdpipe.generate.cost import open_cache
 from kdpipe.generate.plan import NothingCached, merge_estimates, stand_ins
+from kdpipe.generate.shard import parse_shard, shard_meta, shard_of
 from kdpipe.generate.result import GenerateResult, watching_failures
 from kdpipe.keys import question_key
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
@@ -69,6 +70,9 @@ class GenerateOptions(TeacherOptions):
     logprobs: int | None = option(None, "Also keep, per completion token, the teacher's logprob and its K most "
                                         "likely alternatives (1 to 20; label mode), for format --style kd.",
                                   metavar="K")
+    shard: str | None = option(None, "Label only shard I of N of the input (by a hash of each record's id), "
+                                     "e.g. 2/8, so N machines share one job, each with its own cache; "
+                                     "`kdpipe merge` joins the shard outputs.", metavar="I/N")
     num_new: int = option(100, "New questions to write (expand mode only).")
     seeds_per_prompt: int = option(3, "Seed questions shown per expansion request (expand mode only).")
     # A dry run of label mode before expansion ran: also price expanding and labelling this many (plan.py).
@@ -108,6 +112,13 @@ class GenerateOptions(TeacherOptions):
             if wrong:
                 p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
                          "not label mode")
+        if self.shard is not None:
+            try:
+                parse_shard(self.shard)
+            except UsageError as e:
+                p.append(str(e))
+            if self.mode != "label":
+                p.append("--shard is for label mode (expand samples from the whole seed set)")
         if self.expect_new < 0:
             p.append("--expect-new must not be negative")
         elif self.expect_new and (self.mode != "label" or not self.dry_run):
@@ -144,6 +155,9 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
         prepare_output(out)
         prepare_output(meta_path(out))
     records = load_records(seeds)
+    if opts.shard:
+        index, count = parse_shard(opts.shard)
+        records = [r for r in records if shard_of(r.id, count) == index]
     started = time.time()
     price = opts.price()
     if on_price is not None:
@@ -186,8 +200,11 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     params = asdict(opts)  # write_meta writes paths as text
     params["temperature"] = config.temperature
     params["base_url"] = config.provenance()["base_url_host"]
-    write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
-               extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
+    digests = {name: digest for name, digest, _ in prompts.values()}
+    extra = {"usage": usage, "prompts": digests}
+    if opts.shard:
+        extra["shard"] = shard_meta(seeds, *parse_shard(opts.shard), params, digests, len(result_records))
+    write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started, extra=extra)
     return GenerateResult(counts, stats, price, cost, extra={"budget": budget}, mode=opts.mode, out=out,
                           max_tokens=opts.max_tokens, causes=causes)
 
