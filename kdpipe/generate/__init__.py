@@ -42,7 +42,7 @@ from kdpipe.options import option
 from kdpipe.teacher.backend import make_backend
 from kdpipe.teacher.backend_dry_run import DryRunBackend
 from kdpipe.teacher.batch_files import export_batch, import_batch
-from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
+from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete, endpoint_host
 from kdpipe.teacher.pricing import Price
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
@@ -206,10 +206,11 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
              # Responses that did not say what they cost: cost_usd leaves them out; --max-usd
              # counted them at their worst case (max_usd_counted).
              "responses_without_usage": stats.no_usage, "duplicate_samples": stats.duplicates,
-             "max_usd_counted": None if budget is None else round(budget.spent, 6)}
+             "max_usd_counted": None if budget is None else round(budget.spent, 6), "replicas": stats.replicas}
     params = asdict(opts)  # write_meta writes paths as text
     params["temperature"] = config.temperature
-    params["base_url"] = config.provenance()["base_url_host"]
+    hosts = [endpoint_host(u) for u in config.base_urls()]
+    params["base_url"] = hosts[0] if len(hosts) == 1 else hosts
     digests = {name: digest for name, digest, _ in prompts.values()}
     extra = {"usage": usage, "prompts": digests}
     if opts.import_batch:

@@ -301,6 +301,8 @@ class RunningServer:
         return self.teacher.stats
 
     def stop(self) -> None:
+        if self._loop.is_closed():  # stopped already (a test that killed a replica mid-run)
+            return
         asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -39,6 +39,7 @@ class TeacherConfig:
 
     model: str = ""
     base_url: str | None = None  # else $OPENAI_BASE_URL, else OpenAI
+    replicas: tuple[str, ...] = ()  # more endpoints serving the same model (teacher/replicas.py)
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.0
     max_tokens: int | None = 512
@@ -75,25 +76,28 @@ class TeacherConfig:
             p.append(f"{flag('logprobs')} must be between 1 and {MAX_TOP}")
         if self.transport not in TRANSPORTS:
             p.append(f"transport must be one of {', '.join(TRANSPORTS)}")
-        url = self.resolved_base_url()
-        parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None:
-            # Never echo it: the user part often is the key itself.
-            p.append(f"{flag('base_url')} must not hold credentials (user:password@host); put the key in "
-                     f"${self.api_key_env}")
-        elif parts.scheme not in ("http", "https") or not parts.hostname:
-            p.append(f"{flag('base_url')} must be an http(s) URL, got {url!r}")
-        else:
-            try:
-                parts.port
-            except ValueError:
-                p.append(f"{flag('base_url')} has a bad port: {url!r}")
-        if need_key and not os.environ.get(self.api_key_env) and not is_local(url):
+        for url in self.base_urls():
+            parts = urlsplit(url)
+            if parts.username is not None or parts.password is not None:
+                # Never echo it: the user part often is the key itself.
+                p.append(f"{flag('base_url')} must not hold credentials (user:password@host); put the key in "
+                         f"${self.api_key_env}")
+            elif parts.scheme not in ("http", "https") or not parts.hostname:
+                p.append(f"{flag('base_url')} must be an http(s) URL, got {url!r}")
+            else:
+                try:
+                    parts.port
+                except ValueError:
+                    p.append(f"{flag('base_url')} has a bad port: {url!r}")
+        if need_key and not os.environ.get(self.api_key_env) and not all(map(is_local, self.base_urls())):
             p.append(f"no API key: set {self.api_key_env} (or name another variable with {flag('api_key_env')})")
         return p
 
     def resolved_base_url(self) -> str:
         return (self.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+    def base_urls(self) -> list[str]:
+        return [self.resolved_base_url(), *(u.rstrip("/") for u in self.replicas)]
 
     def api_key(self) -> str:
         # A local server needs no key; the client library still wants a non-empty one.
@@ -194,7 +198,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
 
 
 async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None) -> None:
-    transport = make_transport(config)
+    transport = make_transport(config, stats.replicas)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
     fatal: list[BaseException] = []  # the first fatal error: no request starts after it

@@ -21,8 +21,10 @@ from kdpipe.options import FlagNamer, Options, flag_namer, option
 @dataclass
 class TeacherOptions(Options):
     model: str = option("", "Teacher model id at the endpoint.", required=True)
-    base_url: str | None = option(None, "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, "
-                                        "else https://api.openai.com/v1).")
+    base_url: list[str] | None = option(None, "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else "
+                                              "https://api.openai.com/v1); repeat it for replicas of one model: "
+                                              "each request goes to the one with the fewest in flight.",
+                                        metavar="URL")
     api_key_env: str = option("OPENAI_API_KEY", "Environment variable holding the API key.")
     concurrency: int = option(32, "Requests in flight.")
     max_tokens: int | None = option(512, "Most tokens per completion.")
@@ -63,7 +65,9 @@ class TeacherOptions(Options):
         """The client's config with these sampling parameters (temperature, stop, seed)."""
         from kdpipe.teacher.client import TeacherConfig
 
-        return TeacherConfig(model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
+        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
+        return TeacherConfig(model=self.model, base_url=urls[0] if urls else None, replicas=tuple(urls[1:]),
+                             api_key_env=self.api_key_env,
                              max_tokens=self.max_tokens, concurrency=self.concurrency, timeout=self.timeout,
                              retries=self.retries, transport=self.transport, **sampling)
 

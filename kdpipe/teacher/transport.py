@@ -55,9 +55,14 @@ def _seconds(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def make_transport(config):
+def make_transport(config, replica_counts: dict | None = None):
     """The transport a TeacherConfig names; `send(body) -> dict` raises Retryable, Rejected
-    or TeacherFatalError."""
+    or TeacherFatalError. With replicas, a pool of one per endpoint that counts requests per
+    replica in `replica_counts` (teacher/replicas.py)."""
+    if config.replicas:
+        from kdpipe.teacher.replicas import ReplicaPool
+
+        return ReplicaPool(config, make_transport, replica_counts)
     return _OpenAITransport(config) if config.transport == "openai" else _AiohttpTransport(config)
 
 
