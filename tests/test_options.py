@@ -38,7 +38,7 @@ FLAGS = {
                  "--logprobs", "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
                  "--transport", "--dry-run", "--expect-new", "--expand-prompt", "--max-usd", "--batch", "--prices",
                  "--tokenizer", "--poll-interval", "--shard", "--export-batch",
-                 "--import-batch", "--quiet/-q"],
+                 "--import-batch", "--adaptive", "--rpm", "--tpm", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",
                "--gold/--no-gold", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
                "--min-question-words", "--max-question-words", "--min-rationale-words", "--max-rationale-words",

@@ -55,7 +55,8 @@ generate = command(GenerateOptions, _generate, [
             "max_tokens", "stop", "seed", "cache", "prompt", "logprobs", "num_new", "seeds_per_prompt", "price_in",
             "price_out", "timeout", "retries", "transport", "dry_run", "expect_new", "expand_prompt", "max_usd",
             "batch", "prices",
-            "tokenizer", "poll_interval", "shard", "export_batch", "import_batch"),
+            "tokenizer", "poll_interval", "shard", "export_batch", "import_batch", "adaptive",
+            "rpm", "tpm"),
     QUIET_PARAM])
 
 

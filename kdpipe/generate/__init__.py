@@ -206,7 +206,8 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
              # Responses that did not say what they cost: cost_usd leaves them out; --max-usd
              # counted them at their worst case (max_usd_counted).
              "responses_without_usage": stats.no_usage, "duplicate_samples": stats.duplicates,
-             "max_usd_counted": None if budget is None else round(budget.spent, 6), "replicas": stats.replicas}
+             "max_usd_counted": None if budget is None else round(budget.spent, 6), "replicas": stats.replicas,
+             "rate_limit": stats.limits}
     params = asdict(opts)  # write_meta writes paths as text
     params["temperature"] = config.temperature
     hosts = [endpoint_host(u) for u in config.base_urls()]

@@ -54,6 +54,9 @@ class TeacherConfig:
     # protocol spoken directly, less CPU per request, for high concurrency.
     transport: str = "openai"
     logprobs: int | None = None  # ask for each token's logprob and this many top alternatives
+    adaptive: bool = False  # halve the requests in flight at a 429, grow back by one (teacher/ratelimit.py)
+    rpm: float | None = None  # request starts per minute at most
+    tpm: float | None = None  # worst-case tokens per minute at most
 
     def problems(self, need_key: bool = True, flag: Callable[[str], str] | None = None) -> list[str]:
         """Every problem with the config; `need_key=False` for work that sends nothing (a dry run);
@@ -198,7 +201,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
 
 
 async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None) -> None:
-    transport = make_transport(config, stats.replicas)
+    transport = make_transport(config, stats.replicas, stats.limits)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
     fatal: list[BaseException] = []  # the first fatal error: no request starts after it
