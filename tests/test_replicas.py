@@ -7,7 +7,7 @@ import time
 from kdpipe.generate import GenerateOptions, run_generate
 from kdpipe.loopback import running
 from kdpipe.records import load_records, meta_path
-from kdpipe.teacher.client import endpoint_host
+from kdpipe.teacher.identity import endpoint_host
 from support_teacher import palm_script, svamp_seeds
 
 

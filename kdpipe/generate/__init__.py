@@ -42,7 +42,8 @@ from kdpipe.options import option
 from kdpipe.teacher.backend import make_backend
 from kdpipe.teacher.backend_dry_run import DryRunBackend
 from kdpipe.teacher.batch_files import export_batch, import_batch
-from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete, endpoint_host
+from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
+from kdpipe.teacher.identity import endpoint_host
 from kdpipe.teacher.pricing import Price
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
@@ -235,9 +236,6 @@ def _expected_new(records, opts: GenerateOptions, cache, counter, price):
     new = stand_ins(records, opts.expect_new)
     requests = label_requests(new, label_prompts(new, opts.prompt), opts.samples)
     return expansion, estimate(opts.teacher_config(), requests, NothingCached(cache), counter, price, opts.batch)
-
-
-# ------------------------------------------------------------------ prompts
 
 
 # ------------------------------------------------------------------ label

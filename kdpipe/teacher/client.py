@@ -20,12 +20,13 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
-from kdpipe.teacher.identity import cache_namespace, is_local
+from kdpipe.teacher.identity import cache_namespace, endpoint_host, is_local
 from kdpipe.teacher.response import Completion, entries_from, from_stored, lacks_logprobs
 from kdpipe.teacher.stats import Stats
 from kdpipe.teacher.transport import (
-    Rejected, Retryable, TeacherFatalError, make_transport, scrub_secret, short,
+    Rejected, Retryable, TeacherFatalError, scrub_secret, short,
 )
+from kdpipe.teacher.sender import make_sender
 from kdpipe.token_logprobs import MAX_TOP
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -120,18 +121,6 @@ class TeacherConfig:
                 **self.sampling_params()}
 
 
-def endpoint_host(url: str) -> str:
-    """host[:port] of a URL, without any user:password@ it carries."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{host}:{port}" if port else host
-
-
 @dataclass
 class ChatRequest:
     """One question to the teacher: `n` samples, numbered from `first_sample`."""
@@ -201,7 +190,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
 
 
 async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None) -> None:
-    transport = make_transport(config, stats.replicas, stats.limits)
+    transport = make_sender(config, stats.replicas, stats.limits)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
     fatal: list[BaseException] = []  # the first fatal error: no request starts after it

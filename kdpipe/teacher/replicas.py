@@ -18,6 +18,7 @@ import asyncio
 import dataclasses
 import time
 
+from kdpipe.teacher.identity import endpoint_host
 from kdpipe.teacher.transport import Rejected, Retryable, TeacherFatalError
 
 SET_ASIDE_AFTER = 3  # failures in a row
@@ -33,8 +34,6 @@ class _Replica:
 
 class ReplicaPool:
     def __init__(self, config, make_one, counts: dict | None = None, set_aside_s: float = SET_ASIDE_S):
-        from kdpipe.teacher.client import endpoint_host
-
         self.set_aside_s = set_aside_s
         self.counts = {} if counts is None else counts
         self._replicas = []

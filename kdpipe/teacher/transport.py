@@ -55,25 +55,9 @@ def _seconds(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def make_transport(config, replica_counts: dict | None = None, limit_counts: dict | None = None):
-    """The transport a TeacherConfig names; `send(body) -> dict` raises Retryable, Rejected
-    or TeacherFatalError. With replicas, a pool of one per endpoint that counts requests per
-    replica in `replica_counts` (teacher/replicas.py); with --adaptive, --rpm or --tpm,
-    wrapped in the rate limiter (teacher/ratelimit.py), which counts in `limit_counts`."""
-    if config.replicas:
-        from kdpipe.teacher.replicas import ReplicaPool
-
-        transport = ReplicaPool(config, _one, replica_counts)
-    else:
-        transport = _one(config)
-    if config.adaptive or config.rpm or config.tpm:
-        from kdpipe.teacher.ratelimit import RateLimited
-
-        transport = RateLimited(transport, config, limit_counts)
-    return transport
-
-
-def _one(config):
+def make_transport(config):
+    """The transport a TeacherConfig names, for its one endpoint; `send(body) -> dict` raises
+    Retryable, Rejected or TeacherFatalError."""
     return _OpenAITransport(config) if config.transport == "openai" else _AiohttpTransport(config)
 
 
