@@ -3,10 +3,11 @@
 import json
 import urllib.request
 
+from support_teacher import palm_script, svamp_seeds
+
 from kdpipe.generate import GenerateOptions, run_generate
 from kdpipe.loopback import running
 from kdpipe.records import load_records, meta_path
-from support_teacher import palm_script, svamp_seeds
 
 
 def run_batch_file(base_url, src, dst):

@@ -2,9 +2,10 @@
 
 import time
 
+from support_teacher import palm_script, svamp_seeds
+
 from kdpipe.generate import GenerateOptions, run_generate
 from kdpipe.loopback import running
-from support_teacher import palm_script, svamp_seeds
 
 
 def test_adaptive_concurrency_meets_far_fewer_429s(shared_data, tmp_path):

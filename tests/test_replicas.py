@@ -4,11 +4,12 @@ import json
 import threading
 import time
 
+from support_teacher import palm_script, svamp_seeds
+
 from kdpipe.generate import GenerateOptions, run_generate
 from kdpipe.loopback import running
 from kdpipe.records import load_records, meta_path
 from kdpipe.teacher.identity import endpoint_host
-from support_teacher import palm_script, svamp_seeds
 
 
 def test_three_replicas_one_dies_mid_run(shared_data, tmp_path, cli):

@@ -3,12 +3,12 @@
 import json
 
 import pytest
+from support_teacher import palm_script, svamp_seeds
 
 from kdpipe.generate import GenerateOptions, run_generate
-from kdpipe.generate.shard import merge_shards, shard_of
+from kdpipe.generate.shard import shard_of
 from kdpipe.loopback import running
 from kdpipe.records import meta_path
-from support_teacher import palm_script, svamp_seeds
 
 
 def labelled(url, seeds, out, cache, **kw):

@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.errors import KdpipeError, UsageError
-from kdpipe.outputs import atomic_file, check_outputs_differ, file_digest, meta_path, write_meta
+from kdpipe.outputs import (
+    atomic_file,
+    check_outputs_differ,
+    file_digest,
+    meta_path,
+    write_meta,
+)
 from kdpipe.records import read_records
 
 _SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
