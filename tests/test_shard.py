@@ -42,6 +42,9 @@ def test_three_shards_merged_equal_the_unsharded_run(shared_data, tmp_path, cli)
         code, _, err = cli("merge", *given, "-o", tmp_path / "bad.jsonl")
         assert code == 1 and says in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "bad.jsonl").exists()
+    shards[0].write_bytes(shards[0].read_bytes() + b"\n")  # edited by hand
+    code, _, err = cli("merge", *shards, "-o", tmp_path / "bad.jsonl")
+    assert code == 1 and "was changed after generate wrote it" in err
 
 
 def test_a_share_depends_on_the_id_only(tmp_path):
@@ -58,3 +61,11 @@ def test_a_bad_shard_is_refused_before_anything_is_sent(cli, tmp_path, spec):
     code, _, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m",
                         "--base-url", "http://127.0.0.1:9", "--shard", spec)
     assert code == 2 and "--shard must be I/N" in err
+
+
+def test_shard_is_for_label_mode(cli, tmp_path):
+    seeds = tmp_path / "s.jsonl"
+    seeds.write_text('{"id": "a", "question": "1+1?", "task": "numeric"}\n')
+    code, _, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m", "--mode", "expand",
+                       "--base-url", "http://127.0.0.1:9", "--shard", "1/2")
+    assert code == 2 and "--shard is for label mode" in err
