@@ -54,6 +54,7 @@ def main(
 
 app.command()(data.seed)
 app.command()(teacher.generate)
+app.command()(teacher.merge)
 app.add_typer(teacher.teacher_app, name="teacher")
 app.command("filter")(data.filter_)
 app.command("format")(data.format_)

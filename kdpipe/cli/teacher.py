@@ -13,7 +13,7 @@ from pathlib import Path
 import typer
 
 from kdpipe.cli.build import QUIET_PARAM, command, fields, param
-from kdpipe.cli.common import reports_errors, say
+from kdpipe.cli.common import QUIET, reports_errors, say
 from kdpipe.errors import KdpipeError
 
 # ------------------------------------------------------------------ generate
@@ -55,8 +55,25 @@ generate = command(GenerateOptions, _generate, [
             "max_tokens", "stop", "seed", "cache", "prompt", "logprobs", "num_new", "seeds_per_prompt", "price_in",
             "price_out", "timeout", "retries", "transport", "dry_run", "expect_new", "expand_prompt", "max_usd",
             "batch", "prices",
-            "tokenizer", "poll_interval"),
+            "tokenizer", "poll_interval", "shard", "export_batch", "import_batch", "adaptive",
+            "rpm", "tpm"),
     QUIET_PARAM])
+
+
+@reports_errors
+def merge(
+    shards: list[Path] = typer.Argument(..., help="The outputs of generate --shard 1/N .. N/N (any order).",
+                                        show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="Records to write (JSONL).", show_default=False),
+    seeds: Path | None = typer.Option(None, "--seeds", help="The input the shards were cut from (default: the "
+                                                             "path their .meta.json names)."),
+    quiet: bool = QUIET,
+) -> None:
+    """Join the shard outputs of one `generate --shard I/N` run into the file an unsharded run writes."""
+    from kdpipe.generate.shard import merge_shards
+
+    counts = merge_shards(shards, out, seeds)
+    say(quiet, f"merge: {len(shards)} shards, {counts.get('records', 0)} records -> {out}")
 
 
 

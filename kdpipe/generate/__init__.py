@@ -29,6 +29,8 @@ from kdpipe import answers
 from kdpipe.errors import UsageError
 from kdpipe.generate.cost import open_cache
 from kdpipe.generate.plan import NothingCached, merge_estimates, stand_ins
+from kdpipe.generate.scale import scale_problems
+from kdpipe.generate.shard import parse_shard, shard_meta, shard_of
 from kdpipe.generate.result import GenerateResult, watching_failures
 from kdpipe.keys import question_key
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
@@ -39,7 +41,9 @@ from kdpipe.records import (
 from kdpipe.options import option
 from kdpipe.teacher.backend import make_backend
 from kdpipe.teacher.backend_dry_run import DryRunBackend
+from kdpipe.teacher.batch_files import export_batch, import_batch
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
+from kdpipe.teacher.identity import endpoint_host
 from kdpipe.teacher.pricing import Price
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
@@ -69,6 +73,15 @@ class GenerateOptions(TeacherOptions):
     logprobs: int | None = option(None, "Also keep, per completion token, the teacher's logprob and its K most "
                                         "likely alternatives (1 to 20; label mode), for format --style kd.",
                                   metavar="K")
+    shard: str | None = option(None, "Label only shard I of N of the input (by a hash of each record's id), "
+                                     "e.g. 2/8, so N machines share one job, each with its own cache; "
+                                     "`kdpipe merge` joins the shard outputs.", metavar="I/N")
+    export_batch: Path | None = option(None, "Send nothing: write the requests the cache cannot answer to FILE as "
+                                             "OpenAI batch JSONL (for vllm run-batch, Ray Data LLM or the Batch "
+                                             "API), then stop (label mode).", metavar="FILE")
+    import_batch: Path | None = option(None, "Store the answers of a batch output FILE (of --export-batch's "
+                                             "requests) in the cache first; the run then asks only what it "
+                                             "lacks (label mode).", metavar="FILE")
     num_new: int = option(100, "New questions to write (expand mode only).")
     seeds_per_prompt: int = option(3, "Seed questions shown per expansion request (expand mode only).")
     # A dry run of label mode before expansion ran: also price expanding and labelling this many (plan.py).
@@ -108,6 +121,7 @@ class GenerateOptions(TeacherOptions):
             if wrong:
                 p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
                          "not label mode")
+        p += scale_problems(self)
         if self.expect_new < 0:
             p.append("--expect-new must not be negative")
         elif self.expect_new and (self.mode != "label" or not self.dry_run):
@@ -139,11 +153,15 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     problems = opts.problems()
     if problems:
         raise UsageError("; ".join(problems))
-    if not opts.dry_run:  # checked before anything is paid for
+    sends = not (opts.dry_run or opts.export_batch)
+    if sends:  # checked before anything is paid for
         check_outputs_differ([seeds], [out, meta_path(out)])
         prepare_output(out)
         prepare_output(meta_path(out))
     records = load_records(seeds)
+    if opts.shard:
+        index, count = parse_shard(opts.shard)
+        records = [r for r in records if shard_of(r.id, count) == index]
     started = time.time()
     price = opts.price()
     if on_price is not None:
@@ -152,18 +170,25 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     stats = Stats()
     budget = opts.budget(price)
     causes: Counter = Counter()
-    with open_cache(opts.cache_path(), opts.dry_run) as cache:
+    with open_cache(opts.cache_path(), not sends) as cache:
         backend = make_backend(opts, budget, on_batch_step)
         send = backend.complete
-        if not opts.dry_run:
+        if sends:
             send = watching_failures(send, causes)
         if opts.mode == "label":
             prompts = label_prompts(records, opts.prompt)
+            if opts.import_batch:
+                imported = import_batch(config, label_requests(records, prompts, opts.samples), cache,
+                                        opts.import_batch)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
         else:
             template = read_prompt(opts.prompt or PROMPTS_DIR / expand_prompt_name(records))
             prompts = {template[0]: template}
             result_records, counts = expand(records, template, config, opts, cache, stats, on_progress, send)
+        if opts.export_batch:
+            exported = export_batch(config, backend.requests, cache, opts.export_batch)
+            return GenerateResult(counts, stats, price, extra={"exported": (*exported, opts.export_batch)},
+                                  mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
         if opts.dry_run:
             counter = token_counter(opts.tokenizer)
             total = estimate(config, backend.requests, cache, counter, price, opts.batch)
@@ -182,12 +207,19 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
              # Responses that did not say what they cost: cost_usd leaves them out; --max-usd
              # counted them at their worst case (max_usd_counted).
              "responses_without_usage": stats.no_usage, "duplicate_samples": stats.duplicates,
-             "max_usd_counted": None if budget is None else round(budget.spent, 6)}
+             "max_usd_counted": None if budget is None else round(budget.spent, 6), "replicas": stats.replicas,
+             "rate_limit": stats.limits}
     params = asdict(opts)  # write_meta writes paths as text
     params["temperature"] = config.temperature
-    params["base_url"] = config.provenance()["base_url_host"]
-    write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started,
-               extra={"usage": usage, "prompts": {name: digest for name, digest, _ in prompts.values()}})
+    hosts = [endpoint_host(u) for u in config.base_urls()]
+    params["base_url"] = hosts[0] if len(hosts) == 1 else hosts
+    digests = {name: digest for name, digest, _ in prompts.values()}
+    extra = {"usage": usage, "prompts": digests}
+    if opts.import_batch:
+        extra["imported_batch"] = {"file": str(opts.import_batch), **imported}
+    if opts.shard:
+        extra["shard"] = shard_meta(seeds, *parse_shard(opts.shard), params, digests, len(result_records))
+    write_meta(out, stage="generate", params=params, inputs=[seeds], counts=counts, started=started, extra=extra)
     return GenerateResult(counts, stats, price, cost, extra={"budget": budget}, mode=opts.mode, out=out,
                           max_tokens=opts.max_tokens, causes=causes)
 
@@ -204,9 +236,6 @@ def _expected_new(records, opts: GenerateOptions, cache, counter, price):
     new = stand_ins(records, opts.expect_new)
     requests = label_requests(new, label_prompts(new, opts.prompt), opts.samples)
     return expansion, estimate(opts.teacher_config(), requests, NothingCached(cache), counter, price, opts.batch)
-
-
-# ------------------------------------------------------------------ prompts
 
 
 # ------------------------------------------------------------------ label

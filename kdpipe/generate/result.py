@@ -86,6 +86,10 @@ class GenerateResult:
         from kdpipe.teacher.estimate import describe_estimate
         from kdpipe.teacher.progress import describe
 
+        if "exported" in self.extra:
+            lines, samples, path = self.extra["exported"]
+            return [f"generate: wrote {lines} requests ({samples} samples the cache lacks) to {path} as OpenAI "
+                    "batch JSONL; nothing sent, no records written"]
         if self.dry_run:
             new = self.extra.get("expect_new")
             scope = "" if self.mode == "label" else \

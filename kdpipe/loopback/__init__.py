@@ -120,6 +120,7 @@ class LoopbackTeacher:
     hostile: list[str] = field(default_factory=list)
     unauthorized_after: int | None = None
     hang_after: int | None = None
+    limit_in_flight: int | None = None  # a rate limit: a request past this many in flight gets a 429
     stats: Counter = field(default_factory=Counter)
     # The Batch API (batch.py): seconds per batch line; how many batches expire half way.
     batch_latency: float = 0.0
@@ -211,6 +212,10 @@ async def handle(teacher: LoopbackTeacher, method: str, target: str, headers: di
     teacher.stats["in_flight"] += 1
     teacher.stats["max_in_flight"] = max(teacher.stats["max_in_flight"], teacher.stats["in_flight"])
     try:
+        if teacher.limit_in_flight is not None and teacher.stats["in_flight"] > teacher.limit_in_flight:
+            teacher.stats["limited"] += 1
+            return _json(429, {"error": {"message": "rate limit reached", "type": "rate_limit"}},
+                         {"Retry-After": f"{teacher.retry_after:g}"})
         return await _chat(teacher, headers, body)
     finally:
         teacher.stats["in_flight"] -= 1
@@ -301,6 +306,8 @@ class RunningServer:
         return self.teacher.stats
 
     def stop(self) -> None:
+        if self._loop.is_closed():  # stopped already (a test that killed a replica mid-run)
+            return
         asyncio.run_coroutine_threadsafe(self._server.close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

@@ -33,6 +33,7 @@ class TeacherBackend(Protocol):
 # (option that switches it on, module); the first switched on answers, else the online endpoint.
 BACKENDS = (
     ("dry_run", "kdpipe.teacher.backend_dry_run"),
+    ("export_batch", "kdpipe.teacher.backend_dry_run"),  # records the requests; generate writes them out
     ("batch", "kdpipe.teacher.backend_batch"),
 )
 DEFAULT_BACKEND = "kdpipe.teacher.backend_online"
@@ -42,5 +43,5 @@ def make_backend(opts, budget: Budget | None = None,
                  on_batch_step: Callable[[str, str], None] | None = None) -> TeacherBackend:
     """The backend TeacherOptions `opts` ask for; `budget` caps spending (--max-usd),
     `on_batch_step(job, message)` hears each step of a Batch API run."""
-    module = next((m for switch, m in BACKENDS if getattr(opts, switch)), DEFAULT_BACKEND)
+    module = next((m for switch, m in BACKENDS if getattr(opts, switch, None)), DEFAULT_BACKEND)
     return importlib.import_module(module).backend(opts, budget, on_batch_step)

@@ -20,12 +20,13 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from kdpipe.teacher.cache import ResponseCache, request_key
-from kdpipe.teacher.identity import cache_namespace, is_local
+from kdpipe.teacher.identity import cache_namespace, endpoint_host, is_local
 from kdpipe.teacher.response import Completion, entries_from, from_stored, lacks_logprobs
 from kdpipe.teacher.stats import Stats
 from kdpipe.teacher.transport import (
-    Rejected, Retryable, TeacherFatalError, make_transport, scrub_secret, short,
+    Rejected, Retryable, TeacherFatalError, scrub_secret, short,
 )
+from kdpipe.teacher.sender import make_sender
 from kdpipe.token_logprobs import MAX_TOP
 
 BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -39,6 +40,7 @@ class TeacherConfig:
 
     model: str = ""
     base_url: str | None = None  # else $OPENAI_BASE_URL, else OpenAI
+    replicas: tuple[str, ...] = ()  # more endpoints serving the same model (teacher/replicas.py)
     api_key_env: str = "OPENAI_API_KEY"
     temperature: float = 0.0
     max_tokens: int | None = 512
@@ -53,6 +55,9 @@ class TeacherConfig:
     # protocol spoken directly, less CPU per request, for high concurrency.
     transport: str = "openai"
     logprobs: int | None = None  # ask for each token's logprob and this many top alternatives
+    adaptive: bool = False  # halve the requests in flight at a 429, grow back by one (teacher/ratelimit.py)
+    rpm: float | None = None  # request starts per minute at most
+    tpm: float | None = None  # worst-case tokens per minute at most
 
     def problems(self, need_key: bool = True, flag: Callable[[str], str] | None = None) -> list[str]:
         """Every problem with the config; `need_key=False` for work that sends nothing (a dry run);
@@ -75,25 +80,28 @@ class TeacherConfig:
             p.append(f"{flag('logprobs')} must be between 1 and {MAX_TOP}")
         if self.transport not in TRANSPORTS:
             p.append(f"transport must be one of {', '.join(TRANSPORTS)}")
-        url = self.resolved_base_url()
-        parts = urlsplit(url)
-        if parts.username is not None or parts.password is not None:
-            # Never echo it: the user part often is the key itself.
-            p.append(f"{flag('base_url')} must not hold credentials (user:password@host); put the key in "
-                     f"${self.api_key_env}")
-        elif parts.scheme not in ("http", "https") or not parts.hostname:
-            p.append(f"{flag('base_url')} must be an http(s) URL, got {url!r}")
-        else:
-            try:
-                parts.port
-            except ValueError:
-                p.append(f"{flag('base_url')} has a bad port: {url!r}")
-        if need_key and not os.environ.get(self.api_key_env) and not is_local(url):
+        for url in self.base_urls():
+            parts = urlsplit(url)
+            if parts.username is not None or parts.password is not None:
+                # Never echo it: the user part often is the key itself.
+                p.append(f"{flag('base_url')} must not hold credentials (user:password@host); put the key in "
+                         f"${self.api_key_env}")
+            elif parts.scheme not in ("http", "https") or not parts.hostname:
+                p.append(f"{flag('base_url')} must be an http(s) URL, got {url!r}")
+            else:
+                try:
+                    parts.port
+                except ValueError:
+                    p.append(f"{flag('base_url')} has a bad port: {url!r}")
+        if need_key and not os.environ.get(self.api_key_env) and not all(map(is_local, self.base_urls())):
             p.append(f"no API key: set {self.api_key_env} (or name another variable with {flag('api_key_env')})")
         return p
 
     def resolved_base_url(self) -> str:
         return (self.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL).rstrip("/")
+
+    def base_urls(self) -> list[str]:
+        return [self.resolved_base_url(), *(u.rstrip("/") for u in self.replicas)]
 
     def api_key(self) -> str:
         # A local server needs no key; the client library still wants a non-empty one.
@@ -111,18 +119,6 @@ class TeacherConfig:
         """The teacher call as recorded on records: never the key, only the endpoint's host."""
         return {"model": self.model, "base_url_host": endpoint_host(self.resolved_base_url()),
                 **self.sampling_params()}
-
-
-def endpoint_host(url: str) -> str:
-    """host[:port] of a URL, without any user:password@ it carries."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    host = f"[{host}]" if ":" in host else host
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return f"{host}:{port}" if port else host
 
 
 @dataclass
@@ -194,7 +190,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
 
 
 async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None) -> None:
-    transport = make_transport(config)
+    transport = make_sender(config, stats.replicas, stats.limits)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
     fatal: list[BaseException] = []  # the first fatal error: no request starts after it

@@ -41,3 +41,15 @@ def cache_namespace(base_url: str) -> str | None:
         return None
     value = listing.get(LOOPBACK_FIELD) if isinstance(listing, dict) else None
     return value if isinstance(value, str) and value else None
+
+
+def endpoint_host(url: str) -> str:
+    """host[:port] of a URL, without any user:password@ it carries."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return f"{host}:{port}" if port else host

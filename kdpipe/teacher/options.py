@@ -21,8 +21,10 @@ from kdpipe.options import FlagNamer, Options, flag_namer, option
 @dataclass
 class TeacherOptions(Options):
     model: str = option("", "Teacher model id at the endpoint.", required=True)
-    base_url: str | None = option(None, "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, "
-                                        "else https://api.openai.com/v1).")
+    base_url: list[str] | None = option(None, "OpenAI-compatible endpoint (default: $OPENAI_BASE_URL, else "
+                                              "https://api.openai.com/v1); repeat it for replicas of one model: "
+                                              "each request goes to the one with the fewest in flight.",
+                                        metavar="URL")
     api_key_env: str = option("OPENAI_API_KEY", "Environment variable holding the API key.")
     concurrency: int = option(32, "Requests in flight.")
     max_tokens: int | None = option(512, "Most tokens per completion.")
@@ -36,6 +38,12 @@ class TeacherOptions(Options):
     retries: int = option(6, "Retries per request (429, 5xx, timeouts).")
     transport: str = option("openai", "openai: the official client; aiohttp: the same protocol with less CPU "
                                       "per request (for --concurrency in the hundreds).")
+    adaptive: bool = option(False, "Adapt to the endpoint's rate limit: halve the requests in flight at a 429, "
+                                   "add them back one at a time as answers come (AIMD), up to --concurrency.")
+    rpm: float | None = option(None, "Start at most this many requests a minute (a published limit the "
+                                     "endpoint does not announce in headers).")
+    tpm: float | None = option(None, "Send at most this many tokens a minute, counting each request at its "
+                                     "worst case (prompt bytes/4 plus --max-tokens per sample).")
     # Cost control (kdpipe/teacher/estimate.py, budget.py, batch.py) and the backend.
     dry_run: bool = option(False, "Render every prompt, send nothing, write nothing: print the requests, input "
                                   "tokens (--tokenizer, else UTF-8 bytes/4 with bounds bytes/6 .. bytes/2.5), "
@@ -63,9 +71,12 @@ class TeacherOptions(Options):
         """The client's config with these sampling parameters (temperature, stop, seed)."""
         from kdpipe.teacher.client import TeacherConfig
 
-        return TeacherConfig(model=self.model, base_url=self.base_url, api_key_env=self.api_key_env,
+        urls = [self.base_url] if isinstance(self.base_url, str) else list(self.base_url or [])
+        return TeacherConfig(model=self.model, base_url=urls[0] if urls else None, replicas=tuple(urls[1:]),
+                             api_key_env=self.api_key_env,
                              max_tokens=self.max_tokens, concurrency=self.concurrency, timeout=self.timeout,
-                             retries=self.retries, transport=self.transport, **sampling)
+                             retries=self.retries, transport=self.transport, adaptive=self.adaptive,
+                             rpm=self.rpm, tpm=self.tpm, **sampling)
 
     def problems(self, flag: FlagNamer | None = None) -> list[str]:
         """Every problem with these options, before anything is spent; `flag(name)` is the flag
@@ -74,6 +85,8 @@ class TeacherOptions(Options):
         # `not x >= 0` rather than `x < 0`: NaN is refused too.
         p = [f"{flag(name)} must not be negative" for name in ("price_in", "price_out")
              if getattr(self, name) is not None and not getattr(self, name) >= 0]
+        p += [f"{flag(name)} must be positive" for name in ("rpm", "tpm")
+              if getattr(self, name) is not None and not 0 < getattr(self, name) < float("inf")]
         return p + self.cost_problems(flag) + self.teacher_config().problems(need_key=not self.dry_run, flag=flag)
 
     def cost_problems(self, flag: FlagNamer) -> list[str]:

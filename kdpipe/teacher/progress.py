@@ -7,6 +7,7 @@ import time
 
 from kdpipe.teacher.client import Stats
 from kdpipe.teacher.pricing import Price
+from kdpipe.teacher.replicas import describe_replicas
 
 
 def describe(stats: Stats, price: Price | None) -> str:
@@ -20,7 +21,8 @@ def describe(stats: Stats, price: Price | None) -> str:
     rate = f"{sent / elapsed:.1f}/s" if sent else "-/s"
     return (f"{stats.done}/{stats.total} samples: {sent} sent, {stats.cached} cached{not_sent}; {rate}, "
             f"{stats.retries} retries, {stats.errors} errors, "
-            f"tokens {_k(stats.prompt_tokens)} in / {_k(stats.completion_tokens)} out, {cost}")
+            f"tokens {_k(stats.prompt_tokens)} in / {_k(stats.completion_tokens)} out, {cost}"
+            + (f"; replicas {describe_replicas(stats.replicas)}" if stats.replicas else ""))
 
 
 def _k(n: int) -> str:

@@ -21,6 +21,8 @@ class Stats:
     no_usage: int = 0  # responses without a usable `usage`: --max-usd counted their worst case
     prompt_tokens: int = 0  # spent in this run (cache hits cost nothing)
     completion_tokens: int = 0
+    replicas: dict = field(default_factory=dict)  # host -> requests, ok, failed, set_aside (several --base-url)
+    limits: dict = field(default_factory=dict)  # 429s seen and the in-flight window (--adaptive, --rpm, --tpm)
     started: float = field(default_factory=time.monotonic)
 
     def elapsed(self) -> float:

@@ -56,8 +56,8 @@ def _seconds(value: str | None) -> float | None:
 
 
 def make_transport(config):
-    """The transport a TeacherConfig names; `send(body) -> dict` raises Retryable, Rejected
-    or TeacherFatalError."""
+    """The transport a TeacherConfig names, for its one endpoint; `send(body) -> dict` raises
+    Retryable, Rejected or TeacherFatalError."""
     return _OpenAITransport(config) if config.transport == "openai" else _AiohttpTransport(config)
 
 
