@@ -40,7 +40,7 @@ FLAGS = {
                  "--samples", "--temperature", "--max-tokens", "--stop", "--seed", "--cache", "--prompt",
                  "--logprobs", "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
                  "--transport", "--dry-run", "--expect-new", "--expand-prompt", "--max-usd", "--batch", "--prices",
-                 "--tokenizer", "--poll-interval", "--quiet/-q"],
+                 "--tokenizer", "--poll-interval", "--round", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",
                "--gold/--no-gold", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
                "--min-question-words", "--max-question-words", "--min-rationale-words", "--max-rationale-words",

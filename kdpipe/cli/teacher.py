@@ -55,7 +55,7 @@ generate = command(GenerateOptions, _generate, [
             "max_tokens", "stop", "seed", "cache", "prompt", "logprobs", "num_new", "seeds_per_prompt", "price_in",
             "price_out", "timeout", "retries", "transport", "dry_run", "expect_new", "expand_prompt", "max_usd",
             "batch", "prices",
-            "tokenizer", "poll_interval"),
+            "tokenizer", "poll_interval", "round"),
     QUIET_PARAM])
 
 

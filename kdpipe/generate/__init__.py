@@ -77,6 +77,7 @@ class GenerateOptions(TeacherOptions):
                                 "written): one estimate for the whole run.")
     expand_prompt: Path | None = option(None, "The expansion prompt --expect-new prices (default: "
                                               "prompts/expand.txt).")
+    round: int | None = option(None, "Loop round recorded in each new question's provenance (expand mode).")
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
@@ -108,6 +109,8 @@ class GenerateOptions(TeacherOptions):
             if wrong:
                 p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
                          "not label mode")
+        if self.round is not None and (self.mode != "expand" or self.round < 1):
+            p.append("--round is a loop round (1, 2, ...) of expand mode")
         if self.expect_new < 0:
             p.append("--expect-new must not be negative")
         elif self.expect_new and (self.mode != "label" or not self.dry_run):
@@ -290,8 +293,16 @@ def _clean_question(q: str) -> str:
 
 
 def expand_prompt_name(seeds) -> str:
-    """Instruction seeds get the Self-Instruct prompt (new tasks, with inputs where needed); others expand.txt."""
-    return "expand_instruction.txt" if seeds and all(r.task == "instruction" for r in seeds) else "expand.txt"
+    """Instruction seeds get the Self-Instruct prompt (new tasks, with inputs where needed); the questions
+    `kdpipe probe` found hard get expand_hard.txt (new questions of that kind and difficulty); others expand.txt."""
+    if seeds and all(r.task == "instruction" for r in seeds):
+        return "expand_instruction.txt"
+    return "expand_hard.txt" if probed(seeds) else "expand.txt"
+
+
+def probed(seeds) -> bool:
+    """Seeds written by `kdpipe probe` (each carries the student's answer and whether it was wrong)."""
+    return bool(seeds) and all("probe" in r.provenance for r in seeds)
 
 
 def render_expand_prompt(template: str, examples: list[str], num: int) -> str:
@@ -311,11 +322,14 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
     new: list[Record] = []
     counts: Counter = Counter()
     teacher = {**config.provenance(), "prompt": name, "prompt_digest": digest}
+    hard_seeds = probed(seeds)
+    loop = {} if opts.round is None else {"round": opts.round}
     j, empty_rounds = 0, 0
     while len(new) < opts.num_new and empty_rounds < MAX_EMPTY_ROUNDS:
         missing = opts.num_new - len(new)
         batch = -(-missing // NEW_PER_REQUEST)  # duplicates and failures are made up in the next round
-        plans = [_expansion_plan(pools, tasks, opts, j + b) for b in range(batch)]
+        plans = [(_hard_plan(seeds, pools, opts, j + b) if hard_seeds else _expansion_plan(pools, tasks, opts, j + b))
+                 for b in range(batch)]
         # Request j is sample j of the expansion: two requests that happen to show the same seeds
         # are still two draws from the teacher, cached apart.
         requests = [ChatRequest([{"role": "user", "content": render_expand_prompt(
@@ -341,8 +355,10 @@ def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache,
                     counts["duplicates"] += 1
                     continue
                 seen.add(key)
+                hard = [r.id for r in chosen if r.provenance.get("probe", {}).get("hard")]
                 new.append(Record(id=_new_id(task, q), question=q, task=task, provenance={
-                    "source": "expand", "inspired_by": [r.id for r in chosen], "teacher": teacher}))
+                    "source": "expand", "inspired_by": [r.id for r in chosen], **loop,
+                    **({"inspired_by_hard": hard} if hard_seeds else {}), "teacher": teacher}))
                 if len(new) == opts.num_new:
                     break
             if len(new) == opts.num_new:
@@ -362,6 +378,16 @@ def _expansion_plan(pools, tasks, opts: GenerateOptions, j: int) -> tuple[str, l
     rng = random.Random(f"{opts.seed or 0}:{j}")
     pool = pools[task]
     return task, rng.sample(pool, min(opts.seeds_per_prompt, len(pool)))
+
+
+def _hard_plan(seeds, pools, opts: GenerateOptions, j: int) -> tuple[str, list[Record]]:
+    """Expansion request j from probed seeds: one seed drawn from them all decides the task, so the
+    new questions follow the kinds the student failed (round robin over tasks would not), and the
+    other examples come from its task. A pure function of (seed, j)."""
+    rng = random.Random(f"hard:{opts.seed or 0}:{j}")
+    anchor = rng.choice(seeds)
+    others = [r for r in pools[anchor.task] if r is not anchor]
+    return anchor.task, [anchor, *rng.sample(others, min(opts.seeds_per_prompt - 1, len(others)))]
 
 
 def _new_id(task: str, question: str) -> str:
