@@ -13,6 +13,7 @@ from kdpipe.format import FormatOptions
 from kdpipe.generate import GenerateOptions
 from kdpipe.hub.export import ExportOptions
 from kdpipe.loopback.options import ServeOptions
+from kdpipe.loop_report import LoopReportOptions
 from kdpipe.probe import ProbeOptions
 from kdpipe.seed import SeedOptions
 from kdpipe.teacher.options import TeacherOptions
@@ -21,14 +22,16 @@ from kdpipe.train import TrainOptions
 
 OPTIONS = {"seed": SeedOptions, "generate": GenerateOptions, "filter": FilterOptions, "format": FormatOptions,
            "train": TrainOptions, "eval": EvalOptions, "tiny-student": TinyOptions, "teacher serve": ServeOptions,
-           "export-dataset": ExportOptions, "probe": ProbeOptions}
+           "export-dataset": ExportOptions, "probe": ProbeOptions,
+           "loop-report": LoopReportOptions}
 # What a command takes besides its options class: inputs, outputs, --quiet.
 OWN = {"seed": ["src", "-o/--out"], "generate": ["seeds", "-o/--out"],
        "filter": ["inp", "-o/--out", "--rejected", "--report"], "format": ["inp", "-o/--out"],
        "train": ["sft", "-o/--out"], "eval": ["eval_file", "-o/--out"], "tiny-student": ["out", "--corpus"],
        "probe": ["seeds", "-o/--out", "--model", "--against", "--pool", "--max", "--easy-share", "--seed", "--round",
               "--batch-size", "--max-new-tokens", "--quiet/-q"],
-    "teacher serve": [], "export-dataset": ["inp", "-o/--out"], "probe": ["seeds", "-o/--out"]}
+    "loop-report": ["work", "--rounds", "--quiet/-q"],
+    "teacher serve": [], "export-dataset": ["inp", "-o/--out"], "probe": ["seeds", "-o/--out"], "loop-report": ["work"]}
 # The flags of each command, in help order, as they were before the command line was built from the
 # options classes (eval has gained --prices, generate --expect-new and --expand-prompt); a change here is
 # a change users see.

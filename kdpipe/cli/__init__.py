@@ -62,6 +62,7 @@ app.command()(student.train)
 app.command("eval")(student.eval_)
 app.command("tiny-student")(student.tiny_student)
 app.command()(student.probe)
+app.command("loop-report")(student.loop_report)
 
 
 def run() -> None:

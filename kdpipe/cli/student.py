@@ -114,3 +114,21 @@ probe = command(ProbeOptions, _probe, [
     param("out", Path, typer.Option(..., "-o", "--out", help="Seed records (JSONL) to write.", show_default=False)),
     *fields(ProbeOptions),
     QUIET_PARAM])
+
+
+from kdpipe.loop_report import LoopReportOptions  # (light: json only)
+
+
+def _loop_report(opts, work: Path, quiet: bool) -> None:
+    """Print the scorecard of `make loop`: per round, student accuracy with its interval, hard questions
+    found, new questions kept, teacher tokens and dollars (from the files the rounds wrote)."""
+    from kdpipe.loop_report import scorecard
+
+    typer.echo(scorecard(work, opts.rounds))
+
+
+loop_report = command(LoopReportOptions, _loop_report, [
+    param("work", Path, typer.Argument(..., help="The loop's WORK folder (round 0 in it, round N in round-N/).",
+                                       show_default=False)),
+    *fields(LoopReportOptions),
+    QUIET_PARAM])
