@@ -79,3 +79,30 @@ def test_round_is_an_expand_option():
         model="m", base_url=url, round=2).problems()
     assert "--round is a loop round (1, 2, ...) of expand mode" in GenerateOptions(
         model="m", base_url=url, mode="expand", round=0).problems()
+
+
+def test_no_eval_question_enters_a_rounds_training_data(tmp_path):
+    """The teacher writes eval questions and near-copies of them among its new ones: probe never
+    probes them, and the round's filter (against the eval file, as `make loop` runs it) drops them
+    all, so that the training data of every round are free of them."""
+    from kdpipe.filter import FilterOptions, run_filter
+    from kdpipe.keys import question_key
+
+    evals = SUMS[20:24]
+    ev = tmp_path / "eval.jsonl"
+    write_records(ev, [Record(id=f"e{i}", question=q, task="numeric", gold="1") for i, q in enumerate(evals)])
+    near = ["Now, " + q.lower() for q in evals[:2]] + [q.upper().rstrip("?") + "!" for q in evals[2:]]
+    said = "Adding the second number to the first one gives the total we want. The answer is 1."
+    script = [ScriptLine(q, [said], expand=True) for q in SUMS[6:20] + evals + near]
+    hard = probe_file(tmp_path / "hard.jsonl")
+    with running(script) as srv:
+        expand(srv.base_url, tmp_path, hard, tmp_path / "new.jsonl", round=1)
+        labeled = GenerateOptions(model="loopback", base_url=srv.base_url, cache=tmp_path / "cache.sqlite", timeout=2)
+        run_generate(tmp_path / "new.jsonl", tmp_path / "teacher.jsonl", labeled)
+    written = {n.question for n in load_records(tmp_path / "new.jsonl")}
+    assert written & set(evals + near)  # the teacher did write them
+    run_filter(tmp_path / "teacher.jsonl", tmp_path / "filtered.jsonl", FilterOptions(against=[ev]))
+    kept = load_records(tmp_path / "filtered.jsonl")
+    eval_keys = {question_key(q) for q in evals}
+    assert kept and not {k.question for k in kept} & set(evals + near)
+    assert not {question_key(k.question) for k in kept} & eval_keys
