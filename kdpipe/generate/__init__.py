@@ -7,6 +7,8 @@ label   every seed question goes to the teacher with a few-shot
 expand  Self-Instruct / LaMini style: the teacher sees k sampled seed
         questions and writes new ones of the same task; --num-new new,
         deduplicated questions come out as seed records for a label run.
+        Seeds from `kdpipe probe` (the student's mistakes) get expand_hard.txt
+        and requests anchored on them (Lion's generation step).
 
 Every response goes through the teacher cache (kdpipe/teacher/cache.py), so a
 rerun after a crash pays only for what never completed, and the output is
@@ -65,7 +67,8 @@ class GenerateOptions(TeacherOptions):
     seed: int | None = option(None, "Sampling seed sent to the endpoint; also picks the seed examples of expand "
                                     "mode.")
     prompt: Path | None = option(None, "Prompt template (default: prompts/<task>.txt, prompts/expand.txt; "
-                                       "prompts/expand_instruction.txt for instruction seeds).")
+                                       "prompts/expand_instruction.txt for instruction seeds, "
+                                       "prompts/expand_hard.txt for `kdpipe probe` output).")
     logprobs: int | None = option(None, "Also keep, per completion token, the teacher's logprob and its K most "
                                         "likely alternatives (1 to 20; label mode), for format --style kd.",
                                   metavar="K")
