@@ -3,6 +3,7 @@
 #   make demo                      the whole pipeline, offline, on the bundled example
 #   make dry-run                   what the teacher will cost (expansion and labelling), sending nothing
 #   make test                      the test suite
+#   make loop ROUNDS=2             then rounds of probe -> expand the hard questions -> label -> train again
 #
 # To run it on your own task, copy this file and set the variables below, e.g.
 #   make eval SRC=my_questions.jsonl TEACHER_MODEL=gpt-4o-mini BASE_URL=https://api.openai.com/v1 \
@@ -92,7 +93,7 @@ BIN     := $(VENV)/bin
 KDPIPE  ?= $(BIN)/kdpipe
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help install test test-all demo dry-run seeds expand label filter format train eval clean clean-cache gpu-wheels
+.PHONY: help install test test-all demo loop dry-run seeds expand label filter format train eval clean clean-cache gpu-wheels
 .DELETE_ON_ERROR:
 
 help:
@@ -101,6 +102,7 @@ help:
 	@echo "make test-all     also run the slow end-to-end tests"
 	@echo "make demo         run the whole pipeline offline on the bundled example"
 	@echo "make eval         run the pipeline up to the scorecard (same as demo, with your variables)"
+	@echo "make loop         the pipeline, then ROUNDS=$(ROUNDS) rounds on the student's mistakes; a scorecard"
 	@echo "make dry-run      estimate what the teacher steps will cost; sends nothing"
 	@echo "make clean        remove $(WORK)/ but the teacher cache $(CACHE)"
 	@echo "make clean-cache  remove the teacher cache (answers in it are paid for again)"
@@ -254,6 +256,53 @@ demo: $(WORK)/eval.json
 	@echo "  sft.jsonl                  training rows ($(STYLE) style)"
 	@echo "  student/                   weights (LoRA adapter or full), tokenizer, config, metrics, loss curve"
 	@echo "  eval.json eval.md eval.predictions.jsonl   the scorecard"
+
+# ------------------------------------------------------------------ the loop (Lion, Jiang et al. 2023)
+# Round 0 is the pipeline above. Round N (in $(WORK)/round-N/): probe the last student on the
+# training questions so far (never the eval questions) -> hard.jsonl; the teacher writes
+# LOOP_NEW new questions like the hard ones (prompts/expand_hard.txt) -> label -> filter
+# against the eval questions and every earlier round's data -> format all rounds' data ->
+# train from STUDENT again (not from the last adapter: each round is a plain, reproducible
+# train run, and old mistakes cannot compound) -> eval. Stopped anywhere, `make loop` again
+# redoes only what is missing, and the teacher cache answers what was already paid for.
+# The loop's files rerun when their inputs change; unlike the pipeline above, their settings
+# are not tracked (a changed LOOP_NEW needs `rm -r $(WORK)/round-*`).
+ROUNDS      ?= 2
+LOOP_NEW    ?= $(NUM_NEW)
+PROBE_FLAGS ?= --easy-share 0.1
+ROUND_LIST   = $(shell seq 1 $(ROUNDS))
+round_dir    = $(if $(filter 0,$(1)),$(WORK),$(WORK)/round-$(1))
+# The training records of rounds 0..N.
+train_files  = $(foreach k,$(shell seq 0 $(1)),$(call round_dir,$(k))/filtered.jsonl)
+
+define LOOP_ROUND
+$(WORK)/round-$(1)/pool.jsonl: $(call train_files,$(2))
+	mkdir -p $$(@D) && cat $$^ > $$@.tmp && mv $$@.tmp $$@ || { rm -f $$@.tmp; exit 1; }
+$(WORK)/round-$(1)/hard.jsonl: $(WORK)/round-$(1)/pool.jsonl $(call round_dir,$(2))/student/train_config.json $(WORK)/eval.jsonl
+	$$(KDPIPE) probe $$< --model $(call round_dir,$(2))/student -o $$@ --against $(WORK)/eval.jsonl --round $(1) $$(PROBE_FLAGS)
+$(WORK)/round-$(1)/expanded.jsonl: $(WORK)/round-$(1)/hard.jsonl prompts/expand_hard.txt $$(TEACHER_DEP)
+	$$(call with_teacher,$$(KDPIPE) generate $$< -o $$@ --mode expand --num-new $$(LOOP_NEW) --round $(1) $$(EXPAND_FLAGS) $$(TEACHER_ARGS))
+$(WORK)/round-$(1)/teacher.jsonl: $(WORK)/round-$(1)/expanded.jsonl $$(LABEL_PROMPT) $$(TEACHER_DEP)
+	$$(call with_teacher,$$(KDPIPE) generate $$< -o $$@ $$(LABEL_ARGS) $$(TEACHER_ARGS))
+$(WORK)/round-$(1)/filtered.jsonl: $(WORK)/round-$(1)/teacher.jsonl $(WORK)/eval.jsonl $(call train_files,$(2))
+	$$(KDPIPE) filter $$< -o $$@ $$(foreach f,$(WORK)/eval.jsonl $(call train_files,$(2)),--against $$(f)) \
+	  --rejected $(WORK)/round-$(1)/rejected.jsonl --report $(WORK)/round-$(1)/filter-report.json $$(FILTER_ARGS)
+$(WORK)/round-$(1)/all.jsonl: $(call train_files,$(1))
+	cat $$^ > $$@.tmp && mv $$@.tmp $$@ || { rm -f $$@.tmp; exit 1; }
+$(WORK)/round-$(1)/sft.jsonl: $(WORK)/round-$(1)/all.jsonl
+	$$(KDPIPE) format $$< -o $$@ $$(FORMAT_ARGS)
+$(WORK)/round-$(1)/student/train_config.json: $(WORK)/round-$(1)/sft.jsonl $$(STUDENT_DEP)
+	$$(KDPIPE) train $$< -o $(WORK)/round-$(1)/student --student $$(STUDENT) --overwrite $$(TRAIN_ARGS)
+$(WORK)/round-$(1)/eval.json: $(WORK)/eval.jsonl $(WORK)/round-$(1)/student/train_config.json
+	$$(KDPIPE) eval $$< --model $(WORK)/round-$(1)/student -o $$@ -q $$(EVAL_FLAGS)
+endef
+ifneq ($(filter loop,$(MAKECMDGOALS)),)
+$(foreach n,$(ROUND_LIST),$(eval $(call LOOP_ROUND,$(n),$(shell expr $(n) - 1))))
+endif
+
+loop: $(WORK)/eval.json $(foreach n,$(ROUND_LIST),$(WORK)/round-$(n)/eval.json)
+	@echo
+	@$(KDPIPE) loop-report $(WORK) --rounds $(ROUNDS)
 
 # ------------------------------------------------------------------ cost before paying
 # One estimate for the teacher steps of the whole run: expansion of NUM_NEW questions and the

@@ -13,6 +13,8 @@ from kdpipe.format import FormatOptions
 from kdpipe.generate import GenerateOptions
 from kdpipe.hub.export import ExportOptions
 from kdpipe.loopback.options import ServeOptions
+from kdpipe.loop_report import LoopReportOptions
+from kdpipe.probe import ProbeOptions
 from kdpipe.seed import SeedOptions
 from kdpipe.teacher.options import TeacherOptions
 from kdpipe.tiny_student import TinyOptions
@@ -20,12 +22,13 @@ from kdpipe.train import TrainOptions
 
 OPTIONS = {"seed": SeedOptions, "generate": GenerateOptions, "filter": FilterOptions, "format": FormatOptions,
            "train": TrainOptions, "eval": EvalOptions, "tiny-student": TinyOptions, "teacher serve": ServeOptions,
-           "export-dataset": ExportOptions}
+           "export-dataset": ExportOptions, "probe": ProbeOptions,
+           "loop-report": LoopReportOptions}
 # What a command takes besides its options class: inputs, outputs, --quiet.
 OWN = {"seed": ["src", "-o/--out"], "generate": ["seeds", "-o/--out"],
        "filter": ["inp", "-o/--out", "--rejected", "--report"], "format": ["inp", "-o/--out"],
        "train": ["sft", "-o/--out"], "eval": ["eval_file", "-o/--out"], "tiny-student": ["out", "--corpus"],
-       "teacher serve": [], "export-dataset": ["inp", "-o/--out"]}
+       "teacher serve": [], "export-dataset": ["inp", "-o/--out"], "probe": ["seeds", "-o/--out"], "loop-report": ["work"]}
 # The flags of each command, in help order, as they were before the command line was built from the
 # options classes (eval has gained --prices, generate --expect-new and --expand-prompt); a change here is
 # a change users see.
@@ -38,7 +41,7 @@ FLAGS = {
                  "--logprobs", "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
                  "--transport", "--dry-run", "--expect-new", "--expand-prompt", "--max-usd", "--batch", "--prices",
                  "--tokenizer", "--poll-interval", "--shard", "--export-batch",
-                 "--import-batch", "--adaptive", "--rpm", "--tpm", "--quiet/-q"],
+                 "--import-batch", "--adaptive", "--rpm", "--tpm", "--round", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",
                "--gold/--no-gold", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
                "--min-question-words", "--max-question-words", "--min-rationale-words", "--max-rationale-words",
@@ -67,6 +70,9 @@ FLAGS = {
     "teacher serve": ["--host", "--port", "--script", "--latency", "--fault-rate", "--retry-after",
                       "--fault-seed", "--hostile", "--unauthorized-after", "--hang-after", "--ready-file",
                       "--model"],
+    "probe": ["seeds", "-o/--out", "--model", "--against", "--pool", "--max", "--easy-share", "--seed", "--round",
+              "--batch-size", "--max-new-tokens", "--quiet/-q"],
+    "loop-report": ["work", "--rounds", "--quiet/-q"],
 }
 
 

@@ -8,7 +8,7 @@ from them (build.py), so the command modules hold no defaults and no checks.
 
 This module assembles the app from the command modules (data: seed, filter,
 format; teacher: generate and `teacher serve`; student: train, eval,
-tiny-student), which never import each other or this module.
+tiny-student, probe), which never import each other or this module.
 """
 
 from __future__ import annotations
@@ -62,6 +62,8 @@ app.command("export-dataset")(data.export_dataset)
 app.command()(student.train)
 app.command("eval")(student.eval_)
 app.command("tiny-student")(student.tiny_student)
+app.command()(student.probe)
+app.command("loop-report")(student.loop_report)
 
 
 def run() -> None:

@@ -89,3 +89,46 @@ tiny_student = command(TinyOptions, _tiny_student, [
                                        show_default=False)),
     *fields(TinyOptions),
     QUIET_PARAM])
+
+
+# ------------------------------------------------------------------ probe
+
+from kdpipe.probe import ProbeOptions  # (light: the student loads when it runs)
+
+
+def _probe(opts, seeds: Path, out: Path, quiet: bool) -> None:
+    """Find the training questions the student gets wrong; write them (with its answers and the reason, and a
+    share of easy ones) as seeds for `generate --mode expand` (a Lion-style loop round)."""
+    from kdpipe.probe import run_probe
+
+    r = run_probe(seeds, out, opts)
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items()))
+    say(quiet, f"probe: {r.probed} of {r.read} questions probed ({r.in_eval} also in --against, "
+               f"{r.no_reference} without a gold or teacher answer left out); {r.wrong} wrong"
+               + (f" ({reasons})" if reasons else "") + f"; wrote {r.hard} hard and {r.easy} easy to {out}")
+
+
+probe = command(ProbeOptions, _probe, [
+    param("seeds", Path, typer.Argument(..., help="Training records (seed records with gold, or filtered teacher "
+                                                  "records).", show_default=False)),
+    param("out", Path, typer.Option(..., "-o", "--out", help="Seed records (JSONL) to write.", show_default=False)),
+    *fields(ProbeOptions),
+    QUIET_PARAM])
+
+
+from kdpipe.loop_report import LoopReportOptions  # (light: json only)
+
+
+def _loop_report(opts, work: Path, quiet: bool) -> None:
+    """Print the scorecard of `make loop`: per round, student accuracy with its interval, hard questions
+    found, new questions kept, teacher tokens and dollars (from the files the rounds wrote)."""
+    from kdpipe.loop_report import scorecard
+
+    typer.echo(scorecard(work, opts.rounds))
+
+
+loop_report = command(LoopReportOptions, _loop_report, [
+    param("work", Path, typer.Argument(..., help="The loop's WORK folder (round 0 in it, round N in round-N/).",
+                                       show_default=False)),
+    *fields(LoopReportOptions),
+    QUIET_PARAM])

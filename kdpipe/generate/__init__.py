@@ -7,6 +7,8 @@ label   every seed question goes to the teacher with a few-shot
 expand  Self-Instruct / LaMini style: the teacher sees k sampled seed
         questions and writes new ones of the same task; --num-new new,
         deduplicated questions come out as seed records for a label run.
+        Seeds from `kdpipe probe` (the student's mistakes) get expand_hard.txt
+        and requests anchored on them (Lion's generation step).
 
 Every response goes through the teacher cache (kdpipe/teacher/cache.py), so a
 rerun after a crash pays only for what never completed, and the output is
@@ -15,10 +17,6 @@ written whole, in input order, at the end.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import random
-import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
@@ -28,11 +26,11 @@ from typing import Callable
 from kdpipe import answers
 from kdpipe.errors import UsageError
 from kdpipe.generate.cost import open_cache
+from kdpipe.generate.expand import expand, expand_prompt_name, parse_question_list  # noqa: F401  (the stage's API)
 from kdpipe.generate.plan import NothingCached, merge_estimates, stand_ins
 from kdpipe.generate.scale import scale_problems
 from kdpipe.generate.shard import parse_shard, shard_meta, shard_of
 from kdpipe.generate.result import GenerateResult, watching_failures
-from kdpipe.keys import question_key
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
     SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, meta_path, prepare_output, write_meta,
@@ -42,16 +40,13 @@ from kdpipe.options import option
 from kdpipe.teacher.backend import make_backend
 from kdpipe.teacher.backend_dry_run import DryRunBackend
 from kdpipe.teacher.batch_files import export_batch, import_batch
-from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, complete
+from kdpipe.teacher.client import Completion, Stats, TeacherConfig, complete
 from kdpipe.teacher.identity import endpoint_host
 from kdpipe.teacher.pricing import Price
-from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.estimate import estimate, token_counter
 from kdpipe.teacher.options import TeacherOptions
 
 MODES = ("label", "expand")
-NEW_PER_REQUEST = 8  # questions asked for in one expansion request
-MAX_EMPTY_ROUNDS = 3  # expansion rounds in a row without a new question before giving up
 
 
 @dataclass
@@ -69,7 +64,8 @@ class GenerateOptions(TeacherOptions):
     seed: int | None = option(None, "Sampling seed sent to the endpoint; also picks the seed examples of expand "
                                     "mode.")
     prompt: Path | None = option(None, "Prompt template (default: prompts/<task>.txt, prompts/expand.txt; "
-                                       "prompts/expand_instruction.txt for instruction seeds).")
+                                       "prompts/expand_instruction.txt for instruction seeds, "
+                                       "prompts/expand_hard.txt for `kdpipe probe` output).")
     logprobs: int | None = option(None, "Also keep, per completion token, the teacher's logprob and its K most "
                                         "likely alternatives (1 to 20; label mode), for format --style kd.",
                                   metavar="K")
@@ -90,6 +86,7 @@ class GenerateOptions(TeacherOptions):
                                 "written): one estimate for the whole run.")
     expand_prompt: Path | None = option(None, "The expansion prompt --expect-new prices (default: "
                                               "prompts/expand.txt).")
+    round: int | None = option(None, "Loop round recorded in each new question's provenance (expand mode).")
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
@@ -122,6 +119,8 @@ class GenerateOptions(TeacherOptions):
                 p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
                          "not label mode")
         p += scale_problems(self)
+        if self.round is not None and (self.mode != "expand" or self.round < 1):
+            p.append("--round is a loop round (1, 2, ...) of expand mode")
         if self.expect_new < 0:
             p.append("--expect-new must not be negative")
         elif self.expect_new and (self.mode != "label" or not self.dry_run):
@@ -278,120 +277,3 @@ def to_sample(c: Completion, record: Record) -> Sample:
     elif c.finish_reason == "content_filter" and s.answer is None:
         s.error, s.detail = "refusal", "the endpoint's content filter stopped the completion"
     return s
-
-
-# ------------------------------------------------------------------ expand
-
-_LIST_ITEM = re.compile(r"^\s*(?:\(?\d{1,3}[.):]|[-*•]|Q\d*[.:])\s+(.*\S)\s*$")
-_QUESTION_PREFIX = re.compile(r"^(?:\*\*)?(?:new\s+)?question\s*\d*\s*[:.]\s*(?:\*\*)?\s*", re.I)
-
-
-def parse_question_list(text: str | None) -> list[str]:
-    """New questions from a numbered list, a bullet list or a JSON array (of strings or
-    of objects with a "question" field); an item may run over several lines."""
-    if not text or not text.strip():
-        return []
-    s = answers.unfenced(text)
-    if s.startswith("["):
-        try:
-            items = json.loads(s)
-        except ValueError:
-            items = None
-        if isinstance(items, list):
-            out = [i.get("question") if isinstance(i, dict) else i for i in items]
-            return [_clean_question(q) for q in out if isinstance(q, str) and _clean_question(q)]
-    questions: list[list[str]] = []
-    open_item = False  # a blank line closes an item: what follows it is commentary, not question
-    for line in s.splitlines():
-        m = _LIST_ITEM.match(line)
-        if m:
-            questions.append([m.group(1)])
-            open_item = True
-        elif not line.strip():
-            open_item = False
-        elif open_item:
-            questions[-1].append(line.strip())
-    return [q for q in (_clean_question("\n".join(parts)) for parts in questions) if q]
-
-
-def _clean_question(q: str) -> str:
-    return _QUESTION_PREFIX.sub("", q.strip()).strip().strip("*").strip()
-
-
-def expand_prompt_name(seeds) -> str:
-    """Instruction seeds get the Self-Instruct prompt (new tasks, with inputs where needed); others expand.txt."""
-    return "expand_instruction.txt" if seeds and all(r.task == "instruction" for r in seeds) else "expand.txt"
-
-
-def render_expand_prompt(template: str, examples: list[str], num: int) -> str:
-    listing = "\n".join(f"{i}. {q}" for i, q in enumerate(examples, 1))
-    return template.replace("{k}", str(len(examples))).replace("{examples}", listing).replace("{num}", str(num))
-
-
-def expand(seeds, template, config: TeacherConfig, opts: GenerateOptions, cache, stats, on_progress,
-           send=complete):
-    """New seed records written by the teacher from sampled seeds; returns (records, counts)."""
-    name, digest, text = template
-    tasks = sorted({r.task for r in seeds})
-    if "choice" in tasks:
-        raise UsageError("--mode expand writes numeric and text questions; multiple-choice seeds are not supported")
-    pools = {t: [r for r in seeds if r.task == t] for t in tasks}
-    seen = {question_key(r.question) for r in seeds}
-    new: list[Record] = []
-    counts: Counter = Counter()
-    teacher = {**config.provenance(), "prompt": name, "prompt_digest": digest}
-    j, empty_rounds = 0, 0
-    while len(new) < opts.num_new and empty_rounds < MAX_EMPTY_ROUNDS:
-        missing = opts.num_new - len(new)
-        batch = -(-missing // NEW_PER_REQUEST)  # duplicates and failures are made up in the next round
-        plans = [_expansion_plan(pools, tasks, opts, j + b) for b in range(batch)]
-        # Request j is sample j of the expansion: two requests that happen to show the same seeds
-        # are still two draws from the teacher, cached apart.
-        requests = [ChatRequest([{"role": "user", "content": render_expand_prompt(
-                        text, [r.question for r in chosen], NEW_PER_REQUEST)}], n=1, first_sample=j + b)
-                    for b, (_, chosen) in enumerate(plans)]
-        results = send(config, requests, cache, stats, on_progress)
-        before = len(new)
-        # Requests are read in their own order, not in the order they finished: same output every run.
-        counts["requests"] += len(plans)
-        for (task, chosen), (c,) in zip(plans, results):
-            if c.error is not None:
-                counts[c.error if c.error in (NOT_SENT, "malformed") else "transport"] += 1
-                continue
-            proposed = parse_question_list(c.text)
-            if c.finish_reason == "length" and proposed:
-                # Cut off by --max-tokens: the last item is the one being written ("... How").
-                proposed.pop()
-                counts["truncated"] += 1
-            for q in proposed:
-                counts["proposed"] += 1
-                key = question_key(q)
-                if not key or key in seen:
-                    counts["duplicates"] += 1
-                    continue
-                seen.add(key)
-                new.append(Record(id=_new_id(task, q), question=q, task=task, provenance={
-                    "source": "expand", "inspired_by": [r.id for r in chosen], "teacher": teacher}))
-                if len(new) == opts.num_new:
-                    break
-            if len(new) == opts.num_new:
-                break
-        j += batch
-        empty_rounds = empty_rounds + 1 if len(new) == before else 0
-        if counts[NOT_SENT]:  # the spending cap was reached (or a dry run): no further rounds
-            break
-    counts["written"] = len(new)
-    counts["short_of_target"] = opts.num_new - len(new)
-    return new, dict(counts)
-
-
-def _expansion_plan(pools, tasks, opts: GenerateOptions, j: int) -> tuple[str, list[Record]]:
-    """The task and seed examples of expansion request j: a pure function of (seed, j)."""
-    task = tasks[j % len(tasks)]
-    rng = random.Random(f"{opts.seed or 0}:{j}")
-    pool = pools[task]
-    return task, rng.sample(pool, min(opts.seeds_per_prompt, len(pool)))
-
-
-def _new_id(task: str, question: str) -> str:
-    return "x-" + hashlib.sha256(f"{task}\0{question}".encode("utf-8")).hexdigest()[:16]
