@@ -76,7 +76,8 @@ def render_expand_prompt(template: str, examples: list[str], num: int) -> str:
 
 def expand(seeds, template, config: TeacherConfig, opts, cache, stats, on_progress,
            send=complete):
-    """New seed records written by the teacher from sampled seeds; returns (records, counts)."""
+    """New seed records written by the teacher from sampled seeds (`opts`: GenerateOptions); returns
+    (records, counts)."""
     name, digest, text = template
     tasks = sorted({r.task for r in seeds})
     if "choice" in tasks:
