@@ -36,3 +36,12 @@ class Recipe:
         `callbacks`: kdpipe's metrics log.
         """
         raise NotImplementedError
+
+
+def count_tokens(trainer, attention_mask) -> None:
+    """Keep TRL's `num_tokens` metric, which a trainer that overrides `compute_loss` would otherwise
+    leave behind: the tokens of every training batch, across processes."""
+    if trainer.model.training and attention_mask is not None:
+        gathered = trainer.accelerator.gather_for_metrics(attention_mask.sum())
+        trainer._total_train_tokens += int(gathered.sum().item())
+    trainer._metrics["train" if trainer.model.training else "eval"]["num_tokens"] = [trainer._total_train_tokens]

@@ -32,7 +32,7 @@ from typing import Any
 from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.token_logprobs import top_k
 from kdpipe.token_text import token_id, vocabulary
-from kdpipe.train.trainers.base import Recipe
+from kdpipe.train.trainers.base import Recipe, count_tokens
 
 COLUMNS = ("kd_tokens", "kd_ids", "kd_logprobs")
 
@@ -178,11 +178,7 @@ def trainer_classes():
             labels = inputs.pop("labels")
             outputs = model(**inputs, use_cache=False)
             loss = sparse_kd_loss(outputs.logits, labels, *kd, self.kd_alpha, self.kd_temperature)
-            if self.model.training and "attention_mask" in inputs:
-                self._total_train_tokens += int(
-                    self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item())
-            mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            count_tokens(self, inputs.get("attention_mask"))
             return (loss, outputs) if return_outputs else loss
 
     return KDCollator, SparseKDTrainer

@@ -33,7 +33,7 @@ import os
 from typing import Any
 
 from kdpipe.errors import KdpipeError
-from kdpipe.train.trainers.base import Recipe
+from kdpipe.train.trainers.base import Recipe, count_tokens
 from kdpipe.train.trainers.weighted import TASK_COLUMN, dss_loss
 
 # GKDTrainer lives in trl.experimental, which warns on import; kdpipe pins TRL (constraints.txt) and its
@@ -293,9 +293,7 @@ def kd_trainer_classes():
                                            beta=self.kd["beta"], with_ce=not own)
             tasks = inputs.get(TASK_COLUMN, torch.zeros(ids.size(0), dtype=torch.long))
             loss, _, _ = dss_loss(per_token, mask, tasks, self.kd["rationale_weight"])
-            if self.model.training:
-                self._total_train_tokens += int(self.accelerator.gather_for_metrics(attention.sum()).sum().item())
-            self._metrics["train" if self.model.training else "eval"]["num_tokens"] = [self._total_train_tokens]
+            count_tokens(self, attention)
             return (loss, outputs) if return_outputs else loss
 
     return PromptCollator, TeacherLogitsTrainer

@@ -24,7 +24,7 @@ collator passes through as a tensor and `compute_loss` splits the batch by.
 
 from __future__ import annotations
 
-from kdpipe.train.trainers.base import Recipe
+from kdpipe.train.trainers.base import Recipe, count_tokens
 
 TASK_COLUMN = "is_rationale"
 
@@ -107,11 +107,7 @@ def weighted_trainer_classes():
             mask = labels[:, 1:] != -100
             loss, _, _ = dss_loss(-outputs.log_probs, mask.to(outputs.log_probs.device), tasks,
                                   self.rationale_weight)
-            if self.model.training and "attention_mask" in inputs:
-                self._total_train_tokens += int(
-                    self.accelerator.gather_for_metrics(inputs["attention_mask"].sum()).sum().item())
-            mode = "train" if self.model.training else "eval"
-            self._metrics[mode]["num_tokens"] = [self._total_train_tokens]
+            count_tokens(self, inputs.get("attention_mask"))
             return (loss, outputs) if return_outputs else loss
 
     return TaskCollator, DssSFTTrainer
