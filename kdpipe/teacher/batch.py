@@ -328,6 +328,7 @@ class _BatchRun:
             for number, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
                 if not raw.strip():
                     continue
+                # Kept apart from records.parse_json_line on purpose: see batch_files.import_batch.
                 try:
                     entry = json.loads(raw)
                     if not isinstance(entry, dict):

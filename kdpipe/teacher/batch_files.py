@@ -77,6 +77,8 @@ def import_batch(config: TeacherConfig, requests: list[ChatRequest], cache: Resp
         for number, raw in enumerate(fp, 1):
             if not raw.strip():
                 continue
+            # Not records.parse_json_line: that reader refuses what no input file may hold (a lone
+            # surrogate), while a teacher's answer is kept as received and marked malformed (response.py).
             try:
                 entry = json.loads(raw)
                 if not isinstance(entry, dict):
