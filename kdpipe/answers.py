@@ -122,6 +122,14 @@ def answers_agree(pred: str | None, gold: str | None, task: str, choices: list[s
     return normalize_text(pred) == normalize_text(gold)
 
 
+def disagrees_with_gold(pred: str | None, gold: str | None, task: str, choices: list[str] | None = None,
+                        rel_tol: float = 1e-4, agree=answers_agree) -> bool:
+    """filter's gold_mismatch rule, which `generate --mode rationalize` asks again for: there is a gold
+    answer to check (an instruction's gold is one good response among many, never matched) and `pred`
+    does not agree with it. `agree`: answers_agree, or a cached copy of it (filter's)."""
+    return gold is not None and task != "instruction" and not agree(pred, gold, task, choices, rel_tol)
+
+
 def _same_option(a: int, b: int, choices: list[str]) -> bool:
     return a == b or normalize_text(choices[a]) == normalize_text(choices[b])
 

@@ -12,7 +12,10 @@ them), so the fields below are the whole contract between stages:
     samples     teacher outputs, one per sampled completion (see Sample)
     provenance  where the record came from: source file and line for seeds,
                 the seeds that inspired an expanded question, the teacher call
-                (model, prompt template digest, sampling parameters)
+                (model, prompt template digest, sampling parameters); "rationalized"
+                (generate --mode rationalize: the call that wrote the samples marked
+                `rationalized`) and "counterfactual" (generate --mode counterfactual:
+                the source record, the intended and the source answer)
     reason      the filter rule that rejected the record (filter --rejected), else None
     reason_detail  what that rule found ("same question as q12"), when it says more
     vote_share  self-consistency agreement of the kept samples, else None
@@ -71,6 +74,8 @@ class Sample:
     judge: dict[str, Any] | None = None  # filter --judge: {"model", "score" (1-10 or null), "reason"}
     # generate --logprobs: per token the teacher's logprob and top-K alternatives (token_logprobs.py)
     logprobs: dict[str, list] | None = None
+    # generate --mode rationalize: asked with the gold answer given (STaR), so not the teacher's own answer
+    rationalized: bool = False
 
     @property
     def ok(self) -> bool:
@@ -105,6 +110,8 @@ class Record:
             for key in ("reason_detail", "judge", "logprobs"):
                 if s[key] is None:
                     del s[key]
+            if not s["rationalized"]:
+                del s["rationalized"]
         for key in ("samples", "provenance", "meta"):
             if not d[key]:
                 del d[key]
@@ -180,7 +187,8 @@ _RECORD_TYPES = {"id": (str,), "question": (str,), "task": (str,), "choices": (l
 _SAMPLE_TYPES = {"index": (int,), "text": _OPTIONAL_STR, "rationale": _OPTIONAL_STR, "answer": _OPTIONAL_STR,
                  "finish_reason": _OPTIONAL_STR, "error": _OPTIONAL_STR, "detail": _OPTIONAL_STR,
                  "usage": (dict,), "cached": (bool,), "reason": _OPTIONAL_STR,
-                 "reason_detail": _OPTIONAL_STR, "judge": (dict, type(None)), "logprobs": (dict, type(None))}
+                 "reason_detail": _OPTIONAL_STR, "judge": (dict, type(None)), "logprobs": (dict, type(None)),
+                 "rationalized": (bool,)}
 assert set(_SAMPLE_TYPES) == _SAMPLE_FIELDS and set(_RECORD_TYPES) == _RECORD_FIELDS
 
 

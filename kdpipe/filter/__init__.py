@@ -62,6 +62,10 @@ class FilterOptions(Options):
                                flags="--drop-errors/--keep-errors")
     gold: bool = option(True, "gold_mismatch rule: drop samples whose answer disagrees with the gold answer.",
                         flags="--gold/--no-gold")
+    drop_rationalized: bool = option(False, "rationalized rule: drop the samples `generate --mode rationalize` wrote "
+                                     "with the gold answer given.", flags="--drop-rationalized/--keep-rationalized")
+    check_counterfactual: bool = option(True, "counterfactual_* rules: keep an edit the teacher labels as intended.",
+                                        flags="--check-counterfactual/--no-check-counterfactual")
     rel_tol: float = option(1e-4, "Relative tolerance of non-integer numeric answers (integers compare "
                                   "exactly).")
     vote: bool = option(True, "no_consensus and minority_answer rules: majority vote over the samples of "
@@ -215,6 +219,7 @@ def run_filter(inp: str | Path, out: str | Path, opts: FilterOptions | None = No
                 rep.records_dropped[r.name] += 1
                 rep.samples_dropped[r.name] += n_samples
                 rep.samples_kept -= n_samples
+                rep.rationalized_gone(obj, r.name, [None] * n_samples)
                 if rej_fp:
                     obj = with_reason(obj, Reason(r.name, f"{r.found} {head_ids[int(dup_of[i])]}"))
                     obj.pop("vote_share", None)
@@ -266,6 +271,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
         rep.records_dropped[reason.rule] += 1
         # Samples that still stood go with the record and count under its rule.
         rep.samples_dropped[reason.rule] += sum(1 for r in sample_reasons if r is None)
+        rep.rationalized_gone(obj, reason.rule, sample_reasons)
         rejected.append(dumps(rejected_obj(obj, reason, sample_reasons)))
 
     try:
@@ -278,6 +284,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             rep.input += 1
             rep.samples_input += len(rec.samples)
             reason, sample_reasons = judge(rec, opts)
+            rep.note_rationalized(rec.samples, sample_reasons)
             for r in sample_reasons:
                 if r is not None:
                     rep.samples_dropped[r.rule] += 1

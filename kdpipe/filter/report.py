@@ -23,13 +23,44 @@ class FilterReport:
     voted: int = 0
     seconds: float = 0.0
     judge_cost: dict | None = None  # filter --judge: what the judge's replies cost (kdpipe/judging.py)
+    # Samples of `generate --mode rationalize` (asked with the gold answer given), counted apart:
+    # how many came in, which rule dropped how many, and the records kept with one standing.
+    rationalized_input: int = 0
+    rationalized_dropped: Counter = field(default_factory=Counter)
+    rationalized_records: int = 0
 
     def merge(self, other: "FilterReport") -> None:
-        for name in ("input", "kept", "samples_input", "samples_kept", "voted"):
+        for name in ("input", "kept", "samples_input", "samples_kept", "voted", "rationalized_input",
+                     "rationalized_records"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.records_dropped.update(other.records_dropped)
         self.samples_dropped.update(other.samples_dropped)
         self.teacher_errors.update(other.teacher_errors)
+        self.rationalized_dropped.update(other.rationalized_dropped)
+
+    def note_rationalized(self, samples, reasons) -> None:
+        """A record's samples after the record rules' sample checks (`reasons`: each one's Reason or None)."""
+        standing = 0
+        for s, r in zip(samples, reasons):
+            if s.rationalized:
+                self.rationalized_input += 1
+                if r is None:
+                    standing += 1
+                else:
+                    self.rationalized_dropped[r.rule] += 1
+        self.rationalized_records += standing > 0
+
+    def rationalized_gone(self, obj: dict, rule: str, reasons) -> None:
+        """A record (object) `rule` rejected after note_rationalized: its standing rationalized samples go too."""
+        gone = sum(1 for s, r in zip(obj.get("samples") or (), reasons) if r is None and s.get("rationalized"))
+        if gone:
+            self.rationalized_dropped[rule] += gone
+            self.rationalized_records -= 1
+
+    def rationalized(self) -> dict:
+        dropped = {r: self.rationalized_dropped[r] for r in _names() if self.rationalized_dropped[r]}
+        return {"samples": self.rationalized_input, "kept": self.rationalized_input - sum(dropped.values()),
+                "records_kept": self.rationalized_records, "dropped": dropped}
 
     def to_dict(self) -> dict:
         return {
@@ -39,7 +70,8 @@ class FilterReport:
                       for r in _names()],
             "teacher_errors": dict(self.teacher_errors), "voted_records": self.voted,
             "seconds": round(self.seconds, 3),
-        } | ({"judge_cost": self.judge_cost} if self.judge_cost is not None else {})
+        } | ({"judge_cost": self.judge_cost} if self.judge_cost is not None else {}) | (
+            {"rationalized": self.rationalized()} if self.rationalized_input else {})
 
     def table(self) -> str:
         lines = [f"{'rule':<27} {'records':>9} {'samples':>9}", f"{'input':<27} {self.input:>9} "
@@ -48,6 +80,11 @@ class FilterReport:
             if self.records_dropped[r] or self.samples_dropped[r]:
                 lines.append(f"  - {r:<23} {self.records_dropped[r]:>9} {self.samples_dropped[r]:>9}")
         lines.append(f"{'kept':<27} {self.kept:>9} {self.samples_kept:>9}")
+        if self.rationalized_input:
+            r = self.rationalized()
+            dropped = ", ".join(f"{k} {v}" for k, v in r["dropped"].items()) or "none"
+            lines.append(f"rationalized samples (asked with the gold answer): {r['samples']} in, {r['kept']} kept "
+                         f"in {r['records_kept']} records; dropped: {dropped}")
         return "\n".join(lines)
 
 

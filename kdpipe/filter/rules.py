@@ -24,70 +24,17 @@ from __future__ import annotations
 import functools
 import string
 from collections import Counter
-from typing import ClassVar, NamedTuple
+from typing import NamedTuple
 
 from kdpipe import answers
-from kdpipe.records import Record, Sample
+from kdpipe.filter.rule_base import Reason, RecordRule, Rule, SampleRule  # noqa: F401  (the rules' API)
+from kdpipe.records import Record
 
 # Words that may surround an answer without making a rationale of it ("So the answer is 42.").
 _FILLER = frozenset("so thus therefore hence answer is it final correct we get that this which "
                     "means option choice result equals".split())
 _NOT_OWN = _FILLER | answers.ARTICLES
 _PUNCT = string.punctuation + "“”‘’"
-
-
-class Reason(NamedTuple):
-    """Why a rule dropped a sample or a record: the rule's name and, when it says more, what it found."""
-
-    rule: str
-    detail: str | None = None
-
-    def __str__(self) -> str:
-        return f"{self.rule}: {self.detail}" if self.detail else self.rule
-
-
-class Rule:
-    name: ClassVar[str]
-    unit: ClassVar[str]  # "sample" (it drops samples; the record goes with its last one) or "record"
-    scope: ClassVar[str] = "record"  # record | chunk | set (see the module's docstring)
-    switch: ClassVar[str | None] = None  # the bool FilterOptions field that turns it on and off
-    off_flag: ClassVar[str | None] = None  # the flag turning it off, when not --no-<switch>
-    options: ClassVar[tuple[str, ...]] = ()  # the other FilterOptions fields it reads
-    summary: ClassVar[str]  # one line for --help, the README and the report's readers
-
-    def enabled(self, opts) -> bool:
-        return bool(getattr(opts, self.switch)) if self.switch else True
-
-    def apply(self, j: "Judgement") -> str | None:
-        """Judge one record (scope "record"): drop samples through `j.drop`; return a detail ("" for
-        none) when the rule rejects the record itself, else None."""
-        raise NotImplementedError
-
-
-class SampleRule(Rule):
-    unit = "sample"
-
-    def check(self, rec: Record, s: Sample, opts) -> str | None:
-        """None keeps the sample; a string (its detail, "" for none) drops it."""
-        raise NotImplementedError
-
-    def apply(self, j: "Judgement") -> None:
-        for i in j.alive():
-            detail = self.check(j.rec, j.rec.samples[i], j.opts)
-            if detail is not None:
-                j.drop(i, self.name, detail)
-        return None
-
-
-class RecordRule(Rule):
-    unit = "record"
-
-    def check(self, rec: Record, opts) -> str | None:
-        """None keeps the record; a string (its detail, "" for none) rejects it."""
-        raise NotImplementedError
-
-    def apply(self, j: "Judgement") -> str | None:
-        return self.check(j.rec, j.opts)
 
 
 # ------------------------------------------------------------------ the rules, in their order
@@ -127,10 +74,47 @@ class GoldMismatch(SampleRule):
                'numbers within --rel-tol; choices by letter or text; text normalized)')
 
     def check(self, rec, s, opts):
-        # An instruction's gold is a reference, one good response among many: never matched exactly.
-        if rec.gold is None or rec.task == "instruction" or _agree(s.answer, rec.gold, rec.task, _choices(rec), opts.rel_tol):
+        if not answers.disagrees_with_gold(s.answer, rec.gold, rec.task, _choices(rec), opts.rel_tol, _agree):
             return None
         return f"answer {s.answer!r}, gold {rec.gold!r}"
+
+
+class Rationalized(SampleRule):
+    name, switch, off_flag = "rationalized", "drop_rationalized", "--keep-rationalized"
+    summary = ("with --drop-rationalized: a sample `generate --mode rationalize` wrote with the gold answer "
+               "given (one that still disagrees with gold went under gold_mismatch)")
+
+    def check(self, rec, s, opts):
+        return "" if s.rationalized else None
+
+
+def _counterfactual(rec: Record) -> dict | None:
+    cf = rec.provenance.get("counterfactual")
+    return cf if isinstance(cf, dict) and cf.get("intended_answer") is not None else None
+
+
+class CounterfactualUnchanged(SampleRule):
+    name, switch, options = "counterfactual_unchanged", "check_counterfactual", ("rel_tol",)
+    summary = ("a counterfactual edit (`generate --mode counterfactual`) whose teacher answer is its source's "
+               "answer: the edit did not change the answer")
+
+    def check(self, rec, s, opts):
+        cf = _counterfactual(rec)
+        if cf is None or not _agree(s.answer, cf.get("source_answer"), rec.task, _choices(rec), opts.rel_tol):
+            return None
+        return f"answer {s.answer!r}, as the source {cf.get('of')}"
+
+
+class CounterfactualDisagrees(SampleRule):
+    name, switch, options = "counterfactual_disagrees", "check_counterfactual", ("rel_tol",)
+    summary = ("a counterfactual edit whose teacher answer (its label by `generate --mode label`) is not the "
+               "answer the edit intended (DISCO's consistency check)")
+
+    def check(self, rec, s, opts):
+        cf = _counterfactual(rec)
+        if cf is None or _agree(s.answer, cf["intended_answer"], rec.task, _choices(rec), opts.rel_tol):
+            return None
+        return f"answer {s.answer!r}, intended {cf['intended_answer']!r}"
 
 
 class NoConsensus(Rule):
@@ -239,9 +223,9 @@ class NearDuplicate(Rule):
                                        opts.near_threshold, eligible=eligible)
 
 
-RULES: tuple[Rule, ...] = (TeacherError(), JudgeScore(), GoldMismatch(), NoConsensus(), MinorityAnswer(),
-                           QuestionLength(), RationaleLength(), RationaleRestatesAnswer(), Contaminated(), Duplicate(),
-                           NearDuplicate())
+RULES: tuple[Rule, ...] = (TeacherError(), JudgeScore(), GoldMismatch(), Rationalized(), CounterfactualUnchanged(),
+                           CounterfactualDisagrees(), NoConsensus(), MinorityAnswer(), QuestionLength(),
+                           RationaleLength(), RationaleRestatesAnswer(), Contaminated(), Duplicate(), NearDuplicate())
 RULE_NAMES = tuple(r.name for r in RULES)
 
 
