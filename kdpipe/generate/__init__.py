@@ -9,6 +9,14 @@ expand  Self-Instruct / LaMini style: the teacher sees k sampled seed
         deduplicated questions come out as seed records for a label run.
         Seeds from `kdpipe probe` (the student's mistakes) get expand_hard.txt
         and requests anchored on them (Lion's generation step).
+rationalize  teacher records whose every usable answer misses gold (what filter
+        rejects as gold_mismatch) are asked again with the gold answer as a hint
+        (prompts/rationalize.txt); the new samples are marked `rationalized`
+        (generate/rationalize.py).
+counterfactual  the teacher edits each question minimally so that its answer
+        changes and states the new answer (prompts/counterfactual.txt); each
+        edit is a new record for a label run, linked to its source
+        (generate/counterfactual.py).
 
 Every response goes through the teacher cache (kdpipe/teacher/cache.py), so a
 rerun after a crash pays only for what never completed, and the output is
@@ -23,38 +31,47 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from kdpipe import answers
 from kdpipe.errors import UsageError
 from kdpipe.generate.cost import open_cache
+from kdpipe.generate.counterfactual import counterfactual
 from kdpipe.generate.expand import expand, expand_prompt_name, parse_question_list  # noqa: F401  (the stage's API)
 from kdpipe.generate.plan import NothingCached, merge_estimates, stand_ins
+from kdpipe.generate.rationalize import rationalize
 from kdpipe.generate.scale import scale_problems
 from kdpipe.generate.shard import parse_shard, shard_meta, shard_of
 from kdpipe.generate.result import GenerateResult, watching_failures
+from kdpipe.generate.sample import to_sample
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
-    SAMPLE_ERRORS, Record, Sample, check_outputs_differ, load_records, meta_path, prepare_output, write_meta,
+    SAMPLE_ERRORS, check_outputs_differ, load_records, meta_path, prepare_output, write_meta,
     write_records,
 )
 from kdpipe.options import option
 from kdpipe.teacher.backend import make_backend
 from kdpipe.teacher.backend_dry_run import DryRunBackend
 from kdpipe.teacher.batch_files import export_batch, import_batch
-from kdpipe.teacher.client import Completion, Stats, TeacherConfig, complete
+from kdpipe.teacher.client import Stats, TeacherConfig, complete
 from kdpipe.teacher.identity import endpoint_host
 from kdpipe.teacher.pricing import Price
 from kdpipe.teacher.estimate import estimate, token_counter
 from kdpipe.teacher.options import TeacherOptions
 
-MODES = ("label", "expand")
+MODES = ("label", "expand", "rationalize", "counterfactual")
+# Modes whose prompt shows a question with its answer (gold, or the answer to change).
+ANSWERED = {"rationalize": "rationalize.txt", "counterfactual": "counterfactual.txt"}
 
 
 @dataclass
 class GenerateOptions(TeacherOptions):
     """generate's options: the teacher's (who, how to reach and pay it: TeacherOptions) and these."""
 
-    mode: str = option("label", "label: answer with rationales; expand: write new questions like the seeds.")
-    samples: int = option(1, "Completions per question (label mode only). Raising it later pays only for the "
+    mode: str = option("label", "label: answer with rationales; expand: write new questions like the seeds; "
+                                "rationalize: ask again, with the gold answer as a hint, for the questions whose "
+                                "every answer missed gold (their new samples are marked rationalized); "
+                                "counterfactual: minimal edits of each question that change its answer, as new "
+                                "questions to label.")
+    samples: int = option(1, "Completions per question (label and rationalize; counterfactual: edits asked per "
+                             "question). Raising it later pays only for the "
                              "new samples at the same temperature; from 1 to several the default temperature "
                              "changes (0 to 0.7), so every sample is asked anew.")
     # None: 0 for one sample, 0.7 to sample several or to expand
@@ -65,7 +82,8 @@ class GenerateOptions(TeacherOptions):
                                     "mode.")
     prompt: Path | None = option(None, "Prompt template (default: prompts/<task>.txt, prompts/expand.txt; "
                                        "prompts/expand_instruction.txt for instruction seeds, "
-                                       "prompts/expand_hard.txt for `kdpipe probe` output).")
+                                       "prompts/expand_hard.txt for `kdpipe probe` output; "
+                                       "prompts/rationalize.txt, prompts/counterfactual.txt).")
     logprobs: int | None = option(None, "Also keep, per completion token, the teacher's logprob and its K most "
                                         "likely alternatives (1 to 20; label mode), for format --style kd.",
                                   metavar="K")
@@ -91,7 +109,7 @@ class GenerateOptions(TeacherOptions):
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
             return self.temperature
-        return 0.0 if self.mode == "label" and self.samples == 1 else 0.7
+        return 0.0 if self.mode != "expand" and self.samples == 1 else 0.7
 
     def teacher_config(self) -> TeacherConfig:
         return self.client_config(temperature=self.resolved_temperature(), stop=self.stop or None, seed=self.seed,
@@ -110,14 +128,14 @@ class GenerateOptions(TeacherOptions):
         # An option of the other mode would be silently ignored: say so instead.
         if self.mode == "expand" and self.samples != GenerateOptions.samples:
             p.append("--samples is for label mode (expand asks for one completion per request)")
-        if self.mode == "expand" and self.logprobs is not None:
-            p.append("--logprobs is for label mode (expand writes questions, not training targets)")
-        if self.mode == "label":
+        if self.mode in ("expand", "counterfactual") and self.logprobs is not None:
+            p.append(f"--logprobs is for label mode ({self.mode} writes questions, not training targets)")
+        if self.mode != "expand":
             wrong = [flag for flag, name in (("--num-new", "num_new"), ("--seeds-per-prompt", "seeds_per_prompt"))
                      if getattr(self, name) != getattr(GenerateOptions, name)]
             if wrong:
                 p.append(f"{' and '.join(wrong)} {'is' if len(wrong) == 1 else 'are'} for expand mode, "
-                         "not label mode")
+                         f"not {self.mode} mode")
         p += scale_problems(self)
         if self.round is not None and (self.mode != "expand" or self.round < 1):
             p.append("--round is a loop round (1, 2, ...) of expand mode")
@@ -130,11 +148,14 @@ class GenerateOptions(TeacherOptions):
         elif self.expand_prompt is not None and not Path(self.expand_prompt).is_file():
             p.append(f"--expand-prompt {self.expand_prompt}: no such file")
         if self.prompt is not None:
-            placeholder = "{examples}" if self.mode == "expand" else "{question}"
+            placeholders = ["{examples}"] if self.mode == "expand" else ["{question}"] + (
+                ["{answer}"] if self.mode in ANSWERED else [])
             if not Path(self.prompt).is_file():
                 p.append(f"--prompt {self.prompt}: no such file")
-            elif placeholder not in Path(self.prompt).read_text(encoding="utf-8", errors="replace"):
-                p.append(f"--prompt {self.prompt}: {self.mode} mode needs a {placeholder} placeholder in it")
+            for placeholder in placeholders:
+                if Path(self.prompt).is_file() and placeholder not in Path(self.prompt).read_text(
+                        encoding="utf-8", errors="replace"):
+                    p.append(f"--prompt {self.prompt}: {self.mode} mode needs a {placeholder} placeholder in it")
         return p + super().problems()
 
 
@@ -180,6 +201,12 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
                 imported = import_batch(config, label_requests(records, prompts, opts.samples), cache,
                                         opts.import_batch)
             result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
+        elif opts.mode in ANSWERED:
+            template = read_prompt(opts.prompt or PROMPTS_DIR / ANSWERED[opts.mode])
+            prompts = {template[0]: template}
+            make = rationalize if opts.mode == "rationalize" else counterfactual
+            result_records, counts, *unusable = make(records, template, config, opts.samples, cache, stats,
+                                                     on_progress, send)
         else:
             template = read_prompt(opts.prompt or PROMPTS_DIR / expand_prompt_name(records))
             prompts = {template[0]: template}
@@ -214,6 +241,8 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     params["base_url"] = hosts[0] if len(hosts) == 1 else hosts
     digests = {name: digest for name, digest, _ in prompts.values()}
     extra = {"usage": usage, "prompts": digests}
+    if opts.mode == "counterfactual":
+        extra["unusable"] = unusable[0]  # each reply that gave no counterfactual, with its source and reason
     if opts.import_batch:
         extra["imported_batch"] = {"file": str(opts.import_batch), **imported}
     if opts.shard:
@@ -258,22 +287,3 @@ def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, o
     counts["cached"] = stats.cached
     return records, {k: counts[k] for k in ("records", "records_labeled", "samples", "ok", *SAMPLE_ERRORS,
                                             "cached")}
-
-
-def to_sample(c: Completion, record: Record) -> Sample:
-    """A teacher completion as a Sample: rationale and answer, or the reason there is none."""
-    if c.error is not None:
-        return Sample(index=c.index, error=c.error if c.error in SAMPLE_ERRORS else "transport", detail=c.detail,
-                      usage=c.usage, cached=c.cached)
-    p = answers.parse_completion(c.text, record.task, record.choices)
-    s = Sample(index=c.index, text=c.text, rationale=p.rationale, answer=p.answer,
-               finish_reason=c.finish_reason, error=p.error, detail=p.detail, usage=c.usage, cached=c.cached,
-               logprobs=c.logprobs)
-    if c.finish_reason == "length" and s.error != "empty" and (p.answer is None or not answers.runs_on(c.text)):
-        # Cut off before (or inside) its answer: "The answer is 12" may have been "125".
-        s.error, s.answer = "truncated", None
-        s.detail = "stopped at --max-tokens (finish_reason length)" + (
-            f"; the cut text reads {p.answer!r}" if p.answer else "")
-    elif c.finish_reason == "content_filter" and s.answer is None:
-        s.error, s.detail = "refusal", "the endpoint's content filter stopped the completion"
-    return s

@@ -74,7 +74,7 @@ class GenerateResult:
         failed, not_sent = self.unfinished()
         if not failed and not not_sent:
             return None
-        unit = "samples" if self.mode == "label" else "expansion requests"
+        unit = {"expand": "expansion requests", "counterfactual": "counterfactual replies"}.get(self.mode, "samples")
         parts = ([f"{failed} {unit} failed (transport){describe_causes(self.causes)}"] if failed else []) + (
             [f"{not_sent} {unit} were not sent (not_sent)"] if not_sent else [])
         return (f"{' and '.join(parts)}; the output is written with them marked; rerun the same command "
@@ -100,7 +100,21 @@ class GenerateResult:
             return [f"dry run, nothing sent{scope}:"] + [
                 f"  {line}" for line in describe_estimate(self.extra["estimate"], self.max_tokens)]
         c = self.counts
-        if self.mode == "label":
+        if self.mode == "rationalize":
+            errors = ", ".join(f"{k} {c[k]}" for k in SAMPLE_ERRORS if c.get(k))
+            first = (f"generate: {c['records']} records, {c['asked']} with every answer off gold asked again with "
+                     f"the gold answer as a hint: {c['samples']} samples, {c['reach_gold']} reach it "
+                     f"({c['records_recovered']} records recovered)" + (f", {errors}" if errors else "")
+                     + f"; written to {self.out}")
+        elif self.mode == "counterfactual":
+            from kdpipe.generate.counterfactual import REASONS
+
+            unusable = ", ".join(f"{k} {c[k]}" for k in (*REASONS, *SAMPLE_ERRORS) if c.get(k))
+            first = (f"generate: {c['written']} counterfactual questions from {c['replies']} replies on "
+                     f"{c['asked']} questions" + (f" (unusable: {unusable}; see .meta.json)" if unusable else "")
+                     + (f", {c['no_source_answer']} questions without an answer to change skipped"
+                        if c["no_source_answer"] else "") + f"; written to {self.out}")
+        elif self.mode == "label":
             errors = ", ".join(f"{k} {c[k]}" for k in SAMPLE_ERRORS if c.get(k))
             first = (f"generate: {c['records']} records, {c['samples']} samples: {c['ok']} answered"
                      + (f", {errors}" if errors else "") + f"; written to {self.out}")

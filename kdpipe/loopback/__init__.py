@@ -5,13 +5,17 @@ offline demo and users' own Makefiles exercise exactly the code path a paid
 endpoint takes, for free.
 
 Script files are JSONL, one question per line:
-    {"question": str, "completions": [str, ...], "expand": bool (optional)}
+    {"question": str, "completions": [str, ...], "expand": bool (optional),
+     "rationalize": [str, ...] (optional), "counterfactual": [str, ...] (optional)}
 A label request is answered with the completions of the known question that
 occurs last in the last user message (few-shot exemplars come before the
 question asked); sample i gets completions[i % len]. An unknown question gets
 "I don't know." An expansion request (its prompt asks for "new questions" or
 "new instructions") gets a numbered list drawn, seeded by the request, from the
-lines marked "expand".
+lines marked "expand". A rationalization request (prompts/rationalize.txt: a hint
+with the correct answer) gets the question's "rationalize" completions, else a
+rationale reaching the hint; a counterfactual request (prompts/counterfactual.txt)
+gets its "counterfactual" completions, else "I don't know." (replies.py).
 
 Faults (`KIND=RATE`, each drawn independently per request): rate_limit (429
 with Retry-After), server_error (500), malformed (a broken JSON body), hang
@@ -51,7 +55,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kdpipe.errors import InputError, UsageError
-from kdpipe.loopback.replies import answered, chat_completion, json_reply as _json
+from kdpipe.loopback.replies import answered, asked_for, chat_completion, derived_reply, json_reply as _json
 
 FAULTS = ("rate_limit", "server_error", "malformed", "hang", "truncated", "empty")
 UNKNOWN_ANSWER = "I don't know."
@@ -65,6 +69,8 @@ class ScriptLine:
     question: str
     completions: list[str]
     expand: bool = False
+    rationalize: list[str] | None = None  # the replies to a rationalization request (with the gold as a hint)
+    counterfactual: list[str] | None = None  # the replies to a counterfactual request
 
 
 def load_script(path: str | os.PathLike) -> list[ScriptLine]:
@@ -77,7 +83,11 @@ def load_script(path: str | os.PathLike) -> list[ScriptLine]:
             raise InputError(path, "field 'question' must be a non-empty string", lineno)
         if not isinstance(comps, list) or not comps or not all(isinstance(c, str) for c in comps):
             raise InputError(path, "field 'completions' must be a non-empty list of strings", lineno)
-        lines.append(ScriptLine(q.strip(), comps, bool(obj.get("expand", False))))
+        derived = {k: obj.get(k) for k in ("rationalize", "counterfactual")}
+        for k, v in derived.items():
+            if v is not None and (not isinstance(v, list) or not v or not all(isinstance(c, str) for c in v)):
+                raise InputError(path, f"field '{k}' must be a non-empty list of strings", lineno)
+        lines.append(ScriptLine(q.strip(), comps, bool(obj.get("expand", False)), **derived))
     return lines
 
 
@@ -141,7 +151,9 @@ class LoopbackTeacher:
     def identity(self) -> str:
         """What GET /v1/models calls this server: its script's digest, so that two servers with
         different scripts never share cached answers."""
-        digest = hashlib.sha256(json.dumps([[line.question, line.completions, line.expand] for line in self.script])
+        digest = hashlib.sha256(json.dumps([[line.question, line.completions, line.expand]
+                                            + [v for v in (line.rationalize, line.counterfactual) if v is not None]
+                                            for line in self.script])
                                 .encode("utf-8")).hexdigest()[:16]
         return f"kdpipe-loopback:{digest}"
 
@@ -160,9 +172,12 @@ class LoopbackTeacher:
         user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
         if not isinstance(user, str):
             user = " ".join(part.get("text", "") for part in user if isinstance(part, dict))
-        if _EXPAND.search(user):
+        kind = asked_for(user)
+        if kind is None and _EXPAND.search(user):
             return [self._expansion(user, i) for i in range(n)], True
         line = self._lookup(user)
+        if kind is not None:
+            return [derived_reply(kind, line, user, i) or UNKNOWN_ANSWER for i in range(n)], False
         if line is None:
             return [UNKNOWN_ANSWER] * n, False
         return [line.completions[i % len(line.completions)] for i in range(n)], False

@@ -10,6 +10,9 @@ import random
 import re
 import time
 
+# What prompts/rationalize.txt and prompts/counterfactual.txt ask, as the loopback recognises them.
+_HINT = re.compile(r"Hint: the correct answer is ([^\n]+?)\.?[ \t]*\nA:\s*$")
+_COUNTERFACTUAL = re.compile(r"\bso that its answer changes\b", re.I)
 _TOKEN = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
 _ALTERNATIVES = [" the", " a", " is", " of", " and", " to", " 1", " 2", " 3", " 4", " 5", " 6", " 7", " 8",
                  " 9", " 0", ".", ",", " answer", " so", " it", " we", " x", " y"]
@@ -26,6 +29,27 @@ def bill(teacher, body: dict, choices: int) -> None:
     digest = hashlib.sha256(json.dumps([body.get("model"), body.get("messages")], sort_keys=True)
                             .encode()).hexdigest()[:16]
     teacher.paid[digest] += choices
+
+
+def asked_for(user: str) -> str | None:
+    """"rationalize" or "counterfactual" for those requests, None for a label or expansion request."""
+    if _HINT.search(user):
+        return "rationalize"
+    return "counterfactual" if _COUNTERFACTUAL.search(user) else None
+
+
+def derived_reply(kind: str, line, user: str, sample: int) -> str | None:
+    """Sample `sample` of the reply to a rationalization or counterfactual request about script line
+    `line` (None: a question not in the script): its scripted completions, else for rationalization
+    a short rationale reaching the hint (None: no answer)."""
+    scripted = getattr(line, kind, None) if line is not None else None
+    if scripted:
+        return scripted[sample % len(scripted)]
+    if kind == "rationalize":
+        hint = _HINT.search(user).group(1).strip()
+        return (f"Working through the quantities the question gives, step by step, leads to {hint}. "
+                f"The answer is {hint}.")
+    return None
 
 
 def json_reply(status: int, obj, headers: dict | None = None):
