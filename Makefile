@@ -44,6 +44,11 @@ LABEL_FLAGS    ?=
 # LOGPROBS=K (1-20): keep the teacher's K most likely tokens per answer token; with STYLE=kd, train
 # distils on them (sparse KD: --kd-alpha, --kd-temperature, --kd-top-k in TRAIN_FLAGS).
 LOGPROBS       ?=
+# RATIONALIZE=1: between label and filter, the questions whose every answer missed gold are asked again
+# with the gold answer as a hint (generate --mode rationalize). COUNTERFACTUAL=N: N minimal edits per seed
+# question that change its answer (generate --mode counterfactual), labelled with the other questions.
+RATIONALIZE    ?= 0
+COUNTERFACTUAL ?= 0
 # TEACHER_DIR: a local Hugging Face model served as the teacher (teacher serve --model) instead of TEACHER_SCRIPT.
 TEACHER_DIR    ?=
 
@@ -190,17 +195,28 @@ $(WORK)/eval.jsonl: $(WORK)/seeds.jsonl
 $(WORK)/expanded.jsonl: $(WORK)/seeds.jsonl $(EXPAND_PROMPT) $(TEACHER_DEP) $(call flags,expand,$(TEACHER_SHAPE) $(EXPAND_ARGS))
 	$(call with_teacher,$(KDPIPE) generate $< -o $@ $(EXPAND_ARGS) $(TEACHER_ARGS))
 
-# The questions the teacher labels: the seeds and the new questions (NUM_NEW=0: the seeds alone).
+# 2c. generate --mode counterfactual: minimal edits of the seeds that change their answers (COUNTERFACTUAL=N).
+CF_ARGS = --mode counterfactual --samples $(COUNTERFACTUAL)
+$(WORK)/counterfactual.jsonl: $(WORK)/seeds.jsonl $(TEACHER_DEP) $(call flags,counterfactual,$(TEACHER_SHAPE) $(CF_ARGS))
+	$(call with_teacher,$(KDPIPE) generate $< -o $@ $(CF_ARGS) $(TEACHER_ARGS))
+
+# The questions the teacher labels: the seeds, the new questions (NUM_NEW=0: none) and the edits.
 EXPANDED = $(if $(filter 0,$(NUM_NEW)),,$(WORK)/expanded.jsonl)
-$(WORK)/questions.jsonl: $(WORK)/seeds.jsonl $(EXPANDED)
+COUNTERFACTUALS = $(if $(filter 0,$(COUNTERFACTUAL)),,$(WORK)/counterfactual.jsonl)
+$(WORK)/questions.jsonl: $(WORK)/seeds.jsonl $(EXPANDED) $(COUNTERFACTUALS)
 	cat $^ > $@.tmp && mv $@.tmp $@ || { rm -f $@.tmp; exit 1; }
 
 # 2b. generate --mode label: several rationales per question (Fine-tune-CoT).
 $(WORK)/teacher.jsonl: $(WORK)/questions.jsonl $(LABEL_PROMPT) $(TEACHER_DEP) $(call flags,label,$(TEACHER_SHAPE) $(LABEL_ARGS))
 	$(call with_teacher,$(KDPIPE) generate $< -o $@ $(LABEL_ARGS) $(TEACHER_ARGS))
 
+# 2d. generate --mode rationalize (RATIONALIZE=1): what filter would reject as gold_mismatch, asked again.
+$(WORK)/rationalized.jsonl: $(WORK)/teacher.jsonl $(TEACHER_DEP) $(call flags,rationalize,$(TEACHER_SHAPE))
+	$(call with_teacher,$(KDPIPE) generate $< -o $@ --mode rationalize $(TEACHER_ARGS))
+TEACHER_OUT = $(WORK)/$(if $(filter 1,$(RATIONALIZE)),rationalized,teacher).jsonl
+
 # 3. filter: drop failed, wrong (gold) or minority (vote) answers, duplicates, eval overlap.
-$(WORK)/filtered.jsonl: $(WORK)/teacher.jsonl $(WORK)/eval.jsonl $(call flags,filter,$(FILTER_ARGS))
+$(WORK)/filtered.jsonl: $(TEACHER_OUT) $(WORK)/eval.jsonl $(call flags,filter,$(FILTER_ARGS))
 	$(KDPIPE) filter $< -o $@ --against $(WORK)/eval.jsonl --rejected $(WORK)/rejected.jsonl \
 	  --report $(WORK)/filter-report.json $(FILTER_ARGS)
 
