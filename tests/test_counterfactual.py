@@ -142,3 +142,30 @@ def load_records_or_empty(path):
 def test_parse_counterfactual(reply, expected):
     task, choices = ("choice", ["fire", "ice"]) if "(b)" in reply else ("numeric", None)
     assert parse_counterfactual(reply, task, choices) == expected
+
+
+def test_counterfactual_runs_under_the_cost_controls_of_every_mode(tmp_path, cli):
+    write_records(tmp_path / "seeds.jsonl", [Record(id=k, question=q, task="numeric", gold=g)
+                                             for k, (q, g, _) in SOURCES.items()])
+    with running(script()) as srv:
+        base = ["generate", tmp_path / "seeds.jsonl", "-o", tmp_path / "cf.jsonl", "--mode", "counterfactual",
+                "--model", "loopback", "--base-url", srv.base_url, "--cache", tmp_path / "c.sqlite",
+                "--price-in", "3", "--price-out", "12"]
+        code, out, err = cli(*base, "--dry-run")
+        assert code == 0 and "requests to send: 9 (9 samples)" in out and srv.stats["requests"] == 0
+        code, _, err = cli(*base, "--max-usd", "0.000001")
+        assert code == 3 and "stopped at --max-usd" in err and srv.stats["requests"] == 0
+        meta = json.loads((tmp_path / "cf.jsonl.meta.json").read_text())
+        assert meta["counts"]["not_sent"] == 9 and meta["counts"]["written"] == 0
+        code, _, err = cli(*base, "--max-usd", "100")
+        assert code == 0, err
+        assert srv.stats["requests"] == 9 and set(srv.teacher.paid.values()) == {1}
+        code, out, _ = cli(*base, "--dry-run")
+        assert "requests to send: 0" in out
+    assert len(load_records(tmp_path / "cf.jsonl")) == 3
+
+
+def test_a_script_line_with_a_bad_counterfactual_field_is_refused(tmp_path, cli):
+    (tmp_path / "s.jsonl").write_text(json.dumps({"question": "q?", "completions": ["a"], "counterfactual": "x"}))
+    code, _, err = cli("teacher", "serve", "--script", tmp_path / "s.jsonl", "--port", "0")
+    assert code != 0 and "s.jsonl:1: field 'counterfactual' must be a non-empty list of strings" in err

@@ -183,3 +183,4 @@ def test_svamp_questions_palm_got_wrong_recover_rationales(shared_data, tmp_path
     # Recorded in the README: PaLM missed gold on 189 of the 800; 159 are recovered, 30 dropped as
     # near-copies of questions kept.
     assert (len(mismatched), r["records_kept"], r["dropped"]) == (189, 159, {"near_duplicate": 30})
+    assert after.kept == before.kept + r["records_kept"] - len(lost) and (before.kept, after.kept) == (536, 690)
