@@ -47,8 +47,8 @@ def edit_of(key):
 
 
 def script():
-    lines = [ScriptLine(q, ["The answer is 0."], counterfactual=[reply] if reply else None)
-             for q, _, reply in SOURCES.values()]
+    lines = [ScriptLine(q, [f"Working it out step by step gives {g}. The answer is {g}."],
+                        counterfactual=[reply] if reply else None) for q, g, reply in SOURCES.values()]
     return lines + [ScriptLine(edit_of(k), [label]) for k, label in EDIT_LABELS.items()]
 
 
@@ -96,11 +96,26 @@ def test_counterfactuals_written_labelled_and_checked_by_filter(tmp_path, cli):
     rules = {r["rule"]: r["records"] for r in json.loads((tmp_path / "report.json").read_text())["rules"]}
     assert rules["counterfactual_disagrees"] == rules["counterfactual_unchanged"] == 1
 
+    # With the questions they were edited from: an edit is a near-copy of its source by design, and
+    # the near-duplicate rule leaves it be.
+    with running(script()) as srv:
+        code, _, err = cli("generate", tmp_path / "seeds.jsonl", "-o", tmp_path / "teacher.jsonl", "--model",
+                           "loopback", "--base-url", srv.base_url, "--cache", cache)
+        assert code == 0, err
+    (tmp_path / "all.jsonl").write_text((tmp_path / "teacher.jsonl").read_text()
+                                        + (tmp_path / "cf-teacher.jsonl").read_text())
+    code, _, err = cli("filter", tmp_path / "all.jsonl", "-o", tmp_path / "all-kept.jsonl", "--report",
+                       tmp_path / "all-report.json")
+    assert code == 0, err
+    kept = {r.id: r for r in load_records(tmp_path / "all-kept.jsonl")}
+    assert set(SOURCES) <= set(kept) and edits["kept"].id in kept
+    assert len(kept) == len(SOURCES) + 1
+
     # --no-check-counterfactual keeps them all (they are then plain questions with the teacher's answer).
-    code, _, err = cli("filter", tmp_path / "cf-teacher.jsonl", "-o", tmp_path / "all.jsonl",
+    code, _, err = cli("filter", tmp_path / "cf-teacher.jsonl", "-o", tmp_path / "unchecked.jsonl",
                        "--no-check-counterfactual")
     assert code == 0, err
-    assert len(load_records(tmp_path / "all.jsonl")) == 3
+    assert len(load_records(tmp_path / "unchecked.jsonl")) == 3
 
 
 def test_counterfactual_needs_an_answer_to_change_and_survives_teacher_failures(tmp_path):

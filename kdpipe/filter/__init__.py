@@ -263,7 +263,7 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
 
     inp, opts, evals = _STATE["inp"], _STATE["opts"], _STATE["evals"]
     rep = FilterReport()
-    kept: list[tuple[str, list[str], list[str] | None, int]] = []
+    kept: list[tuple[str, list[str], list[str] | None, int, bool]] = []
     rejected: list[str] = []
     ids: list[tuple[int, int]] = []
 
@@ -300,7 +300,8 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
                 line = dumps(kept_obj(obj, rec, sample_reasons))
             rep.voted += rec.vote_share is not None
             kept.append((line, dedup.words_of(rec.question), rec.choices,
-                         len(rec.samples) - sum(r is not None for r in sample_reasons)))
+                         len(rec.samples) - sum(r is not None for r in sample_reasons),
+                         "counterfactual" in rec.provenance))
     except KdpipeError as e:  # InputError does not survive pickling: send the message back
         return _Chunk([], [], rep, None, None, str(e), e.exit_code)
 
@@ -313,8 +314,9 @@ def _judge_chunk(first_lineno: int, lines: list[bytes]) -> _Chunk:
             if detail is not None and keep[k]:
                 keep[k] = False
                 reject(json.loads(kept[k][0]), Reason(rule.name, detail), [None] * kept[k][3])
-    survivors = [line for (line, _, _, _), k in zip(kept, keep) if k]
-    rep.samples_kept += sum(n_kept for (_, _, _, n_kept), k in zip(kept, keep) if k)
+    dedup.apart(feats, [k[4] for k in kept])  # after the eval check: the set rules only
+    survivors = [k[0] for k, k_ in zip(kept, keep) if k_]
+    rep.samples_kept += sum(k[3] for k, k_ in zip(kept, keep) if k_)
     return _Chunk(survivors, rejected, rep, feats.select(keep), dedup.id_lines(ids))
 
 

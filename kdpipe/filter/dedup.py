@@ -221,6 +221,17 @@ def features(word_lists: list[list[bytes]], choices: list[list[str] | None], k: 
     return Features(exact, band_keys(sig), sketch(sig), sets, sizes)
 
 
+def apart(feats: Features, mask) -> None:
+    """Keep the questions of `mask` out of the near-duplicate search: a counterfactual edit is a
+    near-copy of its source by design. Each gets band keys of its own, drawn from its exact key, so
+    LSH proposes it with no other question (an identical one is the duplicate rule's)."""
+    mask = np.asarray(mask, dtype=bool)
+    if mask.any():
+        salt = np.arange(1, BANDS + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        mixed = (feats.exact[mask, None] ^ salt) * np.uint64(0xBF58476D1CE4E5B9)
+        feats.bands[mask] = (mixed >> np.uint64(32)).astype(np.uint32)
+
+
 def shingle_sets(h: np.ndarray, owner: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Each question's distinct shingle hashes (high 32 bits), sorted, flat; and their counts.
 

@@ -213,7 +213,8 @@ class NearDuplicate(Rule):
     options = ("near_threshold", "shingle")
     summary = ("Jaccard similarity of --shingle-word shingles >= --near-threshold with an earlier KEPT "
                "record, computed exactly for the pairs MinHash-LSH proposes (a pair at 0.6 is proposed "
-               "about 89% of the time, at 0.7 about 99%); a~b, b~c, a not~c keeps a and c")
+               "about 89% of the time, at 0.7 about 99%); a~b, b~c, a not~c keeps a and c; counterfactual edits "
+               "(near-copies of their source by design) are left out")
     found = "near-copy of the question of"
 
     def earlier(self, feats, opts, eligible):
