@@ -60,6 +60,11 @@ def test_rationalize_asks_only_for_gold_mismatches_and_filter_counts_them_apart(
         again = run_generate(tmp_path / "r.jsonl", tmp_path / "r3.jsonl", gen(srv.base_url, tmp_path,
                                                                                mode="rationalize"))
         assert srv.stats["requests"] == labelled + 2 and again.counts["already_rationalized"] == 2
+        # filter's --rejected file works as input too: the same questions are asked (here: the cache answers).
+        run_filter(tmp_path / "teacher.jsonl", tmp_path / "k0.jsonl", rejected=tmp_path / "rej0.jsonl")
+        from_rejected = run_generate(tmp_path / "rej0.jsonl", tmp_path / "r4.jsonl", gen(srv.base_url, tmp_path,
+                                                                                          mode="rationalize"))
+        assert from_rejected.counts["asked"] == 2 and srv.stats["requests"] == labelled + 2
 
         # The teacher's accuracy: eval --teacher asks with the label prompt, so the cache gives it the
         # teacher's own answers, never the ones written with the gold answer in sight.
