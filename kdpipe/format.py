@@ -34,9 +34,10 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from kdpipe.demos import DemoPool, demonstration, with_demos
 from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.options import Options, option
 from kdpipe.keys import split_rank
@@ -53,6 +54,13 @@ class FormatOptions(Options):
     label_prefix: str = option(PromptFormat.label_prefix, "dss label task prefix.")
     rationale_prefix: str = option(PromptFormat.rationale_prefix, "dss rationale task prefix.")
     answer_sentence: str = option(PromptFormat.answer_sentence, "How a cot completion ends; must contain {answer}.")
+    icl_shots: int = option(0, "In-context distillation: put K demonstrations (another training question of the "
+                               "same task and its completion in this style) before each prompt, never the record's own question nor "
+                               "a validation or eval record; stored with the prompt format, so eval asks with K "
+                               "demonstrations from the same pool.",
+                            metavar="K")
+    icl_pool: int = option(256, "With --icl-shots: the training records per task that demonstrations are drawn "
+                                "from (stored in the prompt format; chosen by --seed).", metavar="N")
 
     def prompt_format(self) -> PromptFormat:
         return PromptFormat(style=self.style, chat=self.chat, label_prefix=self.label_prefix,
@@ -62,6 +70,10 @@ class FormatOptions(Options):
         problems = []
         if not (0.0 <= self.val_frac < 1.0):
             problems.append(f"--val-frac must be in [0, 1), got {self.val_frac}")
+        if self.icl_shots < 0:
+            problems.append(f"--icl-shots must not be negative, got {self.icl_shots}")
+        elif self.icl_shots and self.icl_pool <= self.icl_shots:
+            problems.append(f"--icl-pool ({self.icl_pool}) must be larger than --icl-shots ({self.icl_shots})")
         try:
             self.prompt_format().validate()
         except UsageError as e:
@@ -140,6 +152,28 @@ def kd_examples(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[tuple[
     return rows
 
 
+def with_pool(fmt: PromptFormat, train: list[Record], opts: FormatOptions) -> PromptFormat:
+    """`fmt` with the demonstration pool of --icl-shots: per task, the first --icl-pool training records
+    (ranked by a hash of --seed and id) that give rows, each with the completion of every task of its rows
+    (its first usable sample's)."""
+    pool, per_task = [], Counter()
+    for rec in sorted(train, key=lambda r: split_rank(r.id, opts.seed)):
+        if per_task[rec.task] >= opts.icl_pool:
+            continue
+        completions: dict[str, str] = {}
+        for _, task, _, completion in examples_of(rec, fmt, Counter()):
+            completions.setdefault(task, completion)
+        if completions:
+            pool.append(demonstration(rec.id, rec.task, rec.question, rec.choices, completions))
+            per_task[rec.task] += 1
+    short = [t for t in sorted(per_task) if per_task[t] <= opts.icl_shots]
+    if short:
+        raise KdpipeError(f"--icl-shots {opts.icl_shots}: too few training records to draw demonstrations from ("
+                          + ", ".join(f"{t}: {per_task[t]}" for t in short)
+                          + f"; each task needs more than {opts.icl_shots}); lower --icl-shots or --val-frac")
+    return replace(fmt, icl_shots=opts.icl_shots, icl_seed=opts.seed, demonstrations=pool)
+
+
 def teacher_of(rec: Record, sample: int | None, completion: str) -> dict | None:
     """The teacher's logprobs for a row, when its completion is exactly the text they belong to."""
     s = next((s for s in rec.samples if s.index == sample), None)
@@ -155,17 +189,23 @@ def run_format(inp: str | Path, out: str | Path, opts: FormatOptions | None = No
     fmt = opts.prompt_format()
     records = list(read_records(inp))
     held = val_ids([r.id for r in records], opts.val_frac, opts.seed)
+    if opts.icl_shots:
+        fmt = with_pool(fmt, [r for r in records if r.id not in held], opts)
+    pool = DemoPool(fmt)
     skipped: Counter = Counter()
     rows = []
     for rec in records:
         split = "val" if rec.id in held else "train"
         for sample, task, prompt, completion in examples_of(rec, fmt, skipped):
             teacher = teacher_of(rec, sample, completion)
+            demos = pool.draw(rec.id, rec.question, rec.choices, rec.task, task)
+            prompt = with_demos(fmt, demos, task, prompt)
             if opts.chat:
                 prompt = [{"role": "user", "content": prompt}]
                 completion = [{"role": "assistant", "content": completion}]
             rows.append({"id": rec.id, "sample": sample, "task": task, "split": split,
-                         "prompt": prompt, "completion": completion, **({"teacher": teacher} if teacher else {})})
+                         "prompt": prompt, "completion": completion, **({"teacher": teacher} if teacher else {}),
+                         **({"demos": [d["id"] for d in demos]} if fmt.icl_shots else {})})
     if not rows:
         why = ", ".join(f"{k}: {v}" for k, v in skipped.items()) or "no records"
         raise KdpipeError(f"{inp}: no training examples for style {opts.style} ({why})")
@@ -175,6 +215,9 @@ def run_format(inp: str | Path, out: str | Path, opts: FormatOptions | None = No
               "rows_with_teacher_logprobs": sum("teacher" in r for r in rows),
               "train": sum(r["split"] == "train" for r in rows), "val": sum(r["split"] == "val" for r in rows),
               "skipped": dict(skipped)}
+    if fmt.icl_shots:
+        counts["icl"] = {"shots": fmt.icl_shots, "pool": len(fmt.demonstrations),
+                         "rows_with_fewer_demos": sum(len(r["demos"]) < fmt.icl_shots for r in rows)}
     write_meta(out, stage="format", params=asdict(opts), inputs=[inp], counts=counts, started=started,
                extra={"prompt_format": fmt.to_dict()})
     return FormatResult(records=len(records), rows=len(rows), train=counts["train"], val=counts["val"],

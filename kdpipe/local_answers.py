@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from kdpipe.answers import canonical_answer, parse_completion, student_text
+from kdpipe.demos import DemoPool
 from kdpipe.errors import KdpipeError
 from kdpipe.numbers import is_number_only
 from kdpipe.prompt_format import (PromptFormat, answer_in_sentence, answers_in_sentence, inference_task,
@@ -82,7 +83,8 @@ def _whole_answer(text: str, record: Record, fmt: PromptFormat | None) -> str | 
 def answer_locally(spec: str, records: list[Record], batch_size: int, max_new_tokens: int | None,
                    fmt_override: dict[str, Any] | None = None
                     ) -> tuple[list[str], PromptFormat, float, dict[str, Any]]:
-    """Greedy answers of a run directory or model (kdpipe/decoding.py's one setup);
+    """Greedy answers of a run directory or model (kdpipe/decoding.py's one setup), asked with the
+    prompt format's in-context demonstrations when it has them (kdpipe/demos.py);
     returns (texts, prompt format, seconds, the decoding record for eval.json)."""
     from kdpipe.decoding import Decoding, generate, record, stop_tokens
     from kdpipe.libraries import quiet_libraries
@@ -96,9 +98,10 @@ def answer_locally(spec: str, records: list[Record], batch_size: int, max_new_to
     if fmt.chat and not tokenizer.chat_template:
         raise KdpipeError(f"{spec}: the tokenizer has no chat template, but the prompt format is chat")
     task = inference_task(fmt)
-    prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), fmt.chat)
+    pool = DemoPool(fmt)
+    prompts = [encode_prompt(tokenizer, pool.prompt(r.id, r.question, r.choices, r.task, task)[0], fmt.chat)
                for r in records]
-    long = task == "cot" or any(r.task == "instruction" for r in records)  # a rationale or a response comes first
+    long = task in ("cot", "socratic") or any(r.task == "instruction" for r in records)  # a rationale or a response comes first
     decoding = Decoding(max_new_tokens=max_new_tokens or (256 if long else 32))
     stops = stop_tokens(model, tokenizer)
     started = time.perf_counter()

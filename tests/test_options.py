@@ -50,7 +50,7 @@ FLAGS = {
                "--judge-api-key-env", "--cache", "--concurrency", "--judge-max-tokens", "--max-usd", "--price-in",
                "--price-out", "--prices", "--batch", "--quiet/-q"],
     "format": ["inp", "-o/--out", "--style", "--chat/--no-chat", "--val-frac", "--seed", "--label-prefix",
-               "--rationale-prefix", "--answer-sentence", "--quiet/-q"],
+               "--rationale-prefix", "--answer-sentence", "--icl-shots", "--icl-pool", "--quiet/-q"],
     "train": ["sft", "-o/--out", "--student", "--lora-r", "--lora-alpha", "--lora-dropout", "--lora-targets",
               "--full", "--qlora", "--rationale-weight", "--kd-alpha", "--kd-temperature", "--kd-top-k",
               "--learning-rate/--lr", "--lr-scheduler", "--warmup-ratio", "--epochs", "--max-steps", "--batch-size",
