@@ -13,6 +13,10 @@ question give several examples, as in Fine-tune-CoT):
            (needs no teacher: works on seed records)
     response  instruction records only: one row per sample, task "answer":
            instruction (and input) -> the teacher's whole response, verbatim
+    socratic  Socratic CoT: one row per sample labelled with a Socratic prompt, task "socratic":
+           question -> "Q1: ...\nA1: ...\n...\nThe answer is X." (kdpipe/socratic.py), so
+           one student asks and answers its own sub-questions; a malformed
+           decomposition is skipped and counted under its problem
     kd     one row per sample with teacher logprobs (generate --logprobs), task
            "cot": question -> the teacher's completion exactly as sampled, and
            a "teacher" field with its per-token logprobs and top-K alternatives
@@ -42,12 +46,14 @@ from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.options import Options, option
 from kdpipe.keys import split_rank
 from kdpipe.prompt_format import PromptFormat, render_answer, render_completion, render_prompt
+from kdpipe.socratic import render_decomposition, sample_decomposition
 from kdpipe.records import Record, check_outputs_differ, read_records, write_meta, write_records
 
 @dataclass
 class FormatOptions(Options):
     style: str = option("dss", "dss | cot | label | gold | response (instruction records: the whole response) | kd "
-                               "(needs generate --logprobs).")
+                               "(needs generate --logprobs) | socratic (the teacher's sub-questions and answers, "
+                               "from a Socratic label prompt: prompts/socratic.txt).")
     chat: bool = option(True, "Chat messages (for a chat template) or plain strings.", flags="--chat/--no-chat")
     val_frac: float = option(0.1, "Share of records whose rows go to the validation split.")
     seed: int = option(0, "Seed of the split and the shuffle.")
@@ -110,10 +116,12 @@ def examples_of(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[tuple[
     if fmt.style == "response" and rec.task != "instruction":
         skipped[f"{rec.task} record (style response is for instruction records)"] += 1
         return []
-    if fmt.style in ("dss", "cot", "label") and rec.task == "instruction":
+    if fmt.style in ("dss", "cot", "label", "socratic") and rec.task == "instruction":
         # An open-ended response has no rationale or short answer to split out.
         skipped["instruction record (use --style response)"] += 1
         return []
+    if fmt.style == "socratic":
+        return socratic_examples(rec, fmt, skipped)
     rows = []
     usable = [s for s in rec.samples if s.ok and s.reason is None]
     if len(usable) < len(rec.samples):
@@ -172,6 +180,25 @@ def with_pool(fmt: PromptFormat, train: list[Record], opts: FormatOptions) -> Pr
                           + ", ".join(f"{t}: {per_task[t]}" for t in short)
                           + f"; each task needs more than {opts.icl_shots}); lower --icl-shots or --val-frac")
     return replace(fmt, icl_shots=opts.icl_shots, icl_seed=opts.seed, demonstrations=pool)
+
+
+def socratic_examples(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[tuple[int | None, str, str, str]]:
+    """One row per sample whose decomposition parses (kdpipe/socratic.py): the question -> "Q1: ... A1: ...
+    ... The answer is X."; a malformed one is skipped and counted under its problem."""
+    rows = []
+    for s in rec.samples:
+        if not (s.ok and s.reason is None):
+            skipped["sample not usable (error or filtered out)"] += 1
+            continue
+        d = sample_decomposition(rec, s)
+        if d.problem is not None:
+            skipped[f"malformed decomposition ({d.problem})"] += 1
+            continue
+        rows.append((s.index, "socratic", render_prompt(fmt, rec.question, rec.choices, "socratic"),
+                     render_decomposition(fmt, d.steps, s.answer, rec.choices)))
+    if not rec.samples:
+        skipped["record without teacher samples"] += 1
+    return rows
 
 
 def teacher_of(rec: Record, sample: int | None, completion: str) -> dict | None:

@@ -16,6 +16,7 @@ from kdpipe.numbers import is_number_only
 from kdpipe.prompt_format import (PromptFormat, answer_in_sentence, answers_in_sentence, inference_task,
                                   load_prompt_format, render_prompt)
 from kdpipe.records import Record
+from kdpipe.socratic import parse_decomposition
 
 
 def read_answer(text: str, asked_task: str, record: Record,
@@ -27,9 +28,14 @@ def read_answer(text: str, asked_task: str, record: Record,
     end in the student's answer sentence (`fmt.answer_sentence`, as `format
     --answer-sentence` stored it): the first one holding an answer of the task counts;
     without one, the generic markers of answers.parse_completion ("The answer is X",
-    "Answer: X", ...) are tried. Answer-only completions must be the answer itself.
+    "Answer: X", ...) are tried. Socratic completions are read by kdpipe/socratic.py: the final
+    answer of a well-formed decomposition, else the decomposition's problem as the error.
+    Answer-only completions must be the answer itself.
     """
     said = _drop_echo(student_text(text), record, asked_task, fmt)
+    if asked_task == "socratic":  # a malformed decomposition is wrong, whatever answer it may state
+        d = parse_decomposition(said, record.task, record.choices, fmt)
+        return (d.answer, None) if d.problem is None else (None, d.problem)
     if asked_task == "cot":
         for raw in answers_in_sentence(fmt, said) if fmt is not None else ():
             answer = canonical_answer(raw, record.task, record.choices)

@@ -43,7 +43,7 @@ FLAGS = {
                  "--tokenizer", "--poll-interval", "--shard", "--export-batch",
                  "--import-batch", "--adaptive", "--rpm", "--tpm", "--round", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",
-               "--gold/--no-gold", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
+               "--decomposition/--no-decomposition", "--gold/--no-gold", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
                "--min-question-words", "--max-question-words", "--min-rationale-words", "--max-rationale-words",
                "--restated/--no-restated", "--dedup/--no-dedup", "--near-dup/--no-near-dup", "--near-threshold",
                "--shingle", "--ngram", "--workers", "--judge", "--min-score", "--judge-prompt", "--judge-base-url",

@@ -71,7 +71,7 @@ filter_ = command(FilterOptions, _filter, [
     param("rejected", Optional[Path], typer.Option(None, "--rejected",
                                                    help="Write every dropped record here, with its reason.")),
     param("report", Optional[Path], typer.Option(None, "--report", help="Write the counts per rule here (JSON).")),
-    *fields(FilterOptions, "against", "drop_errors", "gold", "rel_tol", "vote", "min_agreement", "length",
+    *fields(FilterOptions, "against", "drop_errors", "decomposition", "gold", "rel_tol", "vote", "min_agreement", "length",
             "min_question_words", "max_question_words", "min_rationale_words", "max_rationale_words",
             "restated", "dedup", "near_dup", "near_threshold", "shingle", "ngram", "workers", "judge.model",
             "min_score", "judge_prompt", "judge.base_url", "judge.api_key_env", "judge.cache", "judge.concurrency",

@@ -60,6 +60,9 @@ _PARALLEL_FROM = 16 << 20  # bytes of input from which `workers=0` (auto) uses s
 class FilterOptions(Options):
     drop_errors: bool = option(True, "teacher_error rule: drop samples `generate` marked as errors.",
                                flags="--drop-errors/--keep-errors")
+    decomposition: bool = option(True, "malformed_decomposition rule: drop samples of a Socratic label prompt "
+                                       "whose sub-questions and answers do not parse.",
+                                 flags="--decomposition/--no-decomposition")
     gold: bool = option(True, "gold_mismatch rule: drop samples whose answer disagrees with the gold answer.",
                         flags="--gold/--no-gold")
     rel_tol: float = option(1e-4, "Relative tolerance of non-integer numeric answers (integers compare "

@@ -9,7 +9,8 @@ Script files are JSONL, one question per line:
 A label request is answered with the completions of the known question that
 occurs last in the last user message (few-shot exemplars come before the
 question asked); sample i gets completions[i % len]. An unknown question gets
-"I don't know." An expansion request (its prompt asks for "new questions" or
+"I don't know." A Socratic request (its prompt asks for "sub-questions") gets each completion
+rewritten as a decomposition, one sub-question per sentence (replies.py socratic_reply). An expansion request (its prompt asks for "new questions" or
 "new instructions") gets a numbered list drawn, seeded by the request, from the
 lines marked "expand".
 
@@ -51,7 +52,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kdpipe.errors import InputError, UsageError
-from kdpipe.loopback.replies import answered, chat_completion, json_reply as _json
+from kdpipe.loopback.replies import SOCRATIC_REQUEST, answered, chat_completion, json_reply as _json, socratic_reply
 
 FAULTS = ("rate_limit", "server_error", "malformed", "hang", "truncated", "empty")
 UNKNOWN_ANSWER = "I don't know."
@@ -165,7 +166,10 @@ class LoopbackTeacher:
         line = self._lookup(user)
         if line is None:
             return [UNKNOWN_ANSWER] * n, False
-        return [line.completions[i % len(line.completions)] for i in range(n)], False
+        texts = [line.completions[i % len(line.completions)] for i in range(n)]
+        if SOCRATIC_REQUEST.search(user):
+            texts = [socratic_reply(t) for t in texts]
+        return texts, False
 
     def _lookup(self, user: str) -> ScriptLine | None:
         if user in self._lookup_memo:
