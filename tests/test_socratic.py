@@ -165,3 +165,48 @@ def test_eval_scores_the_final_answer_and_counts_a_malformed_decomposition_wrong
     assert [p.answer for p in preds] == ["6", "7", None, None]
     assert [p.error for p in preds] == [None, None, "unanswered_subquestion", "no_subquestions"]
     assert s.correct == 1 and s.unparsed == 2 and s.asked_task == "socratic"
+
+
+@pytest.mark.slow
+def test_a_trained_socratic_student_asks_itself_and_is_scored_on_its_final_answer(tmp_path):
+    """format --style socratic -> train -> eval: the student is asked the bare question, writes a
+    decomposition, and eval reads it with the same parser."""
+    import sys
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from kdpipe.cli import app
+    from kdpipe.format import FormatOptions, run_format
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    import support_tiny as st
+
+    recs = st.teacher_records(4)
+    for r in recs:
+        r.provenance = {"teacher": {"prompt": "socratic.txt"}}
+        for s in r.samples:
+            s.text = f"Q1: What do we know about it?\nA1: Everyone has seen it.\nThe answer is {s.answer}."
+    write_records(tmp_path / "records.jsonl", recs)
+    run_format(tmp_path / "records.jsonl", tmp_path / "sft.jsonl", FormatOptions(style="socratic", val_frac=1 / 6))
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in st.corpus_texts()))
+    runner = CliRunner()
+
+    def ok(*args):
+        r = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+        assert r.exit_code == 0, r.stderr
+
+    ok("tiny-student", tmp_path / "student", "--corpus", corpus, "--vocab-size", "400", "-q")
+    ok("train", tmp_path / "sft.jsonl", "-o", tmp_path / "run", "--student", tmp_path / "student", "--merge",
+       "--max-steps", "60", "--batch-size", "8", "--max-length", "128", "--lr", "3e-3", "-q")
+    ok("eval", st.write_eval(tmp_path / "eval.jsonl"), "--model", tmp_path / "run", "--baseline",
+       tmp_path / "student", "-o", tmp_path / "eval.json", "-q")
+    scores = {m["role"]: m for m in json.loads((tmp_path / "eval.json").read_text())["models"]}
+    assert scores["student"]["asked_task"] == "socratic"
+    assert scores["student"]["accuracy"] > scores["baseline"]["accuracy"]
+    preds = [json.loads(x) for x in (tmp_path / "eval.predictions.jsonl").read_text().splitlines()]
+    for p in preds:
+        assert p["correct"] is (p["answer"] == p["gold"])
+        assert (p["answer"] is None) is (p["error"] in PROBLEMS)  # no answer: a malformed decomposition
+    assert any(p["correct"] and p["text"].lstrip().startswith("Q1:") for p in preds if p["model"] == "student")
