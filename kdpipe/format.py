@@ -94,6 +94,7 @@ class FormatResult:
     train: int
     val: int
     skipped: Counter
+    icl: dict | None = None  # --icl-shots: shots, pool size, rows with fewer demonstrations
 
 
 def val_ids(ids: list[str], val_frac: float, seed: int) -> set[str]:
@@ -248,5 +249,5 @@ def run_format(inp: str | Path, out: str | Path, opts: FormatOptions | None = No
     write_meta(out, stage="format", params=asdict(opts), inputs=[inp], counts=counts, started=started,
                extra={"prompt_format": fmt.to_dict()})
     return FormatResult(records=len(records), rows=len(rows), train=counts["train"], val=counts["val"],
-                        skipped=skipped)
+                        skipped=skipped, icl=counts.get("icl"))
 

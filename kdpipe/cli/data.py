@@ -87,6 +87,9 @@ def _format(opts, inp: Path, out: Path, quiet: bool) -> None:
     skipped = "".join(f"; skipped {v} ({k})" for k, v in r.skipped.items())
     say(quiet, f"format: {r.records} records -> {r.rows} rows ({r.train} train, {r.val} val), "
                f"style {opts.style} -> {out}{skipped}")
+    if r.icl:
+        say(quiet, f"format: {r.icl['shots']} demonstrations per prompt from a pool of {r.icl['pool']} training "
+                   f"records ({r.icl['rows_with_fewer_demos']} rows with fewer)")
 
 
 format_ = command(FormatOptions, _format, [
