@@ -16,7 +16,9 @@ question give several examples, as in Fine-tune-CoT):
     socratic  Socratic CoT: one row per sample labelled with a Socratic prompt, task "socratic":
            question -> "Q1: ...\nA1: ...\n...\nThe answer is X." (kdpipe/socratic.py), so
            one student asks and answers its own sub-questions; a malformed
-           decomposition is skipped and counted under its problem
+           decomposition is skipped and counted under its problem. With
+           --socratic-roles two: 2 rows per step instead, tasks "subquestion"
+           (question generator) and "subanswer" (solver): socratic_roles.py
     kd     one row per sample with teacher logprobs (generate --logprobs), task
            "cot": question -> the teacher's completion exactly as sampled, and
            a "teacher" field with its per-token logprobs and top-K alternatives
@@ -47,6 +49,7 @@ from kdpipe.options import Options, option
 from kdpipe.keys import split_rank
 from kdpipe.prompt_format import PromptFormat, render_answer, render_completion, render_prompt
 from kdpipe.socratic import render_decomposition, sample_decomposition
+from kdpipe.socratic_roles import role_examples
 from kdpipe.records import Record, check_outputs_differ, read_records, write_meta, write_records
 
 @dataclass
@@ -65,12 +68,16 @@ class FormatOptions(Options):
                                "a validation or eval record; stored with the prompt format, so eval asks with K "
                                "demonstrations from the same pool.",
                             metavar="K")
+    socratic_roles: str = option("one", "With --style socratic: one (one model asks and answers its own "
+                                        "sub-questions) or two (rows of a question generator, task subquestion, "
+                                        "and of a solver, task subanswer; eval runs them in turn).")
     icl_pool: int = option(256, "With --icl-shots: the training records per task that demonstrations are drawn "
                                 "from (stored in the prompt format; chosen by --seed).", metavar="N")
 
     def prompt_format(self) -> PromptFormat:
         return PromptFormat(style=self.style, chat=self.chat, label_prefix=self.label_prefix,
-                            rationale_prefix=self.rationale_prefix, answer_sentence=self.answer_sentence)
+                            rationale_prefix=self.rationale_prefix, answer_sentence=self.answer_sentence,
+                            socratic_roles=self.socratic_roles)
 
     def problems(self) -> list[str]:
         problems = []
@@ -80,6 +87,8 @@ class FormatOptions(Options):
             problems.append(f"--icl-shots must not be negative, got {self.icl_shots}")
         elif self.icl_shots and self.icl_pool <= self.icl_shots:
             problems.append(f"--icl-pool ({self.icl_pool}) must be larger than --icl-shots ({self.icl_shots})")
+        if self.icl_shots and self.socratic_roles == "two":
+            problems.append("--icl-shots does not go with --socratic-roles two (one model's rows only)")
         try:
             self.prompt_format().validate()
         except UsageError as e:
@@ -195,8 +204,11 @@ def socratic_examples(rec: Record, fmt: PromptFormat, skipped: Counter) -> list[
         if d.problem is not None:
             skipped[f"malformed decomposition ({d.problem})"] += 1
             continue
-        rows.append((s.index, "socratic", render_prompt(fmt, rec.question, rec.choices, "socratic"),
-                     render_decomposition(fmt, d.steps, s.answer, rec.choices)))
+        if fmt.socratic_roles == "two":
+            rows += [(s.index, *row) for row in role_examples(fmt, rec.question, rec.choices, d.steps, s.answer)]
+        else:
+            rows.append((s.index, "socratic", render_prompt(fmt, rec.question, rec.choices, "socratic"),
+                         render_decomposition(fmt, d.steps, s.answer, rec.choices)))
     if not rec.samples:
         skipped["record without teacher samples"] += 1
     return rows

@@ -111,5 +111,11 @@ def answer_locally(spec: str, records: list[Record], batch_size: int, max_new_to
     decoding = Decoding(max_new_tokens=max_new_tokens or (256 if long else 32))
     stops = stop_tokens(model, tokenizer)
     started = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, decoding, batch_size, stops)
+    if fmt.socratic_roles == "two":  # the question generator and the solver in turn: kdpipe/socratic_roles.py
+        from kdpipe.socratic_roles import ask_in_roles
+
+        texts = ask_in_roles(fmt, records, lambda asked: generate(
+            model, tokenizer, [encode_prompt(tokenizer, p, fmt.chat) for p in asked], decoding, batch_size, stops))
+    else:
+        texts = generate(model, tokenizer, prompts, decoding, batch_size, stops)
     return texts, fmt, time.perf_counter() - started, record(decoding, stops, model)

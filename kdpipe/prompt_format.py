@@ -12,7 +12,8 @@ from kdpipe import answers
 from kdpipe.errors import KdpipeError, UsageError
 
 STYLES = ("dss", "cot", "label", "gold", "response", "kd", "socratic")
-PROMPT_TASKS = ("label", "rationale", "cot", "answer", "socratic")
+PROMPT_TASKS = ("label", "rationale", "cot", "answer", "socratic", "subquestion", "subanswer")
+SOCRATIC_ROLES = ("one", "two")
 # The fields of one in-context demonstration of the pool (kdpipe/demos.py), and their JSON types.
 DEMO_FIELDS = {"id": (str,), "task": (str,), "question": (str,), "choices": (list, type(None)), "completions": (dict,)}
 
@@ -40,6 +41,11 @@ class PromptFormat:
     icl_shots: int = 0
     icl_seed: int = 0
     demonstrations: list[dict] = field(default_factory=list)
+    # Socratic CoT (kdpipe/socratic_roles.py): "one" model asks and answers its own sub-questions, or "two"
+    # roles, a question generator (task subquestion) and a solver (task subanswer) asked in turn.
+    socratic_roles: str = "one"
+    question_prefix: str = "ask: "
+    solver_prefix: str = "solve: "
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -65,6 +71,12 @@ class PromptFormat:
         if self.style == "dss" and self.label_prefix.strip() == self.rationale_prefix.strip():
             problems.append("the label and rationale prefixes must differ")
         problems += _demo_problems(self)
+        if self.socratic_roles not in SOCRATIC_ROLES:
+            problems.append(f"--socratic-roles must be one of {', '.join(SOCRATIC_ROLES)}, got {self.socratic_roles!r}")
+        elif self.socratic_roles == "two" and self.style != "socratic":
+            problems.append("--socratic-roles two goes with --style socratic")
+        elif self.socratic_roles == "two" and self.question_prefix.strip() == self.solver_prefix.strip():
+            problems.append("the question generator's and the solver's prefixes must differ")
         if problems:
             raise UsageError("; ".join(problems))
 
@@ -125,7 +137,8 @@ def question_text(fmt: PromptFormat, question: str, choices: list[str] | None, t
     """A question as a task puts it (its prefix, the options), without the plain-text prompt end."""
     if task not in PROMPT_TASKS:
         raise ValueError(f"task must be one of {', '.join(PROMPT_TASKS)}, got {task!r}")
-    prefix = {"label": fmt.label_prefix, "rationale": fmt.rationale_prefix}.get(task, "")
+    prefix = {"label": fmt.label_prefix, "rationale": fmt.rationale_prefix, "subquestion": fmt.question_prefix,
+              "subanswer": fmt.solver_prefix}.get(task, "")
     return prefix + _question_block(fmt, question, choices)
 
 

@@ -168,9 +168,11 @@ def test_eval_scores_the_final_answer_and_counts_a_malformed_decomposition_wrong
 
 
 @pytest.mark.slow
-def test_a_trained_socratic_student_asks_itself_and_is_scored_on_its_final_answer(tmp_path):
-    """format --style socratic -> train -> eval: the student is asked the bare question, writes a
-    decomposition, and eval reads it with the same parser."""
+@pytest.mark.parametrize("roles", ["one", "two"])
+def test_a_trained_socratic_student_asks_itself_and_is_scored_on_its_final_answer(tmp_path, roles):
+    """format --style socratic -> train -> eval: the student is asked the bare question (one model) or its
+    question generator and solver take turns (two roles), and eval reads the decomposition with the same
+    parser."""
     import sys
     from pathlib import Path
 
@@ -188,7 +190,8 @@ def test_a_trained_socratic_student_asks_itself_and_is_scored_on_its_final_answe
         for s in r.samples:
             s.text = f"Q1: What do we know about it?\nA1: Everyone has seen it.\nThe answer is {s.answer}."
     write_records(tmp_path / "records.jsonl", recs)
-    run_format(tmp_path / "records.jsonl", tmp_path / "sft.jsonl", FormatOptions(style="socratic", val_frac=1 / 6))
+    run_format(tmp_path / "records.jsonl", tmp_path / "sft.jsonl", FormatOptions(style="socratic", val_frac=1 / 6,
+                                                                                       socratic_roles=roles))
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in st.corpus_texts()))
     runner = CliRunner()
@@ -210,3 +213,69 @@ def test_a_trained_socratic_student_asks_itself_and_is_scored_on_its_final_answe
         assert p["correct"] is (p["answer"] == p["gold"])
         assert (p["answer"] is None) is (p["error"] in PROBLEMS)  # no answer: a malformed decomposition
     assert any(p["correct"] and p["text"].lstrip().startswith("Q1:") for p in preds if p["model"] == "student")
+
+
+# ------------------------------------------------------------------ two roles: question generator and solver
+
+
+def test_two_roles_write_a_question_generator_row_and_a_solver_row_per_step(cli, tmp_path):
+    seeds = tmp_path / "in.jsonl"
+    q, g, text = QUESTIONS["good"]
+    write_records(seeds, [Record.from_dict({"id": "good", "question": q, "task": "numeric", "gold": g, "provenance": {
+        "teacher": {"prompt": "socratic.txt"}}, "samples": [{"index": 0, "text": text, "answer": g}]})])
+    out = tmp_path / "roles.jsonl"
+    code, _, err = cli("format", seeds, "-o", out, "--style", "socratic", "--socratic-roles", "two",
+                       "--val-frac", "0", "--no-chat")
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by = {(r["task"], r["completion"].split(":")[0]): r for r in rows}
+    assert sorted(by) == [("subanswer", "A1"), ("subanswer", "A2"), ("subquestion", "Q1"), ("subquestion", "Q2")]
+    assert by[("subquestion", "Q1")]["prompt"] == f"ask: {q}\n"
+    assert by[("subquestion", "Q2")]["prompt"] == f"ask: {q}\nQ1: How many apples did Tom have?\nA1: He had 3.\n"
+    assert by[("subanswer", "A2")]["prompt"] == (f"solve: {q}\nQ1: How many apples did Tom have?\nA1: He had 3.\n"
+                                                 "Q2: How many after buying 4?\n")
+    assert by[("subanswer", "A2")]["completion"] == "A2: 3 + 4 = 7.\nThe answer is 7."
+    code, _, err = cli("format", seeds, "-o", out, "--style", "cot", "--socratic-roles", "two")
+    assert code == 2 and "--socratic-roles two goes with --style socratic" in err
+    code, _, err = cli("format", seeds, "-o", out, "--style", "socratic", "--socratic-roles", "two", "--icl-shots", "1")
+    assert code == 2 and "--icl-shots does not go with --socratic-roles two" in err
+
+
+class Roles:
+    """Stands in for a two-role student: answers each role's prompt from a script of decompositions, as a
+    student that learnt them would; `generator_says` replaces what the generator writes."""
+
+    def __init__(self, steps, final, generator_says=None):
+        self.steps, self.final, self.generator_says, self.calls = steps, final, generator_says, 0
+
+    def __call__(self, prompts):
+        self.calls += 1
+        out = []
+        for p in prompts:
+            done = p.count("\nA")
+            if p.startswith("ask: "):
+                out.append(self.generator_says or f"Q{done + 1}: {self.steps[done % len(self.steps)][0]}\nA{done + 1}:")
+            else:
+                tail = f"\n{self.final}" if self.final and done + 1 == len(self.steps) else ""
+                out.append(f"A{done + 1}: {self.steps[done % len(self.steps)][1]}{tail}\nQ{done + 2}: run-on?")
+        return out
+
+
+def test_eval_runs_the_roles_in_turn_until_a_final_answer():
+    from kdpipe.local_answers import read_answer
+    from kdpipe.socratic_roles import MAX_STEPS, ask_in_roles
+
+    fmt = PromptFormat(style="socratic", socratic_roles="two", chat=False)
+    rec = Record(id="r", question="Tom has 3 apples and buys 4 more. How many?", task="numeric", gold="7")
+    steps = [("How many at first?", "3."), ("How many after buying 4?", "3 + 4 = 7.")]
+    finishing = Roles(steps, "The answer is 7.")
+    [text] = ask_in_roles(fmt, [rec], finishing)
+    assert text == "Q1: How many at first?\nA1: 3.\nQ2: How many after buying 4?\nA2: 3 + 4 = 7.\nThe answer is 7."
+    assert finishing.calls == 4 and read_answer(text, "socratic", rec, fmt) == ("7", None)
+    # a generator that writes no sub-question: one turn, then the malformed transcript is scored wrong
+    [text] = ask_in_roles(fmt, [rec], Roles(steps, "The answer is 7.", generator_says="I do not know."))
+    assert read_answer(text, "socratic", rec, fmt) == (None, "no_subquestions")
+    # a solver that never states a final answer: stopped after MAX_STEPS turns
+    endless = Roles(steps, None)
+    [text] = ask_in_roles(fmt, [rec], endless)
+    assert endless.calls == 2 * MAX_STEPS and read_answer(text, "socratic", rec, fmt) == (None, "no_final_answer")
