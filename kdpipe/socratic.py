@@ -10,9 +10,10 @@ numbered sub-questions, each with its answer, then the final answer.
 The teacher writes them when labelled with a Socratic prompt (prompts/socratic.txt, or any prompt file
 whose name starts with "socratic"); `filter` drops samples whose decomposition is malformed (rule
 malformed_decomposition, with the code below as its detail); `format --style socratic` writes the
-decomposition as the completion, so one student learns to ask and answer its own sub-questions; `eval`
-reads a Socratic student's completion with the same parser and scores its final answer (a malformed one
-counts as wrong, with its code as the error).
+decomposition as the completion, so one student learns to ask and answer its own sub-questions (or, with
+--socratic-roles two, rows of a question generator and a solver: socratic_roles.py); `eval` reads a
+Socratic student's completion with the same parser and scores its final answer (a malformed one counts
+as wrong, with its code as the error).
 
 Read as leniently as answers.py reads answers: "Q1:", "Q 1:", "**Q1:**", "Question 1:", "Sub-question 1:"
 (and A/Answer/Sub-answer alike), steps on one line or several, a reasoning block and text after an
