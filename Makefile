@@ -35,7 +35,8 @@ TEMPERATURE    ?= 0.7
 MAX_TOKENS     ?= 512
 # NUM_NEW: new questions asked of the teacher; 0 skips expansion (needed for multiple-choice tasks).
 NUM_NEW        ?= 60
-LABEL_PROMPT   ?= prompts/$(TASK).txt
+# STYLE=socratic labels with the Socratic prompt (sub-questions and answers) instead.
+LABEL_PROMPT   ?= $(if $(filter socratic,$(STYLE)),prompts/socratic.txt,prompts/$(TASK).txt)
 EXPAND_PROMPT  ?= prompts/expand.txt
 # GENERATE_FLAGS go to both teacher steps; EXPAND_FLAGS and LABEL_FLAGS to one each.
 GENERATE_FLAGS ?=
@@ -55,6 +56,8 @@ TEACHER_DIR    ?=
 # ------------------------------------------------------------------ filtering and formatting
 FILTER_FLAGS   ?=
 STYLE          ?= dss
+# ICL_SHOTS=K: in-context distillation, K demonstrations in every training prompt and at eval.
+ICL_SHOTS      ?=
 FORMAT_FLAGS   ?=
 
 # ------------------------------------------------------------------ the student
@@ -79,8 +82,9 @@ KD_FLAGS       ?=
 # fully trained on a CPU in minutes. Nothing here reaches a real student.
 DEMO_MAX_STEPS     ?= 800
 DEMO_LEARNING_RATE ?= 3e-3
-DEMO_TRAIN_FLAGS   ?= --full --batch-size 32 --max-length 128 --eval-every 200 --save-every 400 --log-every 50
-DEMO_EVAL_FLAGS    ?= --max-new-tokens 16
+# ICL_SHOTS: prompts carry demonstrations; STYLE=socratic: answers are sub-questions and their answers.
+DEMO_TRAIN_FLAGS   ?= --full --batch-size 32 --max-length $(if $(ICL_SHOTS),512,128) --eval-every 200 --save-every 400 --log-every 50
+DEMO_EVAL_FLAGS    ?= --max-new-tokens $(if $(filter socratic,$(STYLE)),96,16)
 DEMO_TINY_FLAGS    ?= --layers 2 --hidden 128 --heads 4
 # ================================================================== end of the demo's tuning
 
@@ -174,7 +178,7 @@ EXPAND_ARGS = --mode expand --num-new $(NUM_NEW) --prompt $(EXPAND_PROMPT) $(EXP
 LABEL_ARGS  = --mode label --samples $(SAMPLES) --temperature $(TEMPERATURE) --prompt $(LABEL_PROMPT) \
               $(if $(LOGPROBS),--logprobs $(LOGPROBS)) $(LABEL_FLAGS)
 FILTER_ARGS = $(FILTER_FLAGS)
-FORMAT_ARGS = --style $(STYLE) $(FORMAT_FLAGS)
+FORMAT_ARGS = --style $(STYLE) $(if $(ICL_SHOTS),--icl-shots $(ICL_SHOTS)) $(FORMAT_FLAGS)
 # --epochs in TRAIN_FLAGS trains by epochs: the demo's MAX_STEPS is then left out, and one set
 # on the command line is refused (train would refuse both together).
 EPOCHS_GIVEN = $(filter --epochs --epochs=%,$(TRAIN_FLAGS))

@@ -163,9 +163,10 @@ class Parsed:
     detail: str | None = None
 
 
-# An invented next few-shot example: the completion ran on past its answer.
+# An invented next few-shot example: the completion ran on past its answer. A numbered question
+# ("Q2:", "Question 2:") is a sub-question of a Socratic decomposition (socratic.py), not a new example.
 _NEXT_EXAMPLE = re.compile(
-    r"\n\s*(?:Q|Question|Premise|Problem|Input|Example|Answer Choices)\s*\d*\s*:", re.I)
+    r"\n\s*(?:Q(?!\s*\d)|Question(?!\s*\d)|Premise|Problem|Input|Example|Answer Choices)\s*\d*\s*:", re.I)
 # "So the", "Therefore, my": words that belong to the answer sentence, not the rationale.
 _LEAD_IN = r"(?:\b(?:so|therefore|thus|hence)\s*,?\s+)?(?:\b(?:the|my|our)\s+)?"
 # Answer markers, strongest first; the span after the marker is the answer.

@@ -10,11 +10,13 @@ import time
 from typing import Any
 
 from kdpipe.answers import canonical_answer, parse_completion, student_text
+from kdpipe.demos import DemoPool
 from kdpipe.errors import KdpipeError
 from kdpipe.numbers import is_number_only
 from kdpipe.prompt_format import (PromptFormat, answer_in_sentence, answers_in_sentence, inference_task,
                                   load_prompt_format, render_prompt)
 from kdpipe.records import Record
+from kdpipe.socratic import parse_decomposition
 
 
 def read_answer(text: str, asked_task: str, record: Record,
@@ -26,9 +28,14 @@ def read_answer(text: str, asked_task: str, record: Record,
     end in the student's answer sentence (`fmt.answer_sentence`, as `format
     --answer-sentence` stored it): the first one holding an answer of the task counts;
     without one, the generic markers of answers.parse_completion ("The answer is X",
-    "Answer: X", ...) are tried. Answer-only completions must be the answer itself.
+    "Answer: X", ...) are tried. Socratic completions are read by kdpipe/socratic.py: the final
+    answer of a well-formed decomposition, else the decomposition's problem as the error.
+    Answer-only completions must be the answer itself.
     """
     said = _drop_echo(student_text(text), record, asked_task, fmt)
+    if asked_task == "socratic":  # a malformed decomposition is wrong, whatever answer it may state
+        d = parse_decomposition(said, record.task, record.choices, fmt)
+        return (d.answer, None) if d.problem is None else (None, d.problem)
     if asked_task == "cot":
         for raw in answers_in_sentence(fmt, said) if fmt is not None else ():
             answer = canonical_answer(raw, record.task, record.choices)
@@ -82,7 +89,8 @@ def _whole_answer(text: str, record: Record, fmt: PromptFormat | None) -> str | 
 def answer_locally(spec: str, records: list[Record], batch_size: int, max_new_tokens: int | None,
                    fmt_override: dict[str, Any] | None = None
                     ) -> tuple[list[str], PromptFormat, float, dict[str, Any]]:
-    """Greedy answers of a run directory or model (kdpipe/decoding.py's one setup);
+    """Greedy answers of a run directory or model (kdpipe/decoding.py's one setup), asked with the
+    prompt format's in-context demonstrations when it has them (kdpipe/demos.py);
     returns (texts, prompt format, seconds, the decoding record for eval.json)."""
     from kdpipe.decoding import Decoding, generate, record, stop_tokens
     from kdpipe.libraries import quiet_libraries
@@ -96,11 +104,18 @@ def answer_locally(spec: str, records: list[Record], batch_size: int, max_new_to
     if fmt.chat and not tokenizer.chat_template:
         raise KdpipeError(f"{spec}: the tokenizer has no chat template, but the prompt format is chat")
     task = inference_task(fmt)
-    prompts = [encode_prompt(tokenizer, render_prompt(fmt, r.question, r.choices, task), fmt.chat)
+    pool = DemoPool(fmt)
+    prompts = [encode_prompt(tokenizer, pool.prompt(r.id, r.question, r.choices, r.task, task)[0], fmt.chat)
                for r in records]
-    long = task == "cot" or any(r.task == "instruction" for r in records)  # a rationale or a response comes first
+    long = task in ("cot", "socratic") or any(r.task == "instruction" for r in records)  # a rationale or a response comes first
     decoding = Decoding(max_new_tokens=max_new_tokens or (256 if long else 32))
     stops = stop_tokens(model, tokenizer)
     started = time.perf_counter()
-    texts = generate(model, tokenizer, prompts, decoding, batch_size, stops)
+    if fmt.socratic_roles == "two":  # the question generator and the solver in turn: kdpipe/socratic_roles.py
+        from kdpipe.socratic_roles import ask_in_roles
+
+        texts = ask_in_roles(fmt, records, lambda asked: generate(
+            model, tokenizer, [encode_prompt(tokenizer, p, fmt.chat) for p in asked], decoding, batch_size, stops))
+    else:
+        texts = generate(model, tokenizer, prompts, decoding, batch_size, stops)
     return texts, fmt, time.perf_counter() - started, record(decoding, stops, model)

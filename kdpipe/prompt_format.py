@@ -6,13 +6,16 @@ checks lengths with it and `eval` asks the student the way it was trained.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from kdpipe import answers
 from kdpipe.errors import KdpipeError, UsageError
 
-STYLES = ("dss", "cot", "label", "gold", "response", "kd")
-PROMPT_TASKS = ("label", "rationale", "cot", "answer")
+STYLES = ("dss", "cot", "label", "gold", "response", "kd", "socratic")
+PROMPT_TASKS = ("label", "rationale", "cot", "answer", "socratic", "subquestion", "subanswer")
+SOCRATIC_ROLES = ("one", "two")
+# The fields of one in-context demonstration of the pool (kdpipe/demos.py), and their JSON types.
+DEMO_FIELDS = {"id": (str,), "task": (str,), "question": (str,), "choices": (list, type(None)), "completions": (dict,)}
 
 
 @dataclass
@@ -32,6 +35,17 @@ class PromptFormat:
     # boundary, training on a context eval never asks with. Chat prompts end with the
     # chat template's own generation prompt instead.
     plain_prompt_end: str = "\n"
+    # In-context distillation (format --icl-shots, kdpipe/demos.py): each prompt opens with icl_shots
+    # demonstrations drawn from this pool of training records by a hash of icl_seed and the ids. The pool
+    # lives here so that it goes wherever the prompt format goes (the rows' .meta.json, the run directory).
+    icl_shots: int = 0
+    icl_seed: int = 0
+    demonstrations: list[dict] = field(default_factory=list)
+    # Socratic CoT (kdpipe/socratic_roles.py): "one" model asks and answers its own sub-questions, or "two"
+    # roles, a question generator (task subquestion) and a solver (task subanswer) asked in turn.
+    socratic_roles: str = "one"
+    question_prefix: str = "ask: "
+    solver_prefix: str = "solve: "
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,8 +70,31 @@ class PromptFormat:
             problems.append("the plain-text prompt end must end in whitespace (a token boundary)")
         if self.style == "dss" and self.label_prefix.strip() == self.rationale_prefix.strip():
             problems.append("the label and rationale prefixes must differ")
+        problems += _demo_problems(self)
+        if self.socratic_roles not in SOCRATIC_ROLES:
+            problems.append(f"--socratic-roles must be one of {', '.join(SOCRATIC_ROLES)}, got {self.socratic_roles!r}")
+        elif self.socratic_roles == "two" and self.style != "socratic":
+            problems.append("--socratic-roles two goes with --style socratic")
+        elif self.socratic_roles == "two" and self.question_prefix.strip() == self.solver_prefix.strip():
+            problems.append("the question generator's and the solver's prefixes must differ")
         if problems:
             raise UsageError("; ".join(problems))
+
+
+def _demo_problems(fmt: PromptFormat) -> list[str]:
+    if not isinstance(fmt.icl_shots, int) or isinstance(fmt.icl_shots, bool) or fmt.icl_shots < 0:
+        return [f"--icl-shots must be a whole number >= 0, got {fmt.icl_shots!r}"]
+    if not isinstance(fmt.demonstrations, list):
+        return ["the demonstrations must be a list"]
+    if fmt.icl_shots and not fmt.demonstrations:
+        return [f"{fmt.icl_shots} in-context demonstrations asked for, but the pool of demonstrations is empty"]
+    for i, d in enumerate(fmt.demonstrations):
+        if not isinstance(d, dict) or set(d) != set(DEMO_FIELDS):
+            return [f"demonstration {i} must be an object with the fields {', '.join(DEMO_FIELDS)}"]
+        wrong = [k for k, types in DEMO_FIELDS.items() if not isinstance(d[k], types)]
+        if wrong or not all(isinstance(v, str) for v in d["completions"].values()):
+            return [f"demonstration {i}: field {(wrong or ['completions'])[0]!r} has the wrong type"]
+    return []
 
 
 def _template_problems(what: str, template: str, names: tuple[str, ...]) -> list[str]:
@@ -86,21 +123,29 @@ def _question_block(fmt: PromptFormat, question: str, choices: list[str] | None)
 
 
 def render_prompt(fmt: PromptFormat, question: str, choices: list[str] | None, task: str) -> str:
-    """The prompt text for a task: "label", "rationale" (dss), "cot" or "answer".
+    """The prompt text for a task: "label", "rationale" (dss), "cot", "answer" or "socratic".
 
     In chat form it is the user message; in plain-text form the whole prompt, ending with
-    `plain_prompt_end`. `format` writes training rows with it and `eval` asks with it.
+    `plain_prompt_end`. `format` writes training rows with it and `eval` asks with it (after
+    any in-context demonstrations: kdpipe/demos.py).
     """
-    if task not in PROMPT_TASKS:
-        raise ValueError(f"task must be one of {', '.join(PROMPT_TASKS)}, got {task!r}")
-    prefix = {"label": fmt.label_prefix, "rationale": fmt.rationale_prefix}.get(task, "")
-    text = prefix + _question_block(fmt, question, choices)
+    text = question_text(fmt, question, choices, task)
     return text if fmt.chat else text + fmt.plain_prompt_end
 
 
+def question_text(fmt: PromptFormat, question: str, choices: list[str] | None, task: str) -> str:
+    """A question as a task puts it (its prefix, the options), without the plain-text prompt end."""
+    if task not in PROMPT_TASKS:
+        raise ValueError(f"task must be one of {', '.join(PROMPT_TASKS)}, got {task!r}")
+    prefix = {"label": fmt.label_prefix, "rationale": fmt.rationale_prefix, "subquestion": fmt.question_prefix,
+              "subanswer": fmt.solver_prefix}.get(task, "")
+    return prefix + _question_block(fmt, question, choices)
+
+
 def inference_task(fmt: PromptFormat) -> str:
-    """The task a trained student is asked at inference: dss "label", cot and kd "cot", else "answer"."""
-    return {"dss": "label", "cot": "cot", "kd": "cot"}.get(fmt.style, "answer")
+    """The task a trained student is asked at inference: dss "label", cot and kd "cot", socratic
+    "socratic", else "answer"."""
+    return {"dss": "label", "cot": "cot", "kd": "cot", "socratic": "socratic"}.get(fmt.style, "answer")
 
 
 def render_answer(fmt: PromptFormat, answer: str, choices: list[str] | None = None) -> str:

@@ -191,3 +191,16 @@ def test_logprobs_and_style_kd_carry_the_teachers_top_k_into_the_training_rows(w
     assert all("".join(r["teacher"]["tokens"]) == r["completion"][0]["content"] for r in rows)
     local = make(work, "-n", "format", "NUM_NEW=0", "LOGPROBS=5", "STYLE=kd", f"TEACHER_DIR={work}/teacher").stdout
     assert f"--model {work}/teacher" in local and "--logprobs 5" in local
+
+
+def test_style_socratic_and_icl_shots_run_the_methods_through_the_pipeline(work):
+    """STYLE=socratic labels with the Socratic prompt and writes decompositions; ICL_SHOTS=K puts K
+    demonstrations into every training prompt; the demo student gets room for both."""
+    make(work, "format", "NUM_NEW=0", "STYLE=socratic", "ICL_SHOTS=2")
+    teacher = [json.loads(x) for x in (work / "teacher.jsonl").read_text().splitlines()]
+    assert {r["provenance"]["teacher"]["prompt"] for r in teacher} == {"socratic.txt"}
+    rows = [json.loads(x) for x in (work / "sft.jsonl").read_text().splitlines()]
+    assert rows and {r["task"] for r in rows} == {"socratic"} and all(len(r["demos"]) == 2 for r in rows)
+    assert all(r["completion"][0]["content"].startswith("Q1: ") for r in rows)
+    plan = make(work, "-n", "eval", "NUM_NEW=0", "STYLE=socratic", "ICL_SHOTS=2").stdout
+    assert "--max-length 512" in plan and "--max-new-tokens 96" in plan and "--teacher-prompt prompts/socratic.txt" in plan

@@ -71,8 +71,8 @@ filter_ = command(FilterOptions, _filter, [
     param("rejected", Optional[Path], typer.Option(None, "--rejected",
                                                    help="Write every dropped record here, with its reason.")),
     param("report", Optional[Path], typer.Option(None, "--report", help="Write the counts per rule here (JSON).")),
-    *fields(FilterOptions, "against", "drop_errors", "gold", "drop_rationalized", "check_counterfactual",
-            "rel_tol", "vote", "min_agreement", "length",
+    *fields(FilterOptions, "against", "drop_errors", "decomposition", "gold", "drop_rationalized",
+            "check_counterfactual", "rel_tol", "vote", "min_agreement", "length",
             "min_question_words", "max_question_words", "min_rationale_words", "max_rationale_words",
             "restated", "dedup", "near_dup", "near_threshold", "shingle", "ngram", "workers", "judge.model",
             "min_score", "judge_prompt", "judge.base_url", "judge.api_key_env", "judge.cache", "judge.concurrency",
@@ -88,6 +88,9 @@ def _format(opts, inp: Path, out: Path, quiet: bool) -> None:
     skipped = "".join(f"; skipped {v} ({k})" for k, v in r.skipped.items())
     say(quiet, f"format: {r.records} records -> {r.rows} rows ({r.train} train, {r.val} val), "
                f"style {opts.style} -> {out}{skipped}")
+    if r.icl:
+        say(quiet, f"format: {r.icl['shots']} demonstrations per prompt from a pool of {r.icl['pool']} training "
+                   f"records ({r.icl['rows_with_fewer_demos']} rows with fewer)")
 
 
 format_ = command(FormatOptions, _format, [

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kdpipe.answers import answers_agree
+from kdpipe.demos import DemoPool
 from kdpipe.errors import KdpipeError
 from kdpipe.evaluate.teacher import (
     TEACHER_FLAGS, TEACHER_HELPS, TEACHER_OFFERED, ask_teacher, prepare_teacher, teacher_problems,
@@ -89,6 +90,7 @@ class Prediction:
     gold: str | None
     correct: bool
     error: str | None = None
+    demos: list[str] | None = None  # format --icl-shots: the ids of the demonstrations it was asked with
 
 
 @dataclass
@@ -191,6 +193,10 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
             continue
         s, p = score(role, spec, records, texts, inference_task(fmt), fmt.style, seconds, fmt)
         s.decoding = decoding
+        if fmt.icl_shots:
+            pool = DemoPool(fmt)
+            for pred, rec in zip(p, records):
+                pred.demos = pool.prompt(rec.id, rec.question, rec.choices, rec.task, inference_task(fmt))[1]
         scores.append(s)
         preds.extend(p)
     if teacher_client is not None:
@@ -223,13 +229,20 @@ def predictions_path(out: Path, opts: EvalOptions) -> Path:
     return Path(opts.predictions) if opts.predictions else out.with_name(out.stem + ".predictions.jsonl")
 
 
+def prediction_obj(p: Prediction) -> dict[str, Any]:
+    obj = asdict(p)
+    if obj["demos"] is None:  # only students asked with demonstrations have them
+        del obj["demos"]
+    return obj
+
+
 def markdown_path(out: Path) -> Path:
     return out.with_name(out.stem + ".md")
 
 
 def write_report(report: EvalReport, out: Path, opts: EvalOptions, started: float) -> None:
     with atomic_file(predictions_path(out, opts)) as fp:
-        JsonlWriter(fp).write_all(p if isinstance(p, dict) else asdict(p) for p in report.predictions)
+        JsonlWriter(fp).write_all(p if isinstance(p, dict) else prediction_obj(p) for p in report.predictions)
     with atomic_file(markdown_path(out)) as fp:
         fp.write(markdown(report) + "\n")
     with atomic_file(out) as fp:

@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Iterator
 
 from kdpipe.errors import InputError, KdpipeError, UsageError
-from kdpipe.options import Options, flag_namer, option, options_block
+from kdpipe.options import Options, option, options_block
 from kdpipe.teacher.options import TeacherOptions
+from kdpipe.filter.judged import JUDGE_FLAGS, JUDGE_HELPS, JUDGE_OFFERED, judge_flag
 from kdpipe.filter.report import FilterReport, rules_help  # noqa: F401  (the stage's API)
 from kdpipe.filter.rules import (  # noqa: F401  (judge, restates_answer: the rules' API)
     Reason, judge, kept_obj, rejected_obj, restates_answer, rules_in, unchanged_when_kept, with_reason,
@@ -43,15 +44,6 @@ from kdpipe.records import (
     prepare_output, record_at, write_meta,
 )
 
-# The judge's options filter offers: the teacher options, under --judge* names where filter has no
-# teacher of its own to tell them from.
-JUDGE_OFFERED = ("model", "base_url", "api_key_env", "cache", "concurrency", "max_tokens", "max_usd", "price_in",
-                 "price_out", "prices", "batch")
-JUDGE_FLAGS = {"model": "--judge", "base_url": "--judge-base-url", "api_key_env": "--judge-api-key-env",
-               "max_tokens": "--judge-max-tokens"}
-JUDGE_HELPS = {"model": "judge_score rule: score every usable sample with this judge model (OpenAI-compatible, "
-                        "cached like the teacher) and keep its score on the sample."}
-judge_flag = flag_namer(TeacherOptions, JUDGE_FLAGS)
 _CHUNK = 2048  # lines per unit of work (and per batch of MinHash arithmetic)
 _PARALLEL_FROM = 16 << 20  # bytes of input from which `workers=0` (auto) uses several processes
 
@@ -60,6 +52,9 @@ _PARALLEL_FROM = 16 << 20  # bytes of input from which `workers=0` (auto) uses s
 class FilterOptions(Options):
     drop_errors: bool = option(True, "teacher_error rule: drop samples `generate` marked as errors.",
                                flags="--drop-errors/--keep-errors")
+    decomposition: bool = option(True, "malformed_decomposition rule: drop samples of a Socratic label prompt "
+                                       "whose sub-questions and answers do not parse.",
+                                 flags="--decomposition/--no-decomposition")
     gold: bool = option(True, "gold_mismatch rule: drop samples whose answer disagrees with the gold answer.",
                         flags="--gold/--no-gold")
     drop_rationalized: bool = option(False, "rationalized rule: drop the samples `generate --mode rationalize` wrote "

@@ -10,7 +10,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kdpipe.options import flag_namer
 from kdpipe.records import atomic_file, dumps, iter_json_objects, record_at
+from kdpipe.teacher.options import TeacherOptions
+
+# The judge's options filter offers: the teacher options, under --judge* names where filter has no
+# teacher of its own to tell them from.
+JUDGE_OFFERED = ("model", "base_url", "api_key_env", "cache", "concurrency", "max_tokens", "max_usd", "price_in",
+                 "price_out", "prices", "batch")
+JUDGE_FLAGS = {"model": "--judge", "base_url": "--judge-base-url", "api_key_env": "--judge-api-key-env",
+               "max_tokens": "--judge-max-tokens"}
+JUDGE_HELPS = {"model": "judge_score rule: score every usable sample with this judge model (OpenAI-compatible, "
+                        "cached like the teacher) and keep its score on the sample."}
+judge_flag = flag_namer(TeacherOptions, JUDGE_FLAGS)
 
 
 def judge_samples(inp: Path, out: Path, opts) -> dict:

@@ -29,6 +29,7 @@ from typing import NamedTuple
 from kdpipe import answers
 from kdpipe.filter.rule_base import Reason, RecordRule, Rule, SampleRule  # noqa: F401  (the rules' API)
 from kdpipe.records import Record
+from kdpipe.socratic import is_socratic, sample_decomposition
 
 # Words that may surround an answer without making a rationale of it ("So the answer is 42.").
 _FILLER = frozenset("so thus therefore hence answer is it final correct we get that this which "
@@ -49,6 +50,16 @@ class TeacherError(SampleRule):
         if s.error is not None or s.answer is None:
             return s.error or "no answer"
         return None
+
+
+class MalformedDecomposition(SampleRule):
+    name, switch = "malformed_decomposition", "decomposition"
+    summary = ("labelled with a Socratic prompt (prompts/socratic*.txt): the sub-questions and answers do not "
+               "parse; the detail names the problem (no_subquestions, unanswered_subquestion, misnumbered, "
+               "no_final_answer, ...: kdpipe/socratic.py)")
+
+    def check(self, rec, s, opts):
+        return sample_decomposition(rec, s).reason if is_socratic(rec) else None
 
 
 class JudgeScore(SampleRule):
@@ -224,9 +235,10 @@ class NearDuplicate(Rule):
                                        opts.near_threshold, eligible=eligible)
 
 
-RULES: tuple[Rule, ...] = (TeacherError(), JudgeScore(), GoldMismatch(), Rationalized(), CounterfactualUnchanged(),
-                           CounterfactualDisagrees(), NoConsensus(), MinorityAnswer(), QuestionLength(),
-                           RationaleLength(), RationaleRestatesAnswer(), Contaminated(), Duplicate(), NearDuplicate())
+RULES: tuple[Rule, ...] = (TeacherError(), MalformedDecomposition(), JudgeScore(), GoldMismatch(), Rationalized(),
+                           CounterfactualUnchanged(), CounterfactualDisagrees(), NoConsensus(), MinorityAnswer(),
+                           QuestionLength(), RationaleLength(), RationaleRestatesAnswer(), Contaminated(), Duplicate(),
+                           NearDuplicate())
 RULE_NAMES = tuple(r.name for r in RULES)
 
 

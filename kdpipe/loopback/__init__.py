@@ -10,7 +10,8 @@ Script files are JSONL, one question per line:
 A label request is answered with the completions of the known question that
 occurs last in the last user message (few-shot exemplars come before the
 question asked); sample i gets completions[i % len]. An unknown question gets
-"I don't know." An expansion request (its prompt asks for "new questions" or
+"I don't know." A Socratic request (its prompt asks for "sub-questions") gets each completion
+rewritten as a decomposition, one sub-question per sentence (replies.py socratic_reply). An expansion request (its prompt asks for "new questions" or
 "new instructions") gets a numbered list drawn, seeded by the request, from the
 lines marked "expand". A rationalization request (prompts/rationalize.txt: a hint
 with the correct answer) gets the question's "rationalize" completions, else a
@@ -54,10 +55,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from kdpipe.errors import InputError, UsageError
-from kdpipe.loopback.replies import answered, asked_for, chat_completion, derived_reply, json_reply as _json
+from kdpipe.errors import InputError
+from kdpipe.loopback.options import FAULTS, parse_fault_rates  # noqa: F401  (the server's API)
+from kdpipe.loopback.replies import (
+    SOCRATIC_REQUEST, answered, asked_for, chat_completion, derived_reply, json_reply as _json, socratic_reply,
+)
 
-FAULTS = ("rate_limit", "server_error", "malformed", "hang", "truncated", "empty")
 UNKNOWN_ANSWER = "I don't know."
 # An expansion request asks for new questions (expand.txt) or new instructions (expand_instruction.txt).
 _EXPAND = re.compile(r"\bnew (?:questions?|instructions?)\b", re.I)
@@ -89,28 +92,6 @@ def load_script(path: str | os.PathLike) -> list[ScriptLine]:
                 raise InputError(path, f"field '{k}' must be a non-empty list of strings", lineno)
         lines.append(ScriptLine(q.strip(), comps, bool(obj.get("expand", False)), **derived))
     return lines
-
-
-def parse_fault_rates(specs: list[str]) -> dict[str, float]:
-    """["rate_limit=0.05", ...] -> {"rate_limit": 0.05}; UsageError naming every bad one."""
-    rates, problems = {}, []
-    for spec in specs:
-        kind, _, rate = spec.partition("=")
-        try:
-            value = float(rate)
-        except ValueError:
-            value = -1.0
-        if kind not in FAULTS:
-            problems.append(f"unknown fault {kind!r} (known: {', '.join(FAULTS)})")
-        elif not 0.0 <= value <= 1.0:
-            problems.append(f"fault rate of {kind} must be a number between 0 and 1, got {rate!r}")
-        else:
-            rates[kind] = value
-    if sum(rates.values()) > 1.0:
-        problems.append("fault rates add up to more than 1")
-    if problems:
-        raise UsageError("; ".join(problems))
-    return rates
 
 
 @dataclass
@@ -180,7 +161,10 @@ class LoopbackTeacher:
             return [derived_reply(kind, line, user, i) or UNKNOWN_ANSWER for i in range(n)], False
         if line is None:
             return [UNKNOWN_ANSWER] * n, False
-        return [line.completions[i % len(line.completions)] for i in range(n)], False
+        texts = [line.completions[i % len(line.completions)] for i in range(n)]
+        if SOCRATIC_REQUEST.search(user):
+            texts = [socratic_reply(t) for t in texts]
+        return texts, False
 
     def _lookup(self, user: str) -> ScriptLine | None:
         if user in self._lookup_memo:

@@ -8,6 +8,8 @@ from pathlib import Path
 from kdpipe.errors import UsageError
 from kdpipe.options import Options, option
 
+FAULTS = ("rate_limit", "server_error", "malformed", "hang", "truncated", "empty")
+
 
 @dataclass
 class ServeOptions(Options):
@@ -51,6 +53,27 @@ class ServeOptions(Options):
         return problems
 
     def faults(self) -> dict[str, float]:
-        from kdpipe.loopback import parse_fault_rates
 
         return parse_fault_rates(self.fault_rate or [])
+
+
+def parse_fault_rates(specs: list[str]) -> dict[str, float]:
+    """["rate_limit=0.05", ...] -> {"rate_limit": 0.05}; UsageError naming every bad one."""
+    rates, problems = {}, []
+    for spec in specs:
+        kind, _, rate = spec.partition("=")
+        try:
+            value = float(rate)
+        except ValueError:
+            value = -1.0
+        if kind not in FAULTS:
+            problems.append(f"unknown fault {kind!r} (known: {', '.join(FAULTS)})")
+        elif not 0.0 <= value <= 1.0:
+            problems.append(f"fault rate of {kind} must be a number between 0 and 1, got {rate!r}")
+        else:
+            rates[kind] = value
+    if sum(rates.values()) > 1.0:
+        problems.append("fault rates add up to more than 1")
+    if problems:
+        raise UsageError("; ".join(problems))
+    return rates

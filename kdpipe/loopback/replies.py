@@ -13,6 +13,10 @@ import time
 # What prompts/rationalize.txt and prompts/counterfactual.txt ask, as the loopback recognises them.
 _HINT = re.compile(r"Hint: the correct answer is ([^\n]+?)\.?[ \t]*\nA:\s*$")
 _COUNTERFACTUAL = re.compile(r"\bso that its answer changes\b", re.I)
+# A Socratic label request (prompts/socratic.txt) asks for sub-questions.
+SOCRATIC_REQUEST = re.compile(r"\bsub-?questions?\b", re.I)
+_FINAL = re.compile(r"(?:\bso\s+)?\bthe answer is\b|^\s*answer\s*:", re.I | re.M)
+_EQUATION = re.compile(r"(\d[\d.,]*(?:\s*[-+x*/×÷]\s*\d[\d.,]*)+)\s*=")
 _TOKEN = re.compile(r"\s*\w+|\s*[^\w\s]|\s+")
 _ALTERNATIVES = [" the", " a", " is", " of", " and", " to", " 1", " 2", " 3", " 4", " 5", " 6", " 7", " 8",
                  " 9", " 0", ".", ",", " answer", " so", " it", " we", " x", " y"]
@@ -68,6 +72,28 @@ def answered(teacher, body: dict, fault: str | None) -> tuple[list[str], list[st
         texts = [""] * len(texts)
     bill(teacher, body, len(texts))
     return texts, finish, expand
+
+
+def socratic_reply(text: str) -> str:
+    """A scripted chain of thought as the decomposition a Socratic request asks for: each sentence before the
+    answer becomes the answer of a sub-question ("What is 5 + 2?" for a sentence with that sum), then the
+    scripted answer and whatever followed it. A text already decomposed, or without an answer to end on,
+    is answered as scripted (a malformed decomposition)."""
+    from kdpipe.socratic import has_steps
+
+    final = _FINAL.search(text)
+    if has_steps(text) or final is None:
+        return text
+    sentences = [x.strip() for x in re.split(r"(?<=[.!?])\s+", text[: final.start()].strip()) if x.strip()]
+    if not sentences:
+        return text
+    lines = []
+    for i, sentence in enumerate(sentences, 1):
+        sum_ = _EQUATION.search(sentence)
+        asked = f"What is {sum_.group(1)}?" if sum_ else ("What does the problem tell us?" if i == 1
+                                                          else "What follows from that?")
+        lines += [f"Q{i}: {asked}", f"A{i}: {sentence}"]
+    return "\n".join(lines) + "\n" + text[final.start():].lstrip()
 
 
 def fake_logprobs(text: str, top: int) -> dict:
