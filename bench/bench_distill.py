@@ -4,13 +4,14 @@
     python bench/bench_distill.py --quick                                      # smoke run, a minute or two
     python bench/bench_distill.py --teacher Qwen/Qwen2.5-1.5B-Instruct --student Qwen/Qwen2.5-0.5B-Instruct
 
-The toy task is one-digit arithmetic ("What is 7 - 3?"), answered in one of two phrasings ("7 - 3 = 4. The
+The toy task is one-digit arithmetic ("What is 7 minus 3?"), answered in one of two phrasings ("7 - 3 = 4. The
 answer is 4." or "Taking 3 from 7 leaves 4. ..."), so a teacher's next-token distribution holds more than its
 sampled text. A teacher (tiny Llama, `tiny-student` + `train --full`) learns every question; `kdpipe seed`
 holds a share of the questions out. The teacher is saved with save_pretrained and served over real HTTP by
 `kdpipe teacher serve --model`; `kdpipe generate --logprobs 20` samples its answers to the training
 questions (temperature 1, two samples, the generate seed = the benchmark seed), `filter` and `format --style
-kd` make the rows. A narrower student (same tokenizer) is trained from scratch by each method on the same
+kd` make the rows (K = 5 is the stored top-20 cut to its 5 most likely tokens, which is what
+`generate --logprobs 5` would store). A narrower student (same tokenizer) is trained from scratch by each method on the same
 rows, for the same steps:
 
     sft            the rows without the teacher's top-K: SFT on the sampled text
@@ -21,13 +22,17 @@ rows, for the same steps:
     gkd-on-policy  --teacher-model, --kd on-policy --divergence jsd --beta 0.5 --on-policy-frac 0.5
 
 Reported per method, the median over seeds: held-out KL(teacher || student) per completion token on the
-teacher's own sampled answers to the held-out questions (kdpipe's offline distillation loss at alpha 0),
+teacher's own answers to the held-out questions (one sample each at temperature 1, the same for every
+method and seed, right or wrong; computed by kdpipe's offline distillation loss at alpha 0),
 accuracy on the held-out questions (`kdpipe eval`, greedy), training tokens/s, and on CUDA peak GPU memory.
 The students see the teacher's answers to the training questions only, so the held-out questions measure
 what carries over.
 
 With --teacher/--student (model ids or folders) nothing is trained for the teacher: the given pair is used
-as it is, the student with LoRA (--full otherwise), on a CUDA machine for throughput and peak memory.
+as it is (the teacher served by `teacher serve --model`, the student trained with LoRA, --full otherwise),
+and on a CUDA machine the table adds peak GPU memory per method. Two notes on that path: the pair must
+share a tokenizer (train refuses otherwise), and `teacher serve --model` answers one request at a time,
+so labelling a few hundred questions takes minutes even on a GPU.
 """
 
 from __future__ import annotations
@@ -192,7 +197,7 @@ def train_one(name: str, rows: Path, plain: Path, student: str, teacher: str, ru
         flags["teacher_model"] = teacher
     opts = TrainOptions(student=student, full=not args.lora, learning_rate=args.lr, max_steps=args.steps,
                         batch_size=args.batch_size, max_length=args.max_length, log_every=max(1, args.steps // 5),
-                        eval_every=10 ** 6, save_every=10 ** 6, seed=seed, overwrite=True, **flags)
+                        eval_every=10 ** 6, save_every=10 ** 6, seed=seed, overwrite=True, merge=args.lora, **flags)
     if cuda:
         import torch
 
@@ -334,7 +339,8 @@ def run_all(work: Path, methods: list[str], args) -> None:
         for name in methods:
             run = work / f"run-{name}"
             r = train_one(name, rows, plain, students[s], teacher, run, s, args)
-            r.update(seed=s, kl=held_out_kl(str(run), teacher, kl_rows, work / "scratch", args),
+            scored = run / "merged" if args.lora else run  # the KL loss loads a model, not an adapter
+            r.update(seed=s, kl=held_out_kl(str(scored), teacher, kl_rows, work / "scratch", args),
                      accuracy=accuracy(str(run), ev, args))
             results[name].append(r)
             print(f"seed {s} {name}: KL {r['kl']:.3f}, accuracy {r['accuracy']:.0%}, "
