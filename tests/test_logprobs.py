@@ -208,3 +208,15 @@ def test_eval_teacher_after_generate_logprobs_sends_nothing_and_plain_generate_g
     assert [s.text for r in plain for s in r.samples] == [s.text for r in load_records(tmp_path / "lp.jsonl")
                                                           for s in r.samples]
     assert "logprobs" not in (tmp_path / "plain.jsonl").read_text()
+
+
+def test_answers_the_batch_api_returned_with_logprobs_also_answer_plain_requests(tmp_path):
+    with running(SCRIPT) as srv:
+        r = run_generate(seeds(tmp_path), tmp_path / "b.jsonl",
+                         opts(srv.base_url, tmp_path, logprobs=4, batch=True, poll_interval=0.02))
+        asked = srv.stats["requests"]
+        plain = run_generate(seeds(tmp_path), tmp_path / "plain.jsonl", opts(srv.base_url, tmp_path))
+        assert srv.stats["requests"] == asked
+    assert r.exit_code == 0 and plain.exit_code == 0 and plain.stats.cached == len(QUESTIONS)
+    assert [s.text for rec in load_records(tmp_path / "plain.jsonl") for s in rec.samples] == \
+        [s.text for rec in load_records(tmp_path / "b.jsonl") for s in rec.samples]
