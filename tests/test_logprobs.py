@@ -173,3 +173,50 @@ def test_kill_9_then_rerun_pays_only_what_never_completed_and_keeps_the_logprobs
     resumed, whole = load_records(tmp_path / "out.jsonl"), load_records(tmp_path / "whole.jsonl")
     assert [s.logprobs for r in resumed for s in r.samples] == [s.logprobs for r in whole for s in r.samples]
     assert all(s.logprobs for r in resumed for s in r.samples)
+
+
+def test_eval_teacher_after_generate_logprobs_sends_nothing_and_plain_generate_gets_no_logprobs(cli, tmp_path):
+    """An answer cached with logprobs also answers the same request without them (teacher/cache.py)."""
+    from support_tiny import build_student
+
+    from kdpipe.records import write_records
+
+    ev = tmp_path / "eval.jsonl"
+    write_records(ev, [Record(id=f"q{i}", question=q, task="numeric", gold=str(2 * i)) for i, q in enumerate(QUESTIONS)])
+    student = build_student(tmp_path / "student")
+    cache = tmp_path / "cache.sqlite"
+    with running(SCRIPT) as srv:
+        code, _, err = cli("generate", ev, "-o", tmp_path / "lp.jsonl", "--model", "loopback", "--base-url",
+                           srv.base_url, "--cache", cache, "--logprobs", "5", "-q")
+        assert code == 0, err
+        sent = srv.stats["requests"]
+        assert sent == len(QUESTIONS)
+        code, _, err = cli("eval", ev, "--model", student, "--teacher", "loopback", "--base-url", srv.base_url,
+                           "--cache", cache, "--max-new-tokens", "2", "-o", tmp_path / "eval.json", "-q")
+        assert code == 0, err
+        code, _, err = cli("generate", ev, "-o", tmp_path / "plain.jsonl", "--model", "loopback", "--base-url",
+                           srv.base_url, "--cache", cache, "-q")
+        assert code == 0, err
+        assert srv.stats["requests"] == sent  # neither eval --teacher nor plain generate asked again
+        code, _, err = cli("generate", ev, "-o", tmp_path / "lp3.jsonl", "--model", "loopback", "--base-url",
+                           srv.base_url, "--cache", cache, "--logprobs", "3", "-q")
+        assert code == 0, err
+        assert srv.stats["requests"] == 2 * sent  # another K is another request: never the other way round
+    teacher = next(m for m in json.loads((tmp_path / "eval.json").read_text())["models"] if m["role"] == "teacher")
+    assert teacher["correct"] == len(QUESTIONS) and teacher["tokens"]["cached_answers"] == len(QUESTIONS)
+    plain = load_records(tmp_path / "plain.jsonl")
+    assert [s.text for r in plain for s in r.samples] == [s.text for r in load_records(tmp_path / "lp.jsonl")
+                                                          for s in r.samples]
+    assert "logprobs" not in (tmp_path / "plain.jsonl").read_text()
+
+
+def test_answers_the_batch_api_returned_with_logprobs_also_answer_plain_requests(tmp_path):
+    with running(SCRIPT) as srv:
+        r = run_generate(seeds(tmp_path), tmp_path / "b.jsonl",
+                         opts(srv.base_url, tmp_path, logprobs=4, batch=True, poll_interval=0.02))
+        asked = srv.stats["requests"]
+        plain = run_generate(seeds(tmp_path), tmp_path / "plain.jsonl", opts(srv.base_url, tmp_path))
+        assert srv.stats["requests"] == asked
+    assert r.exit_code == 0 and plain.exit_code == 0 and plain.stats.cached == len(QUESTIONS)
+    assert [s.text for rec in load_records(tmp_path / "plain.jsonl") for s in rec.samples] == \
+        [s.text for rec in load_records(tmp_path / "b.jsonl") for s in rec.samples]

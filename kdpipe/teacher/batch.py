@@ -36,7 +36,7 @@ from typing import Callable
 
 from kdpipe.errors import KdpipeError
 from kdpipe.teacher.budget import NOT_SENT
-from kdpipe.teacher.cache import ResponseCache, request_key
+from kdpipe.teacher.cache import ResponseCache, plain_aliases, request_key
 from kdpipe.teacher.identity import cache_namespace
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, request_body
 from kdpipe.teacher.response import completions_from, from_stored
@@ -129,6 +129,7 @@ class _BatchRun:
         self.on_progress, self.budget, self.options, self.on_step = on_progress, budget, options, on_step
         params = config.sampling_params()
         namespace = cache_namespace(config.resolved_base_url())  # keyed as online answers are
+        cache.alias_on_put(plain_aliases(config.model, requests, params, namespace))
         self.where: dict[str, tuple[int, int]] = {}  # cache key -> (request, sample index)
         self.repeats: list[tuple[int, int, str]] = []  # the same sample asked again: sent once
         for r, req in enumerate(requests):

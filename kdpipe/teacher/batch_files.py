@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kdpipe.errors import KdpipeError
 from kdpipe.outputs import atomic_file
-from kdpipe.teacher.cache import ResponseCache, request_key
+from kdpipe.teacher.cache import ResponseCache, plain_aliases, request_key
 from kdpipe.teacher.client import ChatRequest, Stats, TeacherConfig, request_body
 from kdpipe.teacher.identity import cache_namespace
 from kdpipe.teacher.response import completions_from
@@ -70,6 +70,9 @@ def import_batch(config: TeacherConfig, requests: list[ChatRequest], cache: Resp
     if not path.is_file():
         raise KdpipeError(f"--import-batch {path}: no such file")
     keys = _sample_keys(config, requests)
+    if config.logprobs:
+        cache.alias_on_put(plain_aliases(config.model, requests, config.sampling_params(),
+                                         cache_namespace(config.resolved_base_url())))
     where = {k: (r, j) for r, ks in enumerate(keys) for j, k in enumerate(ks)}
     counts = {"answers": 0, "failed": 0, "other": 0}
     stats = Stats()

@@ -14,6 +14,16 @@ the key, though, and generate's default changes with the sample count (0 for
 one sample, 0.7 for several): going from 1 sample to several without
 --temperature asks for every sample anew.
 
+An answer asked for with logprobs (`generate --logprobs K`) also answers the same
+request without them (`eval --teacher`, `generate` without --logprobs): asking for
+logprobs makes the server report each token's probabilities, not sample other
+tokens, so its text, finish reason and usage are an answer to the plain request (at
+temperature 0 the same text; above it a draw from the same distribution, as any cached
+sample is). `put` records the plain request's key as an alias of the stored one
+(`alias_on_put`, `plain_aliases`), and `get_many` falls back to the aliases for keys it
+does not hold. Never the other way: an answer without logprobs cannot answer a request
+for them, nor one with K alternatives a request for another K (K is in the key).
+
 The one exception to leaving the endpoint out: a kdpipe loopback server
 (scripted answers, a stand-in for tests and the demo) names itself, and its
 answers are keyed under that name too, so they can never be served later as
@@ -59,6 +69,17 @@ def default_cache_path() -> Path:
     return base / "kdpipe" / "teacher.sqlite"
 
 
+def plain_aliases(model: str, requests: list, params: dict[str, Any], namespace: str | None) -> dict[str, str]:
+    """Key of each sample of `requests` (with .messages, .first_sample, .n) asked with logprobs -> key of
+    the same sample asked without them; empty when `params` asks for no logprobs."""
+    if not params.get("logprobs"):
+        return {}
+    plain = {k: v for k, v in params.items() if k != "logprobs"}
+    return {request_key(model, req.messages, params, i, namespace): request_key(model, req.messages, plain, i,
+                                                                               namespace)
+            for req in requests for i in range(req.first_sample, req.first_sample + req.n)}
+
+
 def request_key(model: str, messages: list[dict], params: dict[str, Any], sample_index: int,
                 namespace: str | None = None) -> str:
     """The cache key of one sample: sha256 of canonical JSON of what determines it; `namespace`
@@ -83,6 +104,7 @@ class ResponseCache:
         self.path = Path(path)
         self._spill = None  # this process's spill file, opened at the first answer a lock kept out
         self._spilled: dict[str, dict[str, Any]] = {}
+        self._alias_of: dict[str, str] = {}  # key -> the plain key its answer also answers (alias_on_put)
         wait = _wait_seconds()
         try:
             if str(path) != ":memory:":
@@ -102,6 +124,7 @@ class ResponseCache:
                 self._db.execute(
                     "CREATE TABLE IF NOT EXISTS claims ("
                     " key TEXT PRIMARY KEY, pid INTEGER NOT NULL, host TEXT NOT NULL, expires REAL NOT NULL)")
+                self._db.execute("CREATE TABLE IF NOT EXISTS aliases (key TEXT PRIMARY KEY, target TEXT NOT NULL)")
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.execute("ROLLBACK")
                 self._merge_spills()
@@ -128,7 +151,26 @@ class ResponseCache:
             for k, v in rows:
                 with contextlib.suppress(ValueError, TypeError, RecursionError):
                     found[k] = json.loads(v)
+        missing = [k for k in keys if k not in found]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            try:
+                rows = self._db.execute(
+                    "SELECT a.key, r.response FROM aliases a JOIN responses r ON r.key = a.target "
+                    f"WHERE a.key IN ({','.join('?' * len(chunk))})", chunk).fetchall()
+            except sqlite3.OperationalError:
+                break  # a cache written before aliases existed, opened read-only: no aliases
+            except sqlite3.Error as e:
+                raise KdpipeError(f"{self.path}: cannot read the response cache: {e}") from None
+            for k, v in rows:
+                with contextlib.suppress(ValueError, TypeError, RecursionError):
+                    found[k] = _without_logprobs(json.loads(v))
         return found
+
+    def alias_on_put(self, aliases: dict[str, str]) -> None:
+        """When an answer is stored later under a key of `aliases`, it also answers aliases[key]
+        (`plain_aliases`: the same request without logprobs)."""
+        self._alias_of.update(aliases)
 
     def put(self, key: str, model: str, response: dict[str, Any]) -> None:
         """Store one response and commit it (autocommit mode) before returning; while another
@@ -142,6 +184,12 @@ class ResponseCache:
             )
         except sqlite3.Error as e:
             self._spill_row(key, model, raw, e)
+            return
+        if key in self._alias_of and isinstance(response, dict) and response.get("logprobs") is not None:
+            # after the answer: killed in between, the plain request is merely asked again
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("INSERT OR REPLACE INTO aliases (key, target) VALUES (?, ?)",
+                                 (self._alias_of[key], key))
 
     def claim(self, keys: list[str], seconds: float) -> set[str]:
         """Claim `keys` for this process for `seconds` (it is about to send them); return those
@@ -257,6 +305,11 @@ def remove_cache(path: str | os.PathLike) -> tuple[int, int] | None:
     for f in files:
         f.unlink(missing_ok=True)
     return entries, size
+
+
+def _without_logprobs(entry: Any) -> Any:
+    """An aliased answer as the plain request gets it: the text, finish reason and usage, no logprobs."""
+    return {k: v for k, v in entry.items() if k != "logprobs"} if isinstance(entry, dict) else entry
 
 
 def _wait_seconds() -> float:

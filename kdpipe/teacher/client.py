@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from kdpipe.teacher.cache import ResponseCache, request_key
+from kdpipe.teacher.cache import ResponseCache, plain_aliases, request_key
 from kdpipe.teacher.identity import cache_namespace, endpoint_host, is_local
 from kdpipe.teacher.response import Completion, entries_from, from_stored, lacks_logprobs
 from kdpipe.teacher.stats import Stats
@@ -158,6 +158,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
     all_keys = [[request_key(config.model, req.messages, params, i, namespace)
                  for i in range(req.first_sample, req.first_sample + req.n)] for req in requests]
     stored = cache.get_many([k for keys in all_keys for k in keys])
+    cache.alias_on_put(plain_aliases(config.model, requests, params, namespace))
     for r, req in enumerate(requests):
         out: list[Completion | None] = []
         missing, keys = [], []
