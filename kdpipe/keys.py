@@ -10,6 +10,7 @@ by `split_rank`.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from kdpipe.answers import ARTICLES, normalize_text
 
@@ -19,12 +20,29 @@ _ASCII_PUNCT = bytes.maketrans(_NOT_WORD, b" " * len(_NOT_WORD))
 _ARTICLES = frozenset(w.encode("ascii") for w in ARTICLES)
 
 
+# An arithmetic operator standing between numbers or spaces is a word of the question: "7 + 3" and
+# "7 - 3" are two questions, where dropping punctuation would make them one. Spelled out, so that
+# "7+3" and "7 plus 3" stay the same question.
+_OPERATOR = re.compile(r"(?<![^\d\s])([-+*/×÷=])(?![^\d\s])")
+_SPELLED = {"+": " plus ", "-": " minus ", "*": " times ", "×": " times ", "/": " over ", "÷": " over ",
+            "=": " equals "}
+_OPERATOR_CHARS = frozenset(_SPELLED)
+
+
+def spell_operators(text: str) -> str:
+    """`text` with each arithmetic operator between numbers or spaces written as a word."""
+    if _OPERATOR_CHARS.isdisjoint(text):
+        return text
+    return _OPERATOR.sub(lambda m: _SPELLED[m.group(1)], text)
+
+
 def words_of(text: str) -> list[bytes]:
-    """The words a question is compared on, as UTF-8: `answers.normalize_text(text).split()`.
+    """The words a question is compared on, as UTF-8: `answers.normalize_text(spell_operators(text)).split()`.
 
     ASCII text takes a fast path with the same result (tests check it on real
     questions): lower case, every non-word character to a space, articles out.
     """
+    text = spell_operators(text)
     if text.isascii():
         return [w for w in text.encode("ascii").lower().translate(_ASCII_PUNCT).split() if w not in _ARTICLES]
     return [w.encode("utf-8") for w in normalize_text(text).split()]
@@ -40,7 +58,8 @@ def key_of_words(words: list[bytes], choices: list[str] | None = None) -> bytes:
 
 def question_key(question: str, choices: list[str] | None = None) -> bytes:
     """Equal for questions that are the same after normalization (case, punctuation, articles,
-    spacing), with the same options; empty for a question with no words."""
+    spacing; arithmetic operators count as words), with the same options; empty for a question with
+    no words."""
     return key_of_words(words_of(question), choices)
 
 

@@ -15,6 +15,10 @@ def test_one_question_key_for_every_stage():
     assert question_key("A pear costs 3 dollars. How much do 2 pears cost?") != question_key(VARIANTS[0])
     assert question_key(VARIANTS[0], ["a", "b"]) != question_key(VARIANTS[0], ["a", "c"])
     assert question_key("?!") == b""
+    # Operators between numbers are words: these are different questions, written alike or not.
+    assert question_key("What is 7 + 3?") != question_key("What is 7 - 3?") != question_key("What is 7 * 3?")
+    assert question_key("What is 7+3?") == question_key("what is 7 plus 3") == question_key("What is 7 + 3 ?")
+    assert question_key("A well-known fact") == question_key("a well known fact")
     # filter's duplicate rule hashes this very key.
     assert len({dedup.exact_key(words_of(q)) for q in VARIANTS}) == 1
 
