@@ -28,6 +28,7 @@ def _train(opts, sft: Path, out: Path, quiet: bool) -> None:
     from kdpipe.train import run_train
 
     r = run_train(sft, out, opts, progress=lambda m: say(quiet, m))
+    quiet = quiet or not r.main_process  # one report for a launched run, from the process that wrote it
     for note in r.notes:
         say(quiet, f"train: note: {note}")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
