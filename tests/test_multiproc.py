@@ -54,12 +54,15 @@ def one_process(student: Path, sft: Path, out: Path, **kw) -> list[float]:
 
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-              "--main_process_port", "0", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--main_process_port", "0"]
+ACCELERATE_FLAGS = [*ACCELERATE, "--multi_gpu", "--num_machines", "1", "--mixed_precision", "no",
+                    "--dynamo_backend", "no"]
+ACCELERATE_DDP = [*ACCELERATE, "--config_file", str(REPO / "configs" / "ddp.yaml")]
 
 
-@pytest.mark.parametrize("launcher", [TORCHRUN, pytest.param(ACCELERATE, marks=pytest.mark.slow)],
-                         ids=["torchrun", "accelerate"])
+@pytest.mark.parametrize("launcher", [TORCHRUN, pytest.param(ACCELERATE_FLAGS, marks=pytest.mark.slow),
+                                      pytest.param(ACCELERATE_DDP, marks=pytest.mark.slow)],
+                         ids=["torchrun", "accelerate", "accelerate-ddp-yaml"])
 def test_two_processes_train_one_run_with_the_one_process_curve(data, tmp_path, launcher):
     student, sft = data
     run = launch(launcher, [sft, "-o", tmp_path / "two", "--student", student, "--batch-size", "2", *RUN])
@@ -68,6 +71,7 @@ def test_two_processes_train_one_run_with_the_one_process_curve(data, tmp_path, 
     config = json.loads((two / "train_config.json").read_text())
     assert config["resolved"]["world_size"] == 2 and config["resolved"]["global_batch_size"] == 4
     assert config["resolved"]["device"] == "cpu" and config["results"]["steps"] == STEPS
+    assert config["resolved"]["distributed_type"] == "MULTI_CPU" and not config["notes"]
     # Both ranks trained to the end: each saved its random state into the last checkpoint.
     last = two / "checkpoints" / f"checkpoint-{STEPS}"
     assert sorted(p.name for p in last.glob("rng_state_*.pth")) == ["rng_state_0.pth", "rng_state_1.pth"]
@@ -112,6 +116,20 @@ def test_accelerate_cpu_with_several_processes_is_refused_in_one_line(data, tmp_
 
 
 @pytest.mark.slow
+def test_fsdp_config_on_cpus_trains_as_data_parallel_and_says_so(data, tmp_path):
+    """transformers trains on CPUs as DDP over gloo whatever the accelerate config asks: the run says it."""
+    student, sft = data
+    run = launch([*ACCELERATE, "--config_file", str(REPO / "configs" / "fsdp.yaml")],
+                 [sft, "-o", tmp_path / "run", "--student", student, "--batch-size", "2", "--full", *RUN])
+    assert run.returncode == 0, run.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert config["resolved"]["world_size"] == 2 and config["resolved"]["distributed_type"] == "MULTI_CPU"
+    assert config["notes"] == ["the accelerate config asks for FSDP but this run is MULTI_CPU (no GPU): the "
+                               "student was not sharded, each process held all of it"]
+    assert "train: note: the accelerate config asks for FSDP" in run.stderr
+
+
+@pytest.mark.slow
 def test_white_box_distillation_on_two_processes(data, tmp_path):
     """--teacher-model: each process loads its own teacher and scores its own half of the batch."""
     from kdpipe.tiny_student import TinyOptions, build_tiny_student
@@ -127,3 +145,54 @@ def test_white_box_distillation_on_two_processes(data, tmp_path):
     reference = one_process(small, sft, tmp_path / "one", teacher_model=str(teacher), kd_alpha=0.2)
     assert len(losses(tmp_path / "two")) == STEPS
     assert max(abs(a - b) for a, b in zip(losses(tmp_path / "two"), reference)) < TOLERANCE
+
+
+# ------------------------------------------------------------------ configs/ and make train LAUNCH=
+
+
+@pytest.mark.parametrize("name,kind", [("ddp", "MULTI_GPU"), ("fsdp", "FSDP"), ("deepspeed_zero3", "DEEPSPEED")])
+def test_shipped_accelerate_configs_load(name, kind):
+    """Each config loads with accelerate's own loader, and every key of its fsdp/deepspeed block is an
+    option `accelerate launch` knows (a misspelt key would otherwise be ignored silently)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from accelerate.commands.launch import launch_command_parser
+
+    config = load_config_from_file(str(REPO / "configs" / f"{name}.yaml"))
+    assert config.distributed_type.value == kind and config.num_machines == 1
+    assert config.mixed_precision == "no"  # kdpipe decides bf16 itself
+    block = {**config.fsdp_config, **config.deepspeed_config}
+    assert bool(block) == (kind != "MULTI_GPU")
+    argv = [a for key, value in block.items() for a in (f"--{key}", str(value))]
+    _, unknown = launch_command_parser().parse_known_args([*argv, "train.py"])
+    assert unknown == []
+
+
+def test_deepspeed_zero3_refuses_a_teacher_checkpoint(data, tmp_path, monkeypatch):
+    """What accelerate's DeepSpeed launcher sets for ZeRO-3: --teacher-model is refused before a model loads."""
+    from kdpipe.errors import UsageError
+
+    student, sft = data
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
+    with pytest.raises(UsageError, match="--teacher-model cannot run under DeepSpeed ZeRO-3"):
+        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), teacher_model=str(student)))
+    assert not (tmp_path / "run").exists()
+
+
+def test_make_train_launch_prefixes_the_train_command(tmp_path):
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+
+    def train_line(*variables: str) -> str:
+        run = subprocess.run(["make", "-n", "-C", str(REPO), f"WORK={tmp_path}", "-o", ".venv/.installed",
+                              f"KDPIPE={sys.executable} -m kdpipe", "train", *variables],
+                             capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert run.returncode == 0, run.stderr
+        return next(c for c in run.stdout.splitlines() if "kdpipe train " in c)
+
+    launched = train_line("LAUNCH=accelerate launch --config_file configs/fsdp.yaml")
+    assert " accelerate launch --config_file configs/fsdp.yaml -m kdpipe train " in launched
+    assert launched.startswith(f'PATH="{REPO}/.venv/bin:')
+    assert train_line().startswith(f"{sys.executable} -m kdpipe train ")

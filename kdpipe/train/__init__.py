@@ -28,7 +28,7 @@ from kdpipe.libraries import quiet_libraries
 from kdpipe.records import file_digest
 from kdpipe.student import check_model_exists, load_tokenizer
 from kdpipe.train.data import SftData, check_lengths, read_sft
-from kdpipe.train.launch import check_launch, main_process, use_cpu
+from kdpipe.train.launch import check_launch, main_process, sharding_note, use_cpu
 from kdpipe.train.run_dir import (
     CHECKPOINTS, METRICS, check_run_dir, clear_run_dir, resolved_student, save_run, student_digest,
 )
@@ -85,7 +85,7 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
     data: SftData = read_sft(sft_path)
     recipe = pick(data.has_rationale, data.has_teacher, teacher_model=bool(opts.teacher_model))
     notes = []
-    check_launch()
+    check_launch(bool(opts.teacher_model))
     if opts.packing and recipe.no_packing:
         raise UsageError(recipe.no_packing)
     if opts.rationale_weight != 1.0 and not data.has_rationale:
@@ -227,6 +227,9 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}"
         f"{f', distilling {opts.kd} from {opts.teacher_model}' if opts.teacher_model else ''}")
     done = fit(trainer, run_dir, opts, log, has_val=bool(prep.val_rows))
+    distributed = str(trainer.accelerator.distributed_type.value)
+    if sharding_note(distributed):
+        prep.notes.append(sharding_note(distributed))
     tokens_per_s = log.tokens_per_s()
     weighted = prep.data.has_rationale
     data = prep.data
@@ -236,7 +239,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         "resolved": {"learning_rate": opts.lr, "device": "cuda" if cuda else "cpu", "bf16": bf16,
                      "trainer": prep.recipe.name, "weighted_loss": weighted, "loss": prep.recipe.loss(opts),
                      "lora_targets": None if opts.full else opts.targets(),
-                     "world_size": trainer.args.world_size,
+                     "world_size": trainer.args.world_size, "distributed_type": distributed,
                      "global_batch_size": opts.batch_size * opts.grad_accum * trainer.args.world_size},
         "data": {"path": str(sft_path), "digest": file_digest(sft_path), "chat": data.chat,
                  "tasks": dict(data.tasks), "train_rows": len(prep.train_rows), "val_rows": len(prep.val_rows),

@@ -51,11 +51,30 @@ def use_cpu(cuda: bool) -> bool:
     return not cuda and world_size() > 1
 
 
-def check_launch() -> None:
-    """Refuse a launch that asked for several processes and got one (accelerate's --cpu)."""
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")
+
+
+def check_launch(teacher_model: bool = False) -> None:
+    """Refuse a launch that asked for several processes and got one (accelerate's --cpu), and a teacher
+    checkpoint under DeepSpeed ZeRO-3, where transformers refuses the whole teacher kdpipe places on each
+    process (a model loaded with a device map)."""
     env = os.environ
-    cpu_flag = env.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
-    if cpu_flag and env.get("MASTER_ADDR") and world_size() == 1 and "RANK" not in env:
+    if teacher_model and _flag("ACCELERATE_USE_DEEPSPEED") and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+        raise UsageError("--teacher-model cannot run under DeepSpeed ZeRO-3 (kdpipe puts a whole frozen teacher on "
+                         "each process, which ZeRO-3 does not allow): launch with configs/ddp.yaml or "
+                         "configs/fsdp.yaml, or a ZeRO stage below 3")
+    if _flag("ACCELERATE_USE_CPU") and env.get("MASTER_ADDR") and world_size() == 1 and "RANK" not in env:
         raise UsageError("`accelerate launch --cpu --num_processes N` starts one process, not N (accelerate's --cpu "
                          "runs the script once; several CPU processes only through MPI): for N processes on "
                          f"this machine use `{ACCELERATE}` (gloo when there is no GPU) or `{TORCHRUN}`")
+
+
+def sharding_note(distributed_type: str) -> str | None:
+    """A note when the accelerate config asked for FSDP or DeepSpeed and the run is plain data parallel
+    (transformers trains on CPUs as DDP over gloo whatever the config says)."""
+    asked = "FSDP" if _flag("ACCELERATE_USE_FSDP") else "DeepSpeed" if _flag("ACCELERATE_USE_DEEPSPEED") else None
+    if asked and asked.upper() not in distributed_type.upper():
+        return (f"the accelerate config asks for {asked} but this run is {distributed_type} (no GPU): the student was "
+                "not sharded, each process held all of it")
+    return None
