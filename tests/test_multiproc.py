@@ -167,8 +167,9 @@ def test_shipped_accelerate_configs_load(name, kind):
     assert unknown == []
 
 
-def test_deepspeed_zero3_refuses_a_teacher_checkpoint(data, tmp_path, monkeypatch):
-    """What accelerate's DeepSpeed launcher sets for ZeRO-3: --teacher-model is refused before a model loads."""
+def test_sharded_launches_refuse_what_they_cannot_run(data, tmp_path, monkeypatch):
+    """What accelerate's launchers set for ZeRO-3 and FSDP: a teacher checkpoint under ZeRO-3, and --qlora under
+    either, are refused before a model loads."""
     from kdpipe.errors import UsageError
 
     student, sft = data
@@ -176,6 +177,12 @@ def test_deepspeed_zero3_refuses_a_teacher_checkpoint(data, tmp_path, monkeypatc
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(UsageError, match="--teacher-model cannot run under DeepSpeed ZeRO-3"):
         run_train(sft, tmp_path / "run", TrainOptions(student=str(student), teacher_model=str(student)))
+    with pytest.raises(UsageError, match="--qlora runs on one GPU or under data parallel"):
+        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), qlora=True))
+    monkeypatch.delenv("ACCELERATE_USE_DEEPSPEED")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(UsageError, match="not under FSDP or DeepSpeed ZeRO-3"):
+        run_train(sft, tmp_path / "run", TrainOptions(student=str(student), qlora=True))
     assert not (tmp_path / "run").exists()
 
 

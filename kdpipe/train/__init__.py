@@ -28,7 +28,7 @@ from kdpipe.libraries import quiet_libraries
 from kdpipe.records import file_digest
 from kdpipe.student import check_model_exists, load_tokenizer
 from kdpipe.train.data import SftData, check_lengths, read_sft
-from kdpipe.train.launch import check_launch, main_process, sharding_note, use_cpu
+from kdpipe.train.launch import check_launch, local_cuda_device, main_process, sharding_note, use_cpu
 from kdpipe.train.run_dir import (
     CHECKPOINTS, METRICS, check_run_dir, clear_run_dir, resolved_student, save_run, student_digest,
 )
@@ -85,7 +85,7 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
     data: SftData = read_sft(sft_path)
     recipe = pick(data.has_rationale, data.has_teacher, teacher_model=bool(opts.teacher_model))
     notes = []
-    check_launch(bool(opts.teacher_model))
+    check_launch(bool(opts.teacher_model), opts.qlora)
     if opts.packing and recipe.no_packing:
         raise UsageError(recipe.no_packing)
     if opts.rationale_weight != 1.0 and not data.has_rationale:
@@ -278,6 +278,7 @@ def _load_model(opts: TrainOptions, student: str):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16)
+        kwargs["device_map"] = {"": local_cuda_device()}  # 4-bit weights cannot be moved after loading
     # Frozen LoRA base weights can live in bf16; full fine-tuning keeps fp32
     # master weights and lets autocast run the matmuls in bf16.
     kwargs["dtype"] = torch.bfloat16 if (bf16 and not opts.full) else torch.float32

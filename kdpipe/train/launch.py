@@ -55,12 +55,24 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in ("1", "true", "yes")
 
 
-def check_launch(teacher_model: bool = False) -> None:
-    """Refuse a launch that asked for several processes and got one (accelerate's --cpu), and a teacher
+def local_cuda_device() -> str:
+    """This process's GPU: one per process under a launcher (LOCAL_RANK), read before accelerate sets it, for
+    a 4-bit student that must be placed when loaded (bitsandbytes would put every process's on cuda:0)."""
+    rank = os.environ.get("LOCAL_RANK", "")
+    return f"cuda:{int(rank) if rank.isdigit() else 0}"
+
+
+def check_launch(teacher_model: bool = False, qlora: bool = False) -> None:
+    """Refuse a launch that asked for several processes and got one (accelerate's --cpu); a teacher
     checkpoint under DeepSpeed ZeRO-3, where transformers refuses the whole teacher kdpipe places on each
-    process (a model loaded with a device map)."""
+    process (a model loaded with a device map); and --qlora under FSDP or ZeRO-3, which shard only 4-bit
+    weights stored in the compute dtype (bnb_4bit_quant_storage), not kdpipe's."""
     env = os.environ
-    if teacher_model and _flag("ACCELERATE_USE_DEEPSPEED") and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3":
+    zero3 = _flag("ACCELERATE_USE_DEEPSPEED") and env.get("ACCELERATE_DEEPSPEED_ZERO_STAGE") == "3"
+    if qlora and (zero3 or _flag("ACCELERATE_USE_FSDP")):
+        raise UsageError("--qlora runs on one GPU or under data parallel (configs/ddp.yaml), not under FSDP or "
+                         "DeepSpeed ZeRO-3; use --full or LoRA (without --qlora) to shard the student")
+    if teacher_model and zero3:
         raise UsageError("--teacher-model cannot run under DeepSpeed ZeRO-3 (kdpipe puts a whole frozen teacher on "
                          "each process, which ZeRO-3 does not allow): launch with configs/ddp.yaml or "
                          "configs/fsdp.yaml, or a ZeRO stage below 3")
