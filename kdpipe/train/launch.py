@@ -1,5 +1,5 @@
 """`kdpipe train` started by a launcher (`torchrun`, `accelerate launch`): which process this is, how many
-there are, and the CPU case the launchers leave to the script.
+there are, the CPU case the launchers leave to the script, and the launches kdpipe refuses.
 
 Every process runs the whole of `run_train`; each trains on its own share of every global batch
 (`--batch-size` rows per process) and DDP averages the gradients. Only the main process (RANK 0) writes
