@@ -103,3 +103,13 @@ def test_eval_shard_refusals_are_one_line(trained, cli, tmp_path):
                        "-o", tmp_path / "e.json")
     assert code == 2 and "--shard does not apply to instruction records" in err
     assert not (tmp_path / "e.json").exists()
+
+
+def test_a_shard_without_questions_is_an_empty_scorecard(trained, cli, tmp_path):
+    """With more shards than questions some shares are empty: scored as nothing, not as instruction records."""
+    d = trained
+    code, _, err = cli("eval", d / "eval.jsonl", "--model", d / "student", "--shard", "1/16", "-o", tmp_path / "e.json")
+    assert code == 0, err
+    report = json.loads((tmp_path / "e.json").read_text())
+    assert report["n"] == 0 and [(m["role"], m["n"]) for m in report["models"]] == [("student", 0)]
+    assert (tmp_path / "e.predictions.jsonl").read_text() == ""

@@ -195,7 +195,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         resolve_source(opts.baseline)
     started = time.time()
     scores, preds = [], []
-    instruction = all(r.task == "instruction" for r in records)
+    instruction = shard is None and all(r.task == "instruction" for r in records)  # a shard may hold none
     asked: dict[str, dict[str, Any]] = {}  # instruction records: each role's texts for the judge
     runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
     for role, spec in runs:

@@ -142,9 +142,10 @@ def _merge_scores(parts: list[dict[str, Any]]) -> dict[str, Any]:
 def _read_meta(path: Path) -> tuple[dict, dict]:
     if not path.is_file():
         raise KdpipeError(f"merge: {path}: no such file")
+    if not is_eval_shard(path):
+        raise KdpipeError(f"merge: {path} is not an eval shard (no {meta_path(path).name} from eval --shard "
+                          "beside it)")
     meta = _read_json(meta_path(path))
-    if meta.get("stage") != "eval" or not isinstance(meta.get("shard"), dict):
-        raise KdpipeError(f"merge: {path} is not an eval shard (run eval --shard I/N -o FILE)")
     if meta.get("output_digest") not in (None, file_digest(path)):
         raise KdpipeError(f"merge: {path} was changed after eval wrote it (its digest differs from "
                           f"{meta_path(path).name})")
