@@ -3,7 +3,8 @@ global batch: the two-process run is one run, written once, whose loss curve is 
 
 The tiny student trains 6 LoRA steps; 2 processes x --batch-size 2 against 1 process x --batch-size 4.
 LoRA dropout is off so that both runs draw nothing at random but the data order, which the launch does not
-change (each process takes its half of every global batch).
+change (each process takes its half of every global batch). The launched runs are slow tests
+(`make test-all`, or `pytest -m slow tests/test_multiproc.py`); the refusals and the configs are not.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ ACCELERATE_FLAGS = [*ACCELERATE, "--multi_gpu", "--num_machines", "1", "--mixed_
 ACCELERATE_DDP = [*ACCELERATE, "--config_file", str(REPO / "configs" / "ddp.yaml")]
 
 
-@pytest.mark.parametrize("launcher", [TORCHRUN, pytest.param(ACCELERATE_FLAGS, marks=pytest.mark.slow),
-                                      pytest.param(ACCELERATE_DDP, marks=pytest.mark.slow)],
+# Slow: 29-50 s each on the shared 2-core machine (two interpreters importing torch, transformers and TRL).
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", [TORCHRUN, ACCELERATE_FLAGS, ACCELERATE_DDP],
                          ids=["torchrun", "accelerate", "accelerate-ddp-yaml"])
 def test_two_processes_train_one_run_with_the_one_process_curve(data, tmp_path, launcher):
     student, sft = data
