@@ -75,7 +75,7 @@ def test_two_shards_merged_are_the_unsharded_eval(trained, cli, tmp_path):
 
 def test_merge_refuses_a_missing_or_changed_eval_shard(trained, cli, tmp_path):
     d = trained
-    base = ("eval", d / "eval.jsonl", "--model", d / "student", "-q")
+    base = ("eval", d / "eval.jsonl", "--model", d / "student", "--max-new-tokens", "4", "-q")
     for i in (1, 3):
         code, _, err = cli(*base, "--shard", f"{i}/3", "-o", tmp_path / f"part{i}.json")
         assert code == 0, err
