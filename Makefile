@@ -76,6 +76,12 @@ IS_DEMO_STUDENT = $(filter $(DEMO_STUDENT),$(STUDENT))
 TEACHER_CKPT   ?=
 KD             ?= offline
 KD_FLAGS       ?=
+# LAUNCH: a launcher that starts train on several processes/GPUs, e.g.
+#   LAUNCH="accelerate launch --config_file configs/fsdp.yaml"   (configs/: ddp, fsdp, deepspeed_zero3)
+#   LAUNCH="torchrun --nproc_per_node 2"                          (2 CPU processes over gloo without a GPU)
+# It prefixes `-m kdpipe train` (the launcher's own Python runs kdpipe; $(BIN) comes first on PATH);
+# TRAIN_FLAGS' --batch-size is then per process.
+LAUNCH         ?=
 
 # ================================================================== the demo's tuning
 # Used only while STUDENT is the demo's tiny student: a random 2-layer model of width 128,
@@ -187,6 +193,7 @@ STEPS_ARG = $(if $(EPOCHS_GIVEN),$(if $(filter command line environment,$(origin
 TRAIN_ARGS = --rationale-weight $(RATIONALE_WEIGHT) $(STEPS_ARG) \
              $(if $(LEARNING_RATE),--learning-rate $(LEARNING_RATE)) $(TRAIN_FLAGS) \
              $(if $(TEACHER_CKPT),--teacher-model $(TEACHER_CKPT) --kd $(KD) $(KD_FLAGS))
+TRAIN_CMD  = $(if $(LAUNCH),PATH="$(abspath $(BIN)):$$PATH" $(LAUNCH) -m kdpipe,$(KDPIPE)) train
 EVAL_ARGS  = --baseline $(BASELINE) $(EVAL_FLAGS)
 EVAL_SHAPE = $(EVAL_ARGS) $(if $(filter 1,$(SCORE_TEACHER)),teacher $(TEACHER_SHAPE) $(LABEL_PROMPT))
 
@@ -237,8 +244,8 @@ STUDENT_DEP = $(if $(IS_DEMO_STUDENT),$(WORK)/tiny-student/config.json)
 
 # 5. train: LoRA SFT (with TEACHER_CKPT: distillation from its logits); train_config.json is written last.
 $(WORK)/student/train_config.json: $(WORK)/sft.jsonl $(STUDENT_DEP) $(wildcard $(TEACHER_CKPT)/config.json) \
-                                   $(call flags,train,$(STUDENT) $(TRAIN_ARGS))
-	$(KDPIPE) train $< -o $(WORK)/student --student $(STUDENT) --overwrite $(TRAIN_ARGS)
+                                   $(call flags,train,$(STUDENT) $(TRAIN_ARGS) $(if $(LAUNCH),launched by $(LAUNCH)))
+	$(TRAIN_CMD) $< -o $(WORK)/student --student $(STUDENT) --overwrite $(TRAIN_ARGS)
 
 # 6. eval: the student against the untrained baseline and the teacher on the held-out questions.
 # Under `make demo` the scorecard is printed once, by the demo target.

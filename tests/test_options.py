@@ -61,7 +61,7 @@ FLAGS = {
               "--merge", "--trust-remote-code", "--teacher-model", "--kd", "--divergence", "--beta",
               "--on-policy-frac", "--teacher-4bit", "--teacher-device", "--quiet/-q"],
     "eval": ["eval_file", "--model", "-o/--out", "--baseline", "--batch-size", "--max-new-tokens", "--limit",
-             "--predictions", "--teacher", "--base-url", "--api-key-env", "--cache", "--teacher-prompt",
+             "--predictions", "--shard", "--teacher", "--base-url", "--api-key-env", "--cache", "--teacher-prompt",
              "--teacher-max-tokens", "--concurrency", "--price-in", "--price-out", "--prices", "--judge",
              "--judge-base-url", "--judge-api-key-env", "--judge-cache", "--judge-max-tokens", "--judge-price-in",
              "--judge-price-out", "--quiet/-q"],

@@ -194,6 +194,17 @@ def test_teacher_with_another_tokenizer_is_refused_in_one_line(cli, student, tmp
     assert len(lines) == 1 and "tokenizer is not the student's" in lines[0], err
 
 
+@pytest.mark.parametrize("flag", ["--qlora", "--teacher-4bit"])
+def test_4bit_distillation_without_cuda_is_refused_in_one_line(cli, student, tmp_path, flag):
+    """A QLoRA student (or a 4-bit teacher) with white-box distillation takes the SFT path's 4-bit loading, which
+    needs CUDA and bitsandbytes: on this CPU machine, one line before any model loads, nothing written."""
+    sft = st.write_sft(tmp_path / "sft.jsonl", "label")
+    code, _, err = cli("train", sft, "-o", tmp_path / "run", "--student", student, "--teacher-model", student, flag)
+    assert code == 1 and not (tmp_path / "run").exists()
+    assert err.strip() == (f"kdpipe: error: {flag} needs a CUDA GPU (4-bit weights via bitsandbytes); none is "
+                           f"present: drop {flag} to use full-precision weights")
+
+
 def test_distillation_option_problems_at_once(student, teacher, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "label")
     with pytest.raises(UsageError) as e:

@@ -28,6 +28,7 @@ def _train(opts, sft: Path, out: Path, quiet: bool) -> None:
     from kdpipe.train import run_train
 
     r = run_train(sft, out, opts, progress=lambda m: say(quiet, m))
+    quiet = quiet or not r.main_process  # one report for a launched run, from the process that wrote it
     for note in r.notes:
         say(quiet, f"train: note: {note}")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -60,7 +61,7 @@ eval_ = command(EvalOptions, _eval, [
     *fields(EvalOptions, "model"),
     param("out", Optional[Path], typer.Option(None, "-o", "--out", help="eval.json to write (with "
                                               "<out>.predictions.jsonl and <out>.md beside it).")),
-    *fields(EvalOptions, "baseline", "batch_size", "max_new_tokens", "limit", "predictions", "teacher.model",
+    *fields(EvalOptions, "baseline", "batch_size", "max_new_tokens", "limit", "predictions", "shard", "teacher.model",
             "teacher.base_url", "teacher.api_key_env", "teacher.cache", "teacher_prompt", "teacher.max_tokens",
             "teacher.concurrency", "teacher.price_in", "teacher.price_out", "teacher.prices", "judge.model",
             "judge.base_url", "judge.api_key_env", "judge.cache", "judge.max_tokens", "judge.price_in",

@@ -62,14 +62,27 @@ generate = command(GenerateOptions, _generate, [
 
 @reports_errors
 def merge(
-    shards: list[Path] = typer.Argument(..., help="The outputs of generate --shard 1/N .. N/N (any order).",
+    shards: list[Path] = typer.Argument(..., help="The outputs of generate --shard 1/N .. N/N, or the -o files "
+                                                  "of eval --shard 1/N .. N/N (any order).",
                                         show_default=False),
-    out: Path = typer.Option(..., "-o", "--out", help="Records to write (JSONL).", show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="Records to write (JSONL); for eval shards, the eval.json "
+                                                      "(with its predictions and Markdown beside it).",
+                             show_default=False),
     seeds: Path | None = typer.Option(None, "--seeds", help="The input the shards were cut from (default: the "
                                                              "path their .meta.json names)."),
     quiet: bool = QUIET,
 ) -> None:
-    """Join the shard outputs of one `generate --shard I/N` run into the file an unsharded run writes."""
+    """Join the shard outputs of one `generate --shard I/N` (or `eval --shard I/N`) run into the file(s) an
+    unsharded run writes."""
+    from kdpipe.evaluate.shard import is_eval_shard
+
+    if shards and is_eval_shard(shards[0]):
+        from kdpipe.evaluate import merge_eval
+
+        report = merge_eval(shards, out, seeds, progress=lambda m: say(quiet, m))
+        say(quiet, f"merge: {len(shards)} eval shards, {report.n} questions -> {out} and its predictions and "
+                   "Markdown table beside it")
+        return
     from kdpipe.generate.shard import merge_shards
 
     counts = merge_shards(shards, out, seeds)

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from kdpipe.answers import answers_agree
 from kdpipe.demos import DemoPool
-from kdpipe.errors import KdpipeError
+from kdpipe.errors import KdpipeError, UsageError
 from kdpipe.evaluate.teacher import (
     TEACHER_FLAGS, TEACHER_HELPS, TEACHER_OFFERED, ask_teacher, prepare_teacher, teacher_problems,
 )
@@ -30,6 +30,7 @@ from kdpipe.intervals import wilson_interval
 from kdpipe.local_answers import answer_locally, read_answer  # read_answer: imported from here by users
 from kdpipe.options import Options, flag_namer, option, options_block
 from kdpipe.prompt_format import PromptFormat, inference_task
+from kdpipe.shards import parse_shard
 from kdpipe.teacher.options import TeacherOptions
 from kdpipe.records import (
     JsonlWriter, Record, atomic_file, check_outputs_differ, file_digest, load_records, meta_path, prepare_output,
@@ -54,6 +55,8 @@ class EvalOptions(Options):
     max_new_tokens: int | None = option(None, "New-token limit (default: 256 for CoT students, 32 otherwise).")
     limit: int | None = option(None, "Score only the first N questions.")
     predictions: Path | None = option(None, "Per-question predictions JSONL (default: <out>.predictions.jsonl).")
+    shard: str | None = option(None, "Score only share I of N of the questions (by id), e.g. 2/4; `kdpipe merge` "
+                                     "joins the N outputs into what one eval writes (needs -o).")
     # The teacher is scored through the API when teacher.model (--teacher) is set.
     teacher: TeacherOptions = options_block(TeacherOptions, offered=TEACHER_OFFERED, renamed=TEACHER_FLAGS,
                                             helps=TEACHER_HELPS, not_required=True)
@@ -72,6 +75,11 @@ class EvalOptions(Options):
             problems.append("--max-new-tokens must be positive")
         if self.limit is not None and self.limit <= 0:
             problems.append("--limit must be positive")
+        if self.shard is not None:
+            try:
+                parse_shard(self.shard)
+            except UsageError as e:
+                problems.append(str(e))
         if self.teacher.model:
             problems += teacher_problems(self.teacher, self.teacher_prompt)
         if self.judge.model:
@@ -166,6 +174,8 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     """Score the student (and baseline, teacher) on `eval_path`; write outputs when `out` is set."""
     say = progress or (lambda _m: None)
     opts.validate()
+    if opts.shard and out is None:
+        raise UsageError("--shard needs -o FILE: `kdpipe merge` joins the shards' files")
     if out is not None:  # before any model loads or any teacher request is paid for
         outputs = [Path(out), predictions_path(Path(out), opts), markdown_path(Path(out)), meta_path(out)]
         check_outputs_differ([eval_path], outputs)
@@ -174,6 +184,11 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
     from kdpipe.student import resolve_source
 
     records, skipped = load_eval_records(eval_path, opts.limit)
+    shard = None
+    if opts.shard:
+        from kdpipe.evaluate.shard import take_shard
+
+        records, shard = take_shard(records, Path(eval_path), asdict(opts))
     teacher_client = None
     if opts.teacher.model:
         teacher_client = prepare_teacher(opts.teacher, opts.teacher_prompt)
@@ -182,7 +197,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         resolve_source(opts.baseline)
     started = time.time()
     scores, preds = [], []
-    instruction = all(r.task == "instruction" for r in records)
+    instruction = shard is None and all(r.task == "instruction" for r in records)  # a shard may hold none
     asked: dict[str, dict[str, Any]] = {}  # instruction records: each role's texts for the judge
     runs = [("student", opts.model)] + ([("baseline", opts.baseline)] if opts.baseline else [])
     for role, spec in runs:
@@ -217,11 +232,35 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         report.models = []
         report.instruction, report.predictions = score_instructions(records, asked, opts.judge, say)
     if out is not None:
-        write_report(report, Path(out), opts, started)
+        write_report(report, Path(out), predictions_path(Path(out), opts), asdict(opts), started, shard)
+    if shard is None:  # a shard's scorecard is a part: the merge records the whole one
+        record_card(report, say)
+    return report
+
+
+def record_card(report: EvalReport, say: Callable[[str], None]) -> None:
     from kdpipe.hub.cards import record_eval
 
     for card in record_eval(report.to_dict(), markdown(report)):
         say(f"eval: scorecard added to the model card {card}")
+
+
+def merge_eval(shards: list[Path], out: Path, seeds: Path | None = None,
+               progress: Callable[[str], None] | None = None) -> EvalReport:
+    """Join the outputs of one `eval --shard` run into what the unsharded eval writes (evaluate/shard.py)."""
+    from kdpipe.evaluate.shard import merge_parts
+
+    started = time.time()
+    out = Path(out)
+    predictions = out.with_name(out.stem + ".predictions.jsonl")
+    outputs = [out, predictions, markdown_path(out), meta_path(out)]
+    merged = merge_parts([Path(s) for s in shards], outputs, seeds)
+    for path in outputs:
+        prepare_output(path)
+    report = EvalReport(merged.eval_path, merged.n, merged.skipped_no_gold,
+                        [ModelScore(**m) for m in merged.models], [Prediction(**p) for p in merged.predictions])
+    write_report(report, out, predictions, merged.params, started)
+    record_card(report, progress or (lambda _m: None))
     return report
 
 
@@ -240,17 +279,18 @@ def markdown_path(out: Path) -> Path:
     return out.with_name(out.stem + ".md")
 
 
-def write_report(report: EvalReport, out: Path, opts: EvalOptions, started: float) -> None:
-    with atomic_file(predictions_path(out, opts)) as fp:
+def write_report(report: EvalReport, out: Path, predictions: Path, params: dict[str, Any], started: float,
+                 shard: dict[str, Any] | None = None) -> None:
+    with atomic_file(predictions) as fp:
         JsonlWriter(fp).write_all(p if isinstance(p, dict) else prediction_obj(p) for p in report.predictions)
     with atomic_file(markdown_path(out)) as fp:
         fp.write(markdown(report) + "\n")
     with atomic_file(out) as fp:
         json.dump(report.to_dict(), fp, indent=2, ensure_ascii=False)
         fp.write("\n")
-    write_meta(out, stage="eval", params=asdict(opts), inputs=[report.eval_path], started=started,
+    write_meta(out, stage="eval", params=params, inputs=[report.eval_path], started=started,
                counts={"questions": report.n, "skipped_no_gold": report.skipped_no_gold,
-                       "models": len(report.models)})
+                       "models": len(report.models)}, extra={"shard": shard} if shard else None)
 
 
 def markdown(report: EvalReport) -> str:

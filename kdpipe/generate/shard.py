@@ -1,8 +1,6 @@
 """Sharded label runs: `generate --shard I/N` and `kdpipe merge`.
 
-A record belongs to shard I of N by a hash of its id, so every machine given the same
-input and the same N cuts the same shares without talking to the others, and a record
-keeps its shard however the input is reordered or grown. Each shard's .meta.json names
+A record belongs to shard I of N by a hash of its id (kdpipe/shards.py, shared with eval). Each shard's .meta.json names
 the shard, the input (path and digest) and a digest of what decides the records' bytes
 (the run), so `merge` can refuse shards that were not cut from one run, and put the
 records back in input order: the file an unsharded run would have written.
@@ -12,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -26,27 +23,12 @@ from kdpipe.outputs import (
     write_meta,
 )
 from kdpipe.records import read_records
-
-_SPEC = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+from kdpipe.shards import check_shard_set, parse_shard, shard_of  # noqa: F401  (parse_shard: generate's)
 # What decides a labelled record's bytes besides its input; not the endpoint, cache or concurrency,
 # which each machine sets for itself.
 SUMMED_USAGE = ("prompt_tokens", "completion_tokens", "cost_usd", "requests", "retries", "cached_samples",
                 "not_sent_samples", "responses_without_usage", "duplicate_samples")
 RUN_FIELDS = ("mode", "model", "samples", "temperature", "max_tokens", "stop", "seed", "logprobs")
-
-
-def parse_shard(spec: str) -> tuple[int, int]:
-    """"I/N" -> (I, N), 1 <= I <= N; UsageError otherwise."""
-    m = _SPEC.match(spec or "")
-    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
-        raise UsageError(f"--shard must be I/N with 1 <= I <= N (e.g. 2/8), got {spec!r}")
-    return int(m.group(1)), int(m.group(2))
-
-
-def shard_of(record_id: str, count: int) -> int:
-    """The shard (1..count) a record id belongs to."""
-    h = hashlib.sha256(record_id.encode("utf-8", "surrogatepass")).digest()
-    return int.from_bytes(h[:8], "big") % count + 1
 
 
 def run_digest(params: dict[str, Any], prompts: dict[str, str], input_digest: str) -> str:
@@ -79,24 +61,6 @@ def _shard_info(path: Path) -> tuple[dict, dict]:
     return meta, info
 
 
-def _check_set(shards: list[Path], infos: list[dict]) -> int:
-    first = infos[0]
-    for path, info in zip(shards, infos):
-        if (info["run"], info["count"]) != (first["run"], first["count"]):
-            raise KdpipeError(f"merge: {path} is from a different run than {shards[0]} (other input, options, "
-                              "prompt or shard count)")
-    count, seen = first["count"], {}
-    for path, info in zip(shards, infos):
-        if info["index"] in seen:
-            raise KdpipeError(f"merge: shard {info['index']}/{count} given twice: {seen[info['index']]} and {path}")
-        seen[info["index"]] = path
-    missing = [str(i) for i in range(1, count + 1) if i not in seen]
-    if missing:
-        raise KdpipeError(f"merge: shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} of {count} "
-                          "missing")
-    return count
-
-
 def _lines(path: Path):
     with open(path, "rb") as fp:
         for raw in fp:
@@ -120,7 +84,7 @@ def merge_shards(shards: list[Path], out: Path, seeds: Path | None = None) -> di
     if not shards:
         raise UsageError("merge needs the shard outputs")
     metas, infos = zip(*(_shard_info(p) for p in shards))
-    count = _check_set(shards, list(infos))
+    count = check_shard_set(shards, list(infos))
     seeds = Path(seeds or infos[0]["input"])
     if not seeds.is_file():
         raise KdpipeError(f"merge: the input the shards were cut from, {seeds}, is not there; give it with --seeds")

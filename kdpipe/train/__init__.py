@@ -28,6 +28,7 @@ from kdpipe.libraries import quiet_libraries
 from kdpipe.records import file_digest
 from kdpipe.student import check_model_exists, load_tokenizer
 from kdpipe.train.data import SftData, check_lengths, read_sft
+from kdpipe.train.launch import check_launch, local_cuda_device, main_process, sharding_note, use_cpu
 from kdpipe.train.run_dir import (
     CHECKPOINTS, METRICS, check_run_dir, clear_run_dir, resolved_student, save_run, student_digest,
 )
@@ -50,6 +51,7 @@ class TrainResult:
     seconds: float
     weighted: bool
     notes: list[str]
+    main_process: bool = True  # False on the other processes of a launched run (they report nothing)
 
 
 def _check_qlora(flag: str = "--qlora") -> None:
@@ -83,6 +85,7 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
     data: SftData = read_sft(sft_path)
     recipe = pick(data.has_rationale, data.has_teacher, teacher_model=bool(opts.teacher_model))
     notes = []
+    check_launch(bool(opts.teacher_model), opts.qlora)
     if opts.packing and recipe.no_packing:
         raise UsageError(recipe.no_packing)
     if opts.rationale_weight != 1.0 and not data.has_rationale:
@@ -138,7 +141,7 @@ def build_trainer(prep: Prepared, run_dir: Path, opts: TrainOptions, callbacks: 
         per_device_train_batch_size=opts.batch_size, per_device_eval_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.grad_accum, activation_checkpointing=opts.gradient_checkpointing,
         max_length=opts.max_length, packing=opts.packing, completion_only_loss=True,
-        bf16=bf16, fp16=False, dataloader_pin_memory=cuda,
+        bf16=bf16, fp16=False, dataloader_pin_memory=cuda, use_cpu=use_cpu(cuda),
         report_to=report_targets(opts.report_to) or "none", run_name=run_name(run_dir),
         logging_steps=opts.log_every, eval_strategy="steps" if has_val else "no",
         eval_steps=opts.eval_every, save_strategy="steps", save_steps=opts.save_every,
@@ -209,7 +212,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
 
     `progress` gets kdpipe's own lines (one per logging step); the libraries' bars stay off.
     """
-    say = progress or (lambda _m: None)
+    say = progress if progress and main_process() else (lambda _m: None)
     opts.validate()
     sft_path, run_dir = Path(sft_path), Path(run_dir)
     prep = prepare_data(sft_path, run_dir, opts)
@@ -224,6 +227,9 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         f"{'cuda' if cuda else 'cpu'}{' (bf16)' if bf16 else ''}"
         f"{f', distilling {opts.kd} from {opts.teacher_model}' if opts.teacher_model else ''}")
     done = fit(trainer, run_dir, opts, log, has_val=bool(prep.val_rows))
+    distributed = str(trainer.accelerator.distributed_type.value)
+    if sharding_note(distributed):
+        prep.notes.append(sharding_note(distributed))
     tokens_per_s = log.tokens_per_s()
     weighted = prep.data.has_rationale
     data = prep.data
@@ -233,7 +239,8 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         "resolved": {"learning_rate": opts.lr, "device": "cuda" if cuda else "cpu", "bf16": bf16,
                      "trainer": prep.recipe.name, "weighted_loss": weighted, "loss": prep.recipe.loss(opts),
                      "lora_targets": None if opts.full else opts.targets(),
-                     "world_size": trainer.args.world_size},
+                     "world_size": trainer.args.world_size, "distributed_type": distributed,
+                     "global_batch_size": opts.batch_size * opts.grad_accum * trainer.args.world_size},
         "data": {"path": str(sft_path), "digest": file_digest(sft_path), "chat": data.chat,
                  "tasks": dict(data.tasks), "train_rows": len(prep.train_rows), "val_rows": len(prep.val_rows),
                  **prep.length_stats},
@@ -255,7 +262,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
                           message=f"Upload {run_dir.resolve().name} from kdpipe")
         prep.notes.append(f"pushed to {opts.push_to_hub}: {url}")
     return TrainResult(run_dir, len(prep.train_rows), len(prep.val_rows), done.steps, done.train_loss,
-                       done.eval_loss, tokens_per_s, done.seconds, weighted, prep.notes)
+                       done.eval_loss, tokens_per_s, done.seconds, weighted, prep.notes, main_process())
 
 
 def _load_model(opts: TrainOptions, student: str):
@@ -271,6 +278,7 @@ def _load_model(opts: TrainOptions, student: str):
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16 if bf16 else torch.float16)
+        kwargs["device_map"] = {"": local_cuda_device()}  # 4-bit weights cannot be moved after loading
     # Frozen LoRA base weights can live in bf16; full fine-tuning keeps fp32
     # master weights and lets autocast run the matmuls in bf16.
     kwargs["dtype"] = torch.bfloat16 if (bf16 and not opts.full) else torch.float32

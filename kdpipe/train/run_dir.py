@@ -12,12 +12,12 @@ RUN_DIR after a run:
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import Any
 
 from kdpipe.errors import KdpipeError
+from kdpipe.train.launch import main_process  # under a launcher only RANK 0 checks, clears and writes RUN_DIR
 from kdpipe.records import atomic_file, file_digest
 
 METRICS = "metrics.jsonl"
@@ -26,12 +26,6 @@ CHECKPOINTS = "checkpoints"
 # The files that make a model what it is; tokenizer files are saved into RUN_DIR itself.
 _MODEL_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "*.bin",
                 "*.bin.index.json")
-
-
-def main_process() -> bool:
-    # Under `accelerate launch` every process runs run_train; only the main one checks and
-    # clears RUN_DIR (the others would otherwise see its first files and refuse).
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
