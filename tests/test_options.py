@@ -41,7 +41,7 @@ FLAGS = {
                  "--logprobs", "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
                  "--transport", "--dry-run", "--expect-new", "--expand-prompt", "--max-usd", "--batch", "--prices",
                  "--tokenizer", "--poll-interval", "--shard", "--export-batch",
-                 "--import-batch", "--adaptive", "--rpm", "--tpm", "--round", "--quiet/-q"],
+                 "--import-batch", "--adaptive", "--rpm", "--tpm", "--round", "--spend-ledger", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",
                "--gold/--no-gold", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
                "--min-question-words", "--max-question-words", "--min-rationale-words", "--max-rationale-words",
