@@ -72,7 +72,9 @@ FLAGS = {
                       "--fault-seed", "--hostile", "--unauthorized-after", "--hang-after", "--ready-file",
                       "--model"],
     "probe": ["seeds", "-o/--out", "--model", "--against", "--pool", "--max", "--easy-share", "--seed", "--round",
-              "--batch-size", "--max-new-tokens", "--quiet/-q"],
+              "--batch-size", "--max-new-tokens", "--judge", "--judge-base-url", "--judge-api-key-env",
+              "--judge-cache", "--judge-concurrency", "--judge-max-tokens", "--judge-max-usd", "--judge-price-in",
+              "--judge-price-out", "--judge-prices", "--min-score", "--judge-prompt", "--quiet/-q"],
     "loop-report": ["work", "--rounds", "--quiet/-q"],
 }
 
