@@ -75,7 +75,7 @@ FLAGS = {
               "--batch-size", "--max-new-tokens", "--judge", "--judge-base-url", "--judge-api-key-env",
               "--judge-cache", "--judge-concurrency", "--judge-max-tokens", "--judge-max-usd", "--judge-price-in",
               "--judge-price-out", "--judge-prices", "--min-score", "--judge-prompt", "--quiet/-q"],
-    "loop-report": ["work", "--rounds", "--quiet/-q"],
+    "loop-report": ["work", "--rounds", "--spend-ledger", "--max-usd", "--quiet/-q"],
 }
 
 

@@ -131,7 +131,7 @@ def _loop_report(opts, work: Path, quiet: bool) -> None:
     found, new questions kept, teacher tokens and dollars (from the files the rounds wrote)."""
     from kdpipe.loop_report import scorecard
 
-    typer.echo(scorecard(work, opts.rounds))
+    typer.echo(scorecard(work, opts.rounds, opts.spend_ledger, opts.max_usd))
 
 
 loop_report = command(LoopReportOptions, _loop_report, [
