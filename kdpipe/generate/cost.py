@@ -39,10 +39,12 @@ def open_cache(path: Path, dry_run: bool):
 
 def continue_hint(budget: Budget) -> str:
     """What to tell a user whose run stopped at its cap."""
-    earlier = f"${budget.earlier:.4f} spent earlier (--spend-ledger) and " if budget.earlier else ""
-    return (f"stopped at --max-usd {budget.max_usd:g}: {earlier}spent ${budget.spent:.4f} now, "
-            f"{budget.refused} requests not sent (their samples carry error \"{NOT_SENT}\"); to continue, rerun the same command with a "
-            f"higher --max-usd: answers already paid for come from the cache")
+    spent = f"spent ${budget.spent:.4f}"
+    if budget.earlier:
+        spent = f"${budget.earlier:.4f} spent earlier (--spend-ledger) and {spent} now"
+    return (f"stopped at --max-usd {budget.max_usd:g}: {spent}, "
+            f"{budget.refused} requests not sent (their samples carry error \"{NOT_SENT}\"); to continue, "
+            f"rerun the same command with a higher --max-usd: answers already paid for come from the cache")
 
 
 def ledger_spent(path: Path, price: Price | None) -> float:
