@@ -38,6 +38,11 @@ NUM_NEW        ?= 60
 # STYLE=socratic labels with the Socratic prompt (sub-questions and answers) instead.
 LABEL_PROMPT   ?= $(if $(filter socratic,$(STYLE)),prompts/socratic.txt,prompts/$(TASK).txt)
 EXPAND_PROMPT  ?= prompts/expand.txt
+# MAX_USD: the most all teacher steps of this WORK may spend together (the pipeline's and every loop
+# round's, reruns included), counted in SPEND_LEDGER, which every teacher step appends what it paid to;
+# empty: no cap. A step that would pass it stops (what was paid stays in the cache): raise MAX_USD and rerun.
+MAX_USD        ?=
+SPEND_LEDGER   ?= $(CACHE).spend.jsonl
 # GENERATE_FLAGS go to both teacher steps; EXPAND_FLAGS and LABEL_FLAGS to one each.
 GENERATE_FLAGS ?=
 EXPAND_FLAGS   ?=
@@ -153,6 +158,9 @@ $(FLAGS_DIR)/%: ;
 ifneq ($(filter --dry-run,$(GENERATE_FLAGS) $(EXPAND_FLAGS) $(LABEL_FLAGS)),)
 $(error --dry-run in GENERATE_FLAGS writes nothing for the next step to read: run `make dry-run` instead)
 endif
+ifneq ($(and $(MAX_USD),$(filter --max-usd --max-usd=%,$(GENERATE_FLAGS) $(EXPAND_FLAGS) $(LABEL_FLAGS))),)
+$(error MAX_USD=$(MAX_USD) and --max-usd in GENERATE_FLAGS: give one of them (MAX_USD caps all teacher steps together))
+endif
 endif
 
 # ------------------------------------------------------------------ the pipeline
@@ -178,7 +186,8 @@ endef
 TEACHER_DEP   = $(if $(BASE_URL)$(TEACHER_DIR),,$(TEACHER_SCRIPT))
 TEACHER_SHAPE = $(TEACHER_MODEL) at $(or $(BASE_URL),the loopback with $(or $(TEACHER_DIR),$(TEACHER_SCRIPT))) --max-tokens $(MAX_TOKENS) $(GENERATE_FLAGS)
 TEACHER_ARGS  = --model $(TEACHER_MODEL) --api-key-env $(API_KEY_ENV) --cache $(CACHE) \
-                --concurrency $(CONCURRENCY) --max-tokens $(MAX_TOKENS) $(GENERATE_FLAGS)
+                --concurrency $(CONCURRENCY) --max-tokens $(MAX_TOKENS) --spend-ledger $(SPEND_LEDGER) \
+                $(if $(MAX_USD),--max-usd $(MAX_USD)) $(GENERATE_FLAGS)
 SEED_ARGS   = --eval-frac $(EVAL_FRAC) --task $(TASK) $(SEED_FLAGS)
 EXPAND_ARGS = --mode expand --num-new $(NUM_NEW) --prompt $(EXPAND_PROMPT) $(EXPAND_FLAGS)
 LABEL_ARGS  = --mode label --samples $(SAMPLES) --temperature $(TEMPERATURE) --prompt $(LABEL_PROMPT) \
@@ -288,48 +297,69 @@ demo: $(WORK)/eval.json
 # Round 0 is the pipeline above. Round N (in $(WORK)/round-N/): probe the last student on the
 # training questions so far (never the eval questions) -> hard.jsonl; the teacher writes
 # LOOP_NEW new questions like the hard ones (prompts/expand_hard.txt) -> label -> filter
-# against the eval questions and every earlier round's data -> format all rounds' data ->
-# train from STUDENT again (not from the last adapter: each round is a plain, reproducible
-# train run, and old mistakes cannot compound) -> eval. Stopped anywhere, `make loop` again
-# redoes only what is missing, and the teacher cache answers what was already paid for.
-# The loop's files rerun when their inputs change; unlike the pipeline above, their settings
-# are not tracked (a changed LOOP_NEW needs `rm -r $(WORK)/round-*`).
+# against the eval questions and every earlier round's data -> format -> train -> eval.
+# LOOP_FROM=base (the default) trains each round from STUDENT on all rounds' data: a plain,
+# reproducible train run whose score does not depend on the path taken, where old mistakes
+# cannot compound. LOOP_FROM=last continues from the last round's student (train --resume-from)
+# on the round's new data alone: cheaper, at the risk of drifting from what earlier rounds taught.
+# Stopped anywhere, `make loop` again redoes only what is missing, and the teacher cache answers
+# what was already paid for; MAX_USD caps the teacher steps of all rounds together. The loop's
+# settings are tracked like the pipeline's: a changed LOOP_NEW reruns each round from its expansion.
 ROUNDS      ?= 2
 LOOP_NEW    ?= $(NUM_NEW)
-PROBE_FLAGS ?= --easy-share 0.1
+LOOP_FROM   ?= base
+# PROBE_MAX: most hard questions a round expands from (empty: all it finds); PROBE_EASY: easy
+# ones added, as a share of those; PROBE_FLAGS: any other probe flags (--pool N, --seed S).
+PROBE_MAX   ?=
+PROBE_EASY  ?= 0.1
+PROBE_FLAGS ?=
+PROBE_ARGS   = $(if $(PROBE_MAX),--max $(PROBE_MAX)) --easy-share $(PROBE_EASY) $(PROBE_FLAGS)
+LOOP_EXPAND_ARGS = --mode expand --num-new $(LOOP_NEW) $(EXPAND_FLAGS)
 ROUND_LIST   = $(shell seq 1 $(ROUNDS))
 round_dir    = $(if $(filter 0,$(1)),$(WORK),$(WORK)/round-$(1))
 # The training records of rounds 0..N.
 train_files  = $(foreach k,$(shell seq 0 $(1)),$(call round_dir,$(k))/filtered.jsonl)
+# What round N trains on, and from what (LOOP_FROM).
+loop_data    = $(if $(filter last,$(LOOP_FROM)),$(WORK)/round-$(1)/filtered.jsonl,$(WORK)/round-$(1)/all.jsonl)
+loop_start   = $(if $(filter last,$(LOOP_FROM)),--resume-from $(call round_dir,$(1))/student)
 
 define LOOP_ROUND
 $(WORK)/round-$(1)/pool.jsonl: $(call train_files,$(2))
 	mkdir -p $$(@D) && cat $$^ > $$@.tmp && mv $$@.tmp $$@ || { rm -f $$@.tmp; exit 1; }
-$(WORK)/round-$(1)/hard.jsonl: $(WORK)/round-$(1)/pool.jsonl $(call round_dir,$(2))/student/train_config.json $(WORK)/eval.jsonl
-	$$(KDPIPE) probe $$< --model $(call round_dir,$(2))/student -o $$@ --against $(WORK)/eval.jsonl --round $(1) $$(PROBE_FLAGS)
-$(WORK)/round-$(1)/expanded.jsonl: $(WORK)/round-$(1)/hard.jsonl prompts/expand_hard.txt $$(TEACHER_DEP)
-	$$(call with_teacher,$$(KDPIPE) generate $$< -o $$@ --mode expand --num-new $$(LOOP_NEW) --round $(1) $$(EXPAND_FLAGS) $$(TEACHER_ARGS))
-$(WORK)/round-$(1)/teacher.jsonl: $(WORK)/round-$(1)/expanded.jsonl $$(LABEL_PROMPT) $$(TEACHER_DEP)
+$(WORK)/round-$(1)/hard.jsonl: $(WORK)/round-$(1)/pool.jsonl $(call round_dir,$(2))/student/train_config.json $(WORK)/eval.jsonl \
+                               $$(call flags,probe,$$(PROBE_ARGS))
+	$$(KDPIPE) probe $$< --model $(call round_dir,$(2))/student -o $$@ --against $(WORK)/eval.jsonl --round $(1) $$(PROBE_ARGS)
+$(WORK)/round-$(1)/expanded.jsonl: $(WORK)/round-$(1)/hard.jsonl prompts/expand_hard.txt $$(TEACHER_DEP) \
+                                   $$(call flags,loop-expand,$$(TEACHER_SHAPE) $$(LOOP_EXPAND_ARGS))
+	$$(call with_teacher,$$(KDPIPE) generate $$< -o $$@ $$(LOOP_EXPAND_ARGS) --round $(1) $$(TEACHER_ARGS))
+$(WORK)/round-$(1)/teacher.jsonl: $(WORK)/round-$(1)/expanded.jsonl $$(LABEL_PROMPT) $$(TEACHER_DEP) \
+                                  $$(call flags,label,$$(TEACHER_SHAPE) $$(LABEL_ARGS))
 	$$(call with_teacher,$$(KDPIPE) generate $$< -o $$@ $$(LABEL_ARGS) $$(TEACHER_ARGS))
-$(WORK)/round-$(1)/filtered.jsonl: $(WORK)/round-$(1)/teacher.jsonl $(WORK)/eval.jsonl $(call train_files,$(2))
+$(WORK)/round-$(1)/filtered.jsonl: $(WORK)/round-$(1)/teacher.jsonl $(WORK)/eval.jsonl $(call train_files,$(2)) \
+                                   $$(call flags,filter,$$(FILTER_ARGS))
 	$$(KDPIPE) filter $$< -o $$@ $$(foreach f,$(WORK)/eval.jsonl $(call train_files,$(2)),--against $$(f)) \
 	  --rejected $(WORK)/round-$(1)/rejected.jsonl --report $(WORK)/round-$(1)/filter-report.json $$(FILTER_ARGS)
 $(WORK)/round-$(1)/all.jsonl: $(call train_files,$(1))
 	cat $$^ > $$@.tmp && mv $$@.tmp $$@ || { rm -f $$@.tmp; exit 1; }
-$(WORK)/round-$(1)/sft.jsonl: $(WORK)/round-$(1)/all.jsonl
+$(WORK)/round-$(1)/sft.jsonl: $$(call loop_data,$(1)) $$(call flags,format,$$(FORMAT_ARGS)) $$(call flags,loop-from,$$(LOOP_FROM))
 	$$(KDPIPE) format $$< -o $$@ $$(FORMAT_ARGS)
-$(WORK)/round-$(1)/student/train_config.json: $(WORK)/round-$(1)/sft.jsonl $$(STUDENT_DEP)
-	$$(KDPIPE) train $$< -o $(WORK)/round-$(1)/student --student $$(STUDENT) --overwrite $$(TRAIN_ARGS)
-$(WORK)/round-$(1)/eval.json: $(WORK)/eval.jsonl $(WORK)/round-$(1)/student/train_config.json
+$(WORK)/round-$(1)/student/train_config.json: $(WORK)/round-$(1)/sft.jsonl $$(STUDENT_DEP) \
+        $$(if $$(filter last,$$(LOOP_FROM)),$(call round_dir,$(2))/student/train_config.json) \
+        $$(call flags,loop-train,$$(STUDENT) $$(TRAIN_ARGS) from $$(LOOP_FROM))
+	$$(KDPIPE) train $$< -o $(WORK)/round-$(1)/student --student $$(STUDENT) --overwrite $$(TRAIN_ARGS) $$(call loop_start,$(2))
+$(WORK)/round-$(1)/eval.json: $(WORK)/eval.jsonl $(WORK)/round-$(1)/student/train_config.json $$(call flags,loop-eval,$$(EVAL_FLAGS))
 	$$(KDPIPE) eval $$< --model $(WORK)/round-$(1)/student -o $$@ -q $$(EVAL_FLAGS)
 endef
 ifneq ($(filter loop,$(MAKECMDGOALS)),)
+ifeq ($(filter base last,$(LOOP_FROM)),)
+$(error LOOP_FROM must be base (train each round from STUDENT on all rounds' data) or last (continue from the last round's student), not "$(LOOP_FROM)")
+endif
 $(foreach n,$(ROUND_LIST),$(eval $(call LOOP_ROUND,$(n),$(shell expr $(n) - 1))))
 endif
 
 loop: $(WORK)/eval.json $(foreach n,$(ROUND_LIST),$(WORK)/round-$(n)/eval.json)
 	@echo
-	@$(KDPIPE) loop-report $(WORK) --rounds $(ROUNDS)
+	@$(KDPIPE) loop-report $(WORK) --rounds $(ROUNDS) --spend-ledger $(SPEND_LEDGER) $(if $(MAX_USD),--max-usd $(MAX_USD))
 
 # ------------------------------------------------------------------ cost before paying
 # One estimate for the teacher steps of the whole run: expansion of NUM_NEW questions and the

@@ -13,8 +13,12 @@ often the first). A win counts only when both orders name the same response; any
 disagreement, explicit tie or unreadable verdict is a tie. Win, tie and loss rates
 carry 95 % Wilson intervals.
 
-Used by `filter --judge` (a score on every sample) and `eval --judge` (student vs
-teacher, vs baseline); it knows nothing about either stage.
+Beside a reference: prompts/judge_reference.txt shows a reference response (the teacher's)
+with the one graded, for the same "Score: N" reply.
+
+Used by `filter --judge` (a score on every sample), `eval --judge` (student vs teacher,
+vs baseline) and `probe --judge` (the student beside the teacher's reference); it knows
+nothing about those stages.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from kdpipe.label_prompts import PROMPTS_DIR, read_prompt
 
 SCORE_PROMPT = "judge_score.txt"
 PAIR_PROMPT = "judge_pair.txt"
+REFERENCE_PROMPT = "judge_reference.txt"
 MIN_SCORE, MAX_SCORE = 1, 10
 
 _SCORE = re.compile(r"\bscore\s*(?:\(1-10\))?\s*[:=]?\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?", re.I)
@@ -130,6 +135,7 @@ class Judge:
     options: Any  # kdpipe.teacher.options.TeacherOptions
     score_prompt: Path | None = None
     pair_prompt: Path | None = None
+    reference_prompt: Path | None = None
     cost: JudgeCost = field(default_factory=JudgeCost)
 
     def prompts(self) -> dict[str, tuple[str, str, str]]:
@@ -140,8 +146,15 @@ class Judge:
     def score(self, items: list[tuple[str, str]]) -> list[Score]:
         """Score each (instruction, response)."""
         template = self.prompts()["score"][2]
-        texts = self._ask([_fill(template, instruction=i, response=r) for i, r in items])
-        return [parse_score(t) if err is None else Score(None, f"no judge reply: {err}") for t, err in texts]
+        return self._scores([_fill(template, instruction=i, response=r) for i, r in items])
+
+    def score_beside(self, items: list[tuple[str, str, str]]) -> list[Score]:
+        """Score each (instruction, reference, response): the response graded beside the reference."""
+        template = read_prompt(self.reference_prompt or PROMPTS_DIR / REFERENCE_PROMPT)[2]
+        return self._scores([_fill(template, instruction=i, reference=ref, response=r) for i, ref, r in items])
+
+    def _scores(self, prompts: list[str]) -> list[Score]:
+        return [parse_score(t) if err is None else Score(None, f"no judge reply: {err}") for t, err in self._ask(prompts)]
 
     def compare(self, items: list[tuple[str, str, str]]) -> tuple[list[str], Rates]:
         """For each (instruction, x, y): "win", "tie" or "loss" of x against y, from both orders."""

@@ -140,7 +140,8 @@ def test_clean_keeps_the_cache_and_clean_cache_says_what_it_held(work):
     make(work, "label", "NUM_NEW=0")
     run = make(work, "clean")
     assert "teacher cache" in run.stdout
-    assert [p.name for p in work.iterdir()] == ["teacher-cache.sqlite"]
+    # The cache and its spending ledger (what was paid stays counted against MAX_USD).
+    assert sorted(p.name for p in work.iterdir()) == ["teacher-cache.sqlite", "teacher-cache.sqlite.spend.jsonl"]
     make(work, "label", "NUM_NEW=0")
     assert meta(work, "teacher.jsonl")["usage"]["requests"] == 0
     held = meta(work, "teacher.jsonl")["counts"]["samples"]

@@ -41,7 +41,7 @@ FLAGS = {
                  "--logprobs", "--num-new", "--seeds-per-prompt", "--price-in", "--price-out", "--timeout", "--retries",
                  "--transport", "--dry-run", "--expect-new", "--expand-prompt", "--max-usd", "--batch", "--prices",
                  "--tokenizer", "--poll-interval", "--shard", "--export-batch",
-                 "--import-batch", "--adaptive", "--rpm", "--tpm", "--round", "--quiet/-q"],
+                 "--import-batch", "--adaptive", "--rpm", "--tpm", "--round", "--spend-ledger", "--quiet/-q"],
     "filter": ["inp", "-o/--out", "--rejected", "--report", "--against", "--drop-errors/--keep-errors",
                "--decomposition/--no-decomposition", "--gold/--no-gold", "--drop-rationalized/--keep-rationalized",
                "--check-counterfactual/--no-check-counterfactual", "--rel-tol", "--vote/--no-vote", "--min-agreement", "--length/--no-length",
@@ -57,7 +57,8 @@ FLAGS = {
               "--full", "--qlora", "--rationale-weight", "--kd-alpha", "--kd-temperature", "--kd-top-k",
               "--learning-rate/--lr", "--lr-scheduler", "--warmup-ratio", "--epochs", "--max-steps", "--batch-size",
               "--grad-accum", "--gradient-checkpointing", "--max-length", "--packing", "--log-every", "--report-to",
-              "--push-to-hub", "--private", "--eval-every", "--save-every", "--seed", "--resume", "--overwrite",
+              "--push-to-hub", "--private", "--eval-every", "--save-every", "--seed", "--resume", "--resume-from",
+              "--overwrite",
               "--merge", "--trust-remote-code", "--teacher-model", "--kd", "--divergence", "--beta",
               "--on-policy-frac", "--teacher-4bit", "--teacher-device", "--quiet/-q"],
     "eval": ["eval_file", "--model", "-o/--out", "--baseline", "--batch-size", "--max-new-tokens", "--limit",
@@ -73,8 +74,10 @@ FLAGS = {
                       "--fault-seed", "--hostile", "--unauthorized-after", "--hang-after", "--ready-file",
                       "--model"],
     "probe": ["seeds", "-o/--out", "--model", "--against", "--pool", "--max", "--easy-share", "--seed", "--round",
-              "--batch-size", "--max-new-tokens", "--quiet/-q"],
-    "loop-report": ["work", "--rounds", "--quiet/-q"],
+              "--batch-size", "--max-new-tokens", "--judge", "--judge-base-url", "--judge-api-key-env",
+              "--judge-cache", "--judge-concurrency", "--judge-max-tokens", "--judge-max-usd", "--judge-price-in",
+              "--judge-price-out", "--judge-prices", "--min-score", "--judge-prompt", "--quiet/-q"],
+    "loop-report": ["work", "--rounds", "--spend-ledger", "--max-usd", "--quiet/-q"],
 }
 
 

@@ -86,3 +86,59 @@ def test_trained_student_hard_questions_are_the_ones_it_never_learned(tmp_path):
     assert {"t4", "t5"} <= hard
     assert res.wrong < 6 and easy and easy.isdisjoint(hard)
     assert len(easy) == min(6 - res.wrong, -(-len(hard) // 2))
+
+
+def test_instruction_records_are_judged_beside_the_teachers_reference(tmp_path, cli):
+    """Open-ended records: the loopback judge scores the student's response beside the teacher's; a low
+    score is hard with the judge's reason, a high one easy, a reply with no score decides nothing."""
+    from kdpipe.loopback import ScriptLine, running
+    from kdpipe.records import Sample
+
+    student = st.build_student(tmp_path / "student")
+    refs = {"i0": "Call it Bubbles.", "i1": "Hello there, friend.", "i2": "Blue, on a clear day.",
+            "i3": "Plant it in spring."}
+    seeds = tmp_path / "train.jsonl"
+    write_records(seeds, [Record(id=k, question=f"Instruction number {k}.", task="instruction",
+                                 samples=[Sample(index=0, text=v, answer=v)]) for k, v in refs.items()]
+                  + [Record(id="t0", question=st.FACTS[0][0], task="choice", choices=st.CHOICES, gold=st.FACTS[0][1])])
+    # The judge's prompt holds the reference, so its scripted reply follows the reference.
+    script = [ScriptLine(refs["i0"], ["Score: 3\nReason: misses the instruction entirely."]),
+              ScriptLine(refs["i1"], ["Score: 9\nReason: as good as the reference."]),
+              ScriptLine(refs["i2"], ["I cannot decide."]),
+              ScriptLine(refs["i3"], ["Score: 2\nReason: unrelated text."])]
+    out = tmp_path / "hard.jsonl"
+    # Without a judge, the instruction records are left out and said so.
+    code, _, err = cli("probe", seeds, "--model", student, "-o", out, "--max-new-tokens", "8")
+    assert code == 0, err
+    assert "4 instruction records left out: no --judge" in err and {r.id for r in load_records(out)} == {"t0"}
+    with running(script) as srv:
+        args = ["probe", seeds, "--model", student, "-o", out, "--judge", "judge-model", "--judge-base-url",
+                srv.base_url, "--judge-cache", tmp_path / "judge.sqlite", "--judge-price-in", "1",
+                "--judge-price-out", "2", "--min-score", "7", "--easy-share", "1", "--max-new-tokens", "8"]
+        code, _, err = cli(*args)
+        assert code == 0, err
+        sent = srv.stats["requests"]
+        assert sent == 4 and "judge judge-model: 4 scores (0 from the cache)" in err
+        assert "1 the judge gave no score left out" in err
+        first = out.read_text()
+        assert cli(*args)[0] == 0 and srv.stats["requests"] == sent  # a rerun asks the judge nothing
+        assert out.read_text() == first
+    written = {r.id: r.provenance["probe"] for r in load_records(out)}
+    assert {k for k, p in written.items() if p["hard"]} >= {"i0", "i3"} and "i2" not in written
+    assert not written["i1"]["hard"] and written["i1"]["judge"]["score"] == 9  # easy, for balance
+    for k in ("i0", "i3"):
+        p = written[k]
+        assert p["reason"] == "judge_score" and p["reference"] == refs[k] and p["judge"]["model"] == "judge-model"
+    assert written["i0"]["judge"] == {"model": "judge-model", "score": 3,
+                                      "reason": "misses the instruction entirely."}
+    meta = json.loads(out.with_name("hard.jsonl.meta.json").read_text())
+    assert meta["counts"]["unjudged"] == 1 and meta["judge_cost"]["replies"] == 4
+    assert meta["params"]["judge"]["model"] == "judge-model" and meta["params"]["min_score"] == 7
+
+
+def test_probe_judge_options_are_checked_before_the_student_loads(tmp_path, cli):
+    seeds = training_seeds(tmp_path / "train.jsonl")
+    code, _, err = cli("probe", seeds, "--model", tmp_path / "m", "-o", tmp_path / "h.jsonl", "--judge", "j",
+                       "--judge-base-url", "ftp://x", "--min-score", "11")
+    assert code == 2 and "--judge-base-url must be an http(s) URL" in err and "--min-score must be between" in err
+    assert "Traceback" not in err and not (tmp_path / "h.jsonl").exists()

@@ -105,8 +105,15 @@ def _probe(opts, seeds: Path, out: Path, quiet: bool) -> None:
     r = run_probe(seeds, out, opts)
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(r.reasons.items()))
     say(quiet, f"probe: {r.probed} of {r.read} questions probed ({r.in_eval} also in --against, "
-               f"{r.no_reference} without a gold or teacher answer left out); {r.wrong} wrong"
-               + (f" ({reasons})" if reasons else "") + f"; wrote {r.hard} hard and {r.easy} easy to {out}")
+               f"{r.no_reference} without a gold or teacher answer left out"
+               + (f", {r.no_judge} instruction records left out: no --judge" if r.no_judge else "")
+               + (f", {r.unjudged} the judge gave no score left out" if r.unjudged else "")
+               + f"); {r.wrong} wrong" + (f" ({reasons})" if reasons else "")
+               + f"; wrote {r.hard} hard and {r.easy} easy to {out}")
+    if r.judge_cost is not None:
+        c = r.judge_cost
+        say(quiet, f"probe: judge {c['model']}: {c['replies']} scores ({c['cached']} from the cache), "
+                   + (f"${c['spent_usd']:.4f} spent now" if c["spent_usd"] is not None else "cost unknown (no price)"))
 
 
 probe = command(ProbeOptions, _probe, [
@@ -125,7 +132,7 @@ def _loop_report(opts, work: Path, quiet: bool) -> None:
     found, new questions kept, teacher tokens and dollars (from the files the rounds wrote)."""
     from kdpipe.loop_report import scorecard
 
-    typer.echo(scorecard(work, opts.rounds))
+    typer.echo(scorecard(work, opts.rounds, opts.spend_ledger, opts.max_usd))
 
 
 loop_report = command(LoopReportOptions, _loop_report, [

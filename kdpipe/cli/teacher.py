@@ -56,7 +56,7 @@ generate = command(GenerateOptions, _generate, [
             "price_out", "timeout", "retries", "transport", "dry_run", "expect_new", "expand_prompt", "max_usd",
             "batch", "prices",
             "tokenizer", "poll_interval", "shard", "export_batch", "import_batch", "adaptive",
-            "rpm", "tpm", "round"),
+            "rpm", "tpm", "round", "spend_ledger"),
     QUIET_PARAM])
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from kdpipe.errors import UsageError
-from kdpipe.generate.cost import open_cache
+from kdpipe.generate.cost import ledger_spent, open_cache, spending_recorded
 from kdpipe.generate.counterfactual import counterfactual
 from kdpipe.generate.expand import expand, expand_prompt_name, parse_question_list  # noqa: F401  (the stage's API)
 from kdpipe.generate.plan import NothingCached, merge_estimates, stand_ins
@@ -105,6 +105,9 @@ class GenerateOptions(TeacherOptions):
     expand_prompt: Path | None = option(None, "The expansion prompt --expect-new prices (default: "
                                               "prompts/expand.txt).")
     round: int | None = option(None, "Loop round recorded in each new question's provenance (expand mode).")
+    spend_ledger: Path | None = option(None, "Spending ledger (JSONL) shared by several runs: each run that sends "
+                                             "appends what it spent, and --max-usd caps them together (this run "
+                                             "may spend what the ledger's runs left of it).", metavar="FILE")
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
@@ -189,8 +192,11 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
     config = opts.teacher_config()
     stats = Stats()
     budget = opts.budget(price)
+    if budget is not None and opts.spend_ledger is not None:
+        budget.earlier = ledger_spent(opts.spend_ledger, price)
     causes: Counter = Counter()
-    with open_cache(opts.cache_path(), not sends) as cache:
+    with open_cache(opts.cache_path(), not sends) as cache, \
+            spending_recorded(opts.spend_ledger if sends else None, out, stats, budget, price):
         backend = make_backend(opts, budget, on_batch_step)
         send = backend.complete
         if sends:
@@ -229,6 +235,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
              "requests": stats.requests, "retries": stats.retries, "cached_samples": stats.cached,
              "batch": opts.batch, "price": None if price is None else {"input": price.input, "output": price.output},
              "max_usd": opts.max_usd, "stopped_at_max_usd": bool(budget and budget.stopped),
+             "max_usd_spent_earlier": None if budget is None else round(budget.earlier, 6),
              "not_sent_samples": stats.not_sent,
              # Responses that did not say what they cost: cost_usd leaves them out; --max-usd
              # counted them at their worst case (max_usd_counted).

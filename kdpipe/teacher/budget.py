@@ -12,6 +12,8 @@ less than one request's worst case short of the cap. A response without a
 usable `usage` (some servers omit it, some send nonsense) is counted at its
 worst case, so the cap holds with every server that honours --max-tokens. A Batch API run
 reserves a whole batch at once and stops at the first line that does not fit.
+`earlier` is what other runs sharing the cap already spent (generate --spend-ledger): the
+cap then holds for all of them together.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Budget:
     max_tokens: int
     counter: object  # a token counter of estimate.py
     spent: float = 0.0  # USD billed for responses received in this run
+    earlier: float = 0.0  # USD spent under the same cap by earlier runs (a spending ledger)
     reserved: float = 0.0  # worst-case USD of requests in flight
     stopped: bool = False
     refused: int = 0  # requests not sent
@@ -43,7 +46,7 @@ class Budget:
         return self.price.cost(high * n, self.max_tokens * n)
 
     def _fits(self, worst: float) -> bool:
-        return self.spent + self.reserved + worst <= self.max_usd + 1e-12
+        return self.earlier + self.spent + self.reserved + worst <= self.max_usd + 1e-12
 
     def _reserve(self, worst: float) -> float:
         self.reserved += worst

@@ -34,6 +34,7 @@ from kdpipe.train.run_dir import (
 )
 from kdpipe.train.tracking import check_trackers, place_tensorboard, report_targets, run_name
 from kdpipe.train.options import TrainOptions
+from kdpipe.train.resume_from import PreviousRun, continue_adapter, previous_run, shape_note
 from kdpipe.train.trainers import pick
 from kdpipe.train.trainers.teacher_logits import check_teacher, teacher_record
 from kdpipe.train.trainers.base import Recipe
@@ -78,6 +79,7 @@ class Prepared:
     recipe: Recipe
     student: str  # opts.student resolved: an absolute path for a local folder, else the hub id
     notes: list[str]
+    previous: PreviousRun | None = None  # --resume-from
 
 
 def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
@@ -101,6 +103,9 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
         _check_qlora("--qlora" if opts.qlora else "--teacher-4bit")
     check_trackers(report_targets(opts.report_to))
     student = resolved_student(opts.student)
+    previous = previous_run(opts, run_dir, student)
+    if previous is not None and shape_note(opts, previous):
+        notes.append(shape_note(opts, previous))
     tokenizer = load_tokenizer(student, opts.trust_remote_code)
     if opts.teacher_model:
         check_teacher(opts, tokenizer)  # before any model is loaded
@@ -114,7 +119,7 @@ def prepare_data(sft_path: Path, run_dir: Path, opts: TrainOptions) -> Prepared:
                      f"--max-length {opts.max_length} tokens or more")
     recipe.prepare(train_rows + val_rows, tokenizer, opts)
     check_run_dir(run_dir, opts.resume, opts.overwrite)
-    return Prepared(data, train_rows, val_rows, length_stats, tokenizer, recipe, student, notes)
+    return Prepared(data, train_rows, val_rows, length_stats, tokenizer, recipe, student, notes, previous)
 
 
 def dataset(rows: list[dict[str, Any]], recipe: Recipe):
@@ -132,7 +137,10 @@ def build_trainer(prep: Prepared, run_dir: Path, opts: TrainOptions, callbacks: 
     from trl import SFTConfig
 
     quiet_libraries()
-    model, cuda, bf16 = _load_model(opts, prep.student)
+    prev = prep.previous
+    model, cuda, bf16 = _load_model(opts, str(prev.run_dir) if prev and prev.full else prep.student)
+    if prev and not prev.full:
+        model = continue_adapter(model, prev)
     has_val = bool(prep.val_rows)
     args = prep.recipe.args(
         SFTConfig, output_dir=str(run_dir / CHECKPOINTS), seed=opts.seed, learning_rate=opts.lr,
@@ -147,7 +155,7 @@ def build_trainer(prep: Prepared, run_dir: Path, opts: TrainOptions, callbacks: 
         eval_steps=opts.eval_every, save_strategy="steps", save_steps=opts.save_every,
         save_total_limit=2, disable_tqdm=True, remove_unused_columns=not prep.recipe.extra_columns,
     )
-    peft_config = None if opts.full else LoraConfig(
+    peft_config = None if opts.full or prev else LoraConfig(
         r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
         target_modules=opts.targets(), task_type="CAUSAL_LM")
     try:
@@ -249,6 +257,7 @@ def run_train(sft_path: str | os.PathLike, run_dir: str | os.PathLike, opts: Tra
         "results": {"steps": done.steps, "train_loss": done.train_loss, "eval_loss": done.eval_loss,
                     "tokens": done.tokens, "tokens_per_s": tokens_per_s, "seconds": round(done.seconds, 3)},
         "teacher": teacher_record(opts) if opts.teacher_model else None,
+        "resumed_from": prep.previous.record() if prep.previous else None,
         "notes": prep.notes,
         "trainer_args": json.loads(json.dumps(trainer.args.to_dict(), default=str)),
     }

@@ -55,7 +55,11 @@ class TrainOptions(Options):
     eval_every: int = option(50, "Validation loss every N steps.")
     save_every: int = option(200, "Checkpoint every N steps.")
     seed: int = option(0, "Random seed.")
-    resume: bool = option(False, "Continue from the last checkpoint in RUN_DIR.")
+    resume: bool = option(False, "Continue an interrupted run from the last checkpoint in RUN_DIR.")
+    resume_from: str | None = option(None, "Start from a finished run's weights instead of the base model: its "
+                                           "LoRA adapter (or full weights, with --full) trained further on this "
+                                           "data; the run must be of the same --student. Not --resume.",
+                                     metavar="RUN_DIR")
     overwrite: bool = option(False, "Replace a non-empty RUN_DIR.")
     merge: bool = option(False, "Also save RUN_DIR/merged: adapter folded into the base weights (loads with "
                                 "AutoModelForCausalLM).")
