@@ -20,20 +20,24 @@ _ASCII_PUNCT = bytes.maketrans(_NOT_WORD, b" " * len(_NOT_WORD))
 _ARTICLES = frozenset(w.encode("ascii") for w in ARTICLES)
 
 
-# An arithmetic operator standing between numbers or spaces is a word of the question: "7 + 3" and
-# "7 - 3" are two questions, where dropping punctuation would make them one. Spelled out, so that
-# "7+3" and "7 plus 3" stay the same question.
-_OPERATOR = re.compile(r"(?<![^\d\s])([-+*/×÷=])(?![^\d\s])")
+# An arithmetic operator between two numbers, or a minus sign before one, is a word of the question:
+# "7 + 3" and "7 - 3" are two questions, where dropping punctuation would make them one. Spelled out,
+# so that "7+3" and "7 plus 3" stay the same question; a dash between words stays punctuation.
+_OPERATOR = re.compile(r"(\d)\s*([-+*/×÷=])\s*(?=\d)|(?<![\w.])(-)(?=\d)")
 _SPELLED = {"+": " plus ", "-": " minus ", "*": " times ", "×": " times ", "/": " over ", "÷": " over ",
             "=": " equals "}
 _OPERATOR_CHARS = frozenset(_SPELLED)
 
 
+def _spelled(m: re.Match) -> str:
+    return m.group(1) + _SPELLED[m.group(2)] if m.group(1) else _SPELLED["-"]
+
+
 def spell_operators(text: str) -> str:
-    """`text` with each arithmetic operator between numbers or spaces written as a word."""
+    """`text` with each operator between two numbers, and each minus sign before a number, as a word."""
     if _OPERATOR_CHARS.isdisjoint(text):
         return text
-    return _OPERATOR.sub(lambda m: _SPELLED[m.group(1)], text)
+    return _OPERATOR.sub(_spelled, text)
 
 
 def words_of(text: str) -> list[bytes]:

@@ -19,6 +19,8 @@ def test_one_question_key_for_every_stage():
     assert question_key("What is 7 + 3?") != question_key("What is 7 - 3?") != question_key("What is 7 * 3?")
     assert question_key("What is 7+3?") == question_key("what is 7 plus 3") == question_key("What is 7 + 3 ?")
     assert question_key("A well-known fact") == question_key("a well known fact")
+    assert question_key("Lena bakes 4 cakes - how many?") == question_key("Lena bakes 4 cakes, how many?")
+    assert question_key("What is -3 plus 5?") != question_key("What is 3 plus 5?")
     # filter's duplicate rule hashes this very key.
     assert len({dedup.exact_key(words_of(q)) for q in VARIANTS}) == 1
 
