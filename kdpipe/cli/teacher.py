@@ -93,7 +93,7 @@ def _teacher_serve(opts) -> None:
     opts.validate()
     lines = [line for path in opts.script or [] for line in load_script(path)]
     hostile = dict(hostile=opts.hostile or [], unauthorized_after=opts.unauthorized_after,
-                   hang_after=opts.hang_after)
+                   hang_after=opts.hang_after, rate_limit=opts.rate_window())
     if opts.model is not None:
         from kdpipe.loopback.model import ModelTeacher
 
