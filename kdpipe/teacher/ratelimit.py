@@ -33,6 +33,7 @@ import time
 
 from kdpipe.teacher.transport import Retryable
 
+PROBE_S = 2.0  # the first request goes alone at most this long (it may be one that hangs)
 MAX_HOLD_S = 60.0  # a header asking for a longer wait than this is taken as this (as the client's Retry-After)
 _DURATION = re.compile(r"(\d+(?:\.\d*)?)(ms|h|m|s)")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -105,6 +106,7 @@ class RateLimited:
         self.paused_until = 0.0
         # The first request goes alone: its answer's headers (if any) tell the limit before a burst meets it.
         self.probing = self.adaptive
+        self.probe_until: float | None = None
         self.counts = {} if counts is None else counts
         self.counts.update(throttled=0, window=self.cap, min_window=self.cap, held=0)
         self._freed: asyncio.Event | None = None
@@ -127,10 +129,18 @@ class RateLimited:
     async def _acquire(self, body: dict, tokens: float) -> float:
         self._freed = self._freed or asyncio.Event()
         held = False
+        if self.probing and self.probe_until is None:
+            self.probe_until = time.monotonic() + PROBE_S
         while True:
             while self.in_flight >= (1 if self.probing else max(1, int(self.window))):
                 self._freed.clear()
-                await self._freed.wait()
+                if not self.probing:
+                    await self._freed.wait()
+                    continue
+                try:
+                    await asyncio.wait_for(self._freed.wait(), max(0.0, self.probe_until - time.monotonic()))
+                except asyncio.TimeoutError:
+                    self.probing = False
             wait = self._held_for(tokens) if self.adaptive else 0.0
             if wait <= 0:
                 break
