@@ -79,7 +79,8 @@ def merge(
 
 # ------------------------------------------------------------------ loopback teacher
 
-teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server, clearing a response cache.",
+teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server, clearing and merging response "
+                                 "caches.",
                           no_args_is_help=True)
 
 
