@@ -126,7 +126,8 @@ class RateLimited:
         now = time.monotonic()
         return max(self.paused_until - now, self.requests.wait(1, now), self.tokens.wait(tokens, now))
 
-    async def _acquire(self, body: dict, tokens: float) -> float:
+    async def _acquire(self, body: dict, tokens: float) -> tuple[float, int]:
+        """Wait for a start; returns when it started and which start it is."""
         self._freed = self._freed or asyncio.Event()
         held = False
         if self.probing and self.probe_until is None:
@@ -151,6 +152,7 @@ class RateLimited:
         self.tokens.spend(tokens)
         self.in_flight += 1
         self.started += 1
+        number = self.started
         if self.rpm or self.tpm:
             now = time.monotonic()
             start = max(now, self.next_start)
@@ -161,7 +163,7 @@ class RateLimited:
                 except BaseException:
                     self._release()
                     raise
-        return time.monotonic()
+        return time.monotonic(), number
 
     def _release(self) -> None:
         self.in_flight = max(0, self.in_flight - 1)
@@ -179,8 +181,7 @@ class RateLimited:
 
     async def send(self, body: dict, seen: dict | None = None) -> dict:
         tokens = self._tokens(body) if self.adaptive else 0.0
-        started = await self._acquire(body, tokens)
-        number = self.started
+        started, number = await self._acquire(body, tokens)
         seen = {} if self.adaptive and seen is None else seen
         try:
             response = await self.inner.send(body, seen)
