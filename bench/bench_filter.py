@@ -1,6 +1,7 @@
 """Benchmark of `kdpipe filter`: time, throughput, peak memory and near-duplicate recall.
 
     python bench/bench_filter.py [--sizes 10000,100000,1000000] [--runs 3]
+    python bench/bench_filter.py --phases 100000 [--cprofile filter.prof]   # where the CPU goes
 
 Synthetic short records (a math-word-problem-like question of 18-30 words,
 one teacher sample with a rationale, gold answer) go through every rule:
@@ -151,11 +152,86 @@ def measure(n: int, runs: int, workdir: Path) -> dict:
             "planted": len(reachable), "false_pos": false_pos, "report": results[-1]["report"]}
 
 
+# --phases: the stage's functions timed in one process (--workers 1), CPU seconds, each wrapped where
+# run_filter finds it. Indented: inside the first pass, which runs per chunk of input lines (in worker
+# processes on a large input); the rest needs the whole set.
+PHASES = [("kdpipe.filter", "_first_pass", "first pass: per record, parallel by chunk"),
+          ("kdpipe.filter", "parse_json_line", "  JSON parse of each line"),
+          ("kdpipe.filter", "record_at", "  dict -> Record, schema checks"),
+          ("kdpipe.filter", "judge", "  record and sample rules (rules.judge)"),
+          ("kdpipe.filter.dedup", "words_of", "  words of each question"),
+          ("kdpipe.filter.dedup", "id_key", "  id hashes"),
+          ("kdpipe.filter.dedup", "features", "  dedup features: exact key, MinHash, shingle hashes"),
+          ("kdpipe.filter.dedup", "EvalIndex.contaminated", "  contamination against the eval index"),
+          ("kdpipe.filter.dedup", "check_unique_ids", "whole set: ids used twice")]
+
+
+def phases(n: int, workdir: Path, cprofile: str | None) -> None:
+    import collections
+    import importlib
+    import time
+
+    sys.path.insert(0, str(REPO))
+    from kdpipe.filter import FilterOptions, run_filter, rules_in
+
+    inp, ev = workdir / f"in{n}.jsonl", workdir / f"eval{n}.jsonl"
+    synth(n, inp, ev)
+    spent: collections.Counter = collections.Counter()
+
+    def timed(owner, name, label):
+        fn = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            t = time.process_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] += time.process_time() - t
+        setattr(owner, name, wrapper)
+
+    for module, path, label in PHASES:
+        owner = importlib.import_module(module)
+        *outer, name = path.split(".")
+        for part in outer:
+            owner = getattr(owner, part)
+        timed(owner, name, label)
+    for rule in rules_in("set", FilterOptions()):
+        timed(type(rule), "earlier", f"whole set: {rule.name} (hash index, exact check of candidates)")
+    profile = None
+    if cprofile:
+        import cProfile
+
+        profile = cProfile.Profile(time.process_time)
+        profile.enable()
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    run_filter(inp, workdir / "out.jsonl", FilterOptions(against=[ev], workers=1), rejected=workdir / "rej.jsonl")
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    if profile:
+        profile.disable()
+        profile.dump_stats(cprofile)
+    print(f"{n} records, one process: {cpu:.2f} CPU s ({n / cpu:,.0f} records per CPU second), {wall:.1f} s wall"
+          f"{' (under cProfile)' if cprofile else ''}; load average {os.getloadavg()[0]:.1f}")
+    inner = sum(v for label, v in spent.items() if label.startswith("  "))
+    first = spent[PHASES[0][2]]
+    rest = cpu - sum(spent.values()) + inner
+    spent["  rest of the first pass (reading, writing survivors and rejects, gathering hashes)"] = first - inner
+    order = [p[2] for p in PHASES[:-1]]
+    for label in order + sorted(set(spent) - set(order), key=lambda label: not label.startswith(" ")):
+        print(f"{spent[label]:8.2f} s {100 * spent[label] / cpu:5.1f} %  {label}")
+    print(f"{rest:8.2f} s {100 * rest / cpu:5.1f} %  the rest (second pass: copying survivors out; options, meta)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--phases", type=int, metavar="N", help="time the stage's phases on N records instead")
+    ap.add_argument("--cprofile", metavar="FILE", help="with --phases: also write a cProfile (CPU time) here")
     args = ap.parse_args()
+    if args.phases:
+        with tempfile.TemporaryDirectory() as d:
+            phases(args.phases, Path(d), args.cprofile)
+        return
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"{'records':>9} {'seconds':>8} {'CPU s':>7} {'records/s':>10} {'peak RSS MiB':>12} {'planted':>8} "
           f"{'recall':>7} {'false pos':>9}   (load average before: {os.getloadavg()[0]:.1f})")

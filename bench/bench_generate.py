@@ -9,6 +9,11 @@ request and its peak memory (median of --runs runs, each in a fresh process).
 
     python bench/bench_generate.py                 # N=10000, L=0.2, C=64 and 256, both transports
     python bench/bench_generate.py --n 2000 --runs 1
+    python bench/bench_generate.py --whole 64:2000 256:10000   # `kdpipe generate` as a user runs it
+
+--whole C:N times the whole command (`python -m kdpipe generate` in label mode on N seed records,
+start-up, prompt rendering and writing the output included) from outside its process, against the
+same latency bound N*L/C; CPU is the child's user+system time.
 """
 
 from __future__ import annotations
@@ -48,6 +53,30 @@ def worker(url: str, n: int, concurrency: int, transport: str) -> dict:
             "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def whole(url: str, n: int, concurrency: int, transport: str, tmp: Path, env: dict) -> dict:
+    """One `kdpipe generate` run, timed from outside: start-up and output writing included."""
+    seeds = tmp / f"seeds-{n}.jsonl"
+    if not seeds.exists():
+        questions = tmp / f"questions-{n}.jsonl"
+        questions.write_text("".join(json.dumps({"question": f"Request {i} of the benchmark: how many?",
+                                                 "answer": i}) + "\n" for i in range(n)))
+        subprocess.run([sys.executable, "-m", "kdpipe", "seed", str(questions), "-o", str(seeds), "-q"],
+                       env=env, check=True)
+    cache = tmp / "cache.sqlite"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{cache}{suffix}").unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "kdpipe", "generate", str(seeds), "-o", str(tmp / "out.jsonl"),
+                    "--model", "loopback", "--base-url", url, "--concurrency", str(concurrency),
+                    "--transport", transport, "--cache", str(cache), "--timeout", "30", "-q"],
+                   env=env, check=True)
+    wall = time.perf_counter() - wall0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"wall_s": wall, "cpu_ms_per_request": 1000 * cpu / n, "peak_rss_mib": after.ru_maxrss / 1024}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=10_000, help="requests per run")
@@ -55,6 +84,8 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--transport", nargs="+", default=["openai", "aiohttp"])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--whole", nargs="+", metavar="C:N", help="time `kdpipe generate` as a whole, at "
+                                                              "concurrency C on N seed records")
     ap.add_argument("--worker", nargs=4, metavar=("URL", "N", "C", "TRANSPORT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -65,6 +96,23 @@ def main() -> None:
     from kdpipe.loopback import subprocess_server
 
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if args.whole:
+        pairs = [tuple(map(int, pair.split(":"))) for pair in args.whole]
+        print(f"whole `kdpipe generate` runs, latency L={args.latency:g} s, median of {args.runs} runs, "
+              f"server in its own process; {os.cpu_count()} CPUs")
+        print(f"{'transport':<9} {'C':>5} {'N':>6} {'ideal s':>8} {'wall s':>8} {'fraction':>8} "
+              f"{'CPU ms/req':>10} {'runs (wall s)':>20}")
+        with subprocess_server("--latency", str(args.latency)) as url, tempfile.TemporaryDirectory() as tmp:
+            for c, n in pairs:
+                for transport in args.transport:
+                    runs = [whole(url, n, c, transport, Path(tmp), env) for _ in range(args.runs)]
+                    ideal = n * args.latency / c
+                    wall = statistics.median(r["wall_s"] for r in runs)
+                    cpu = statistics.median(r["cpu_ms_per_request"] for r in runs)
+                    each = " ".join(f"{r['wall_s']:.1f}" for r in runs)
+                    print(f"{transport:<9} {c:>5} {n:>6} {ideal:>8.2f} {wall:>8.2f} {ideal / wall:>8.2f} "
+                          f"{cpu:>10.2f} {each:>20}", flush=True)
+        return
     print(f"N={args.n} requests, latency L={args.latency:g} s, median of {args.runs} runs, "
           f"server in its own process; {os.cpu_count()} CPUs")
     print(f"{'transport':<9} {'C':>5} {'ideal s':>8} {'wall s':>8} {'fraction':>8} {'CPU ms/req':>10} "

@@ -92,7 +92,8 @@ def merge(
 
 # ------------------------------------------------------------------ loopback teacher
 
-teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server, clearing a response cache.",
+teacher_app = typer.Typer(help="Teacher tools: a loopback OpenAI-compatible server, clearing and merging response "
+                                 "caches.",
                           no_args_is_help=True)
 
 
@@ -106,7 +107,7 @@ def _teacher_serve(opts) -> None:
     opts.validate()
     lines = [line for path in opts.script or [] for line in load_script(path)]
     hostile = dict(hostile=opts.hostile or [], unauthorized_after=opts.unauthorized_after,
-                   hang_after=opts.hang_after)
+                   hang_after=opts.hang_after, rate_limit=opts.rate_window())
     if opts.model is not None:
         from kdpipe.loopback.model import ModelTeacher
 
@@ -138,3 +139,23 @@ def teacher_clear_cache(
     else:
         entries, size = held
         typer.echo(f"clear-cache: removed {path}: {entries} cached answers, {size / 1e6:.1f} MB")
+
+
+@teacher_app.command("merge-cache")
+@reports_errors
+def teacher_merge_cache(
+    caches: list[Path] = typer.Argument(..., help="Response caches (SQLite) to join, e.g. one per shard machine; "
+                                                  "where two hold different answers to one request, the first "
+                                                  "named wins.", show_default=False),
+    out: Path = typer.Option(..., "-o", "--out", help="The merged cache to write (new, or one of CACHES to merge "
+                                                     "into it).", show_default=False),
+    quiet: bool = QUIET,
+) -> None:
+    """Join response caches into one, so that a run against it asks nothing any of them answers."""
+    from kdpipe.teacher.cache_merge import merge_caches
+
+    report = merge_caches(caches, out)
+    say(quiet, report.summary(out))
+    if report.conflicts and quiet:  # worth seeing even in a script: a shard's output may hold the other answer
+        typer.echo(f"merge-cache: {report.conflicts} requests had different answers in different caches; "
+                   f"the first cache's kept", err=True)

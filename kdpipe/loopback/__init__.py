@@ -112,6 +112,7 @@ class LoopbackTeacher:
     unauthorized_after: int | None = None
     hang_after: int | None = None
     limit_in_flight: int | None = None  # a rate limit: a request past this many in flight gets a 429
+    rate_limit: Any = None  # a provider's limit per time window, announced in headers (limits.py RateWindow)
     stats: Counter = field(default_factory=Counter)
     # The Batch API (batch.py): seconds per batch line; how many batches expire half way.
     batch_latency: float = 0.0
@@ -215,6 +216,13 @@ async def handle(teacher: LoopbackTeacher, method: str, target: str, headers: di
             teacher.stats["limited"] += 1
             return _json(429, {"error": {"message": "rate limit reached", "type": "rate_limit"}},
                          {"Retry-After": f"{teacher.retry_after:g}"})
+        if teacher.rate_limit is not None:
+            admitted, said = teacher.rate_limit.admit(body)
+            if not admitted:
+                teacher.stats["limited"] += 1
+                return _json(429, {"error": {"message": "rate limit reached", "type": "rate_limit"}}, said)
+            status, extra, payload = await _chat(teacher, headers, body)
+            return status, {**extra, **teacher.rate_limit.describe()}, payload
         return await _chat(teacher, headers, body)
     finally:
         teacher.stats["in_flight"] -= 1

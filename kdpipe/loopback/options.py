@@ -28,6 +28,13 @@ class ServeOptions(Options):
                                              "turns).")
     unauthorized_after: int | None = option(None, "Answer 401 to every request after the K-th.")
     hang_after: int | None = option(None, "Let every request after the K-th hang.")
+    rate_limit: str | None = option(None, "N/SECONDS: admit at most N chat requests per SECONDS-long window, a "
+                                          "429 with Retry-After past it, as a provider's rate limit does.")
+    token_limit: str | None = option(None, "N/SECONDS: the same for tokens (prompt bytes/4 plus max_tokens per "
+                                           "sample).")
+    limit_headers: bool = option(True, "With --rate-limit/--token-limit, say what is left in x-ratelimit-* "
+                                       "headers on every answer, as OpenAI does.",
+                                 flags="--limit-headers/--no-limit-headers")
     ready_file: Path | None = option(None, "Write the base URL here once listening.")
     model: Path | None = option(None, "Serve this local Hugging Face causal LM instead of a script: real "
                                       "sampling (greedy at temperature 0) and real logprobs.")
@@ -46,11 +53,25 @@ class ServeOptions(Options):
             problems.append("--model and --script are two kinds of teacher: give one")
         elif self.model is not None and not Path(self.model).is_dir():
             problems.append(f"--model {self.model}: no such folder")
-        try:
-            self.faults()
-        except UsageError as e:
-            problems.append(str(e))
+        from kdpipe.loopback.limits import parse_limit
+
+        checks = [(self.faults, ())] + [(parse_limit, (spec, flag)) for spec, flag in
+                                        ((self.rate_limit, "--rate-limit"), (self.token_limit, "--token-limit")) if spec]
+        for check, args in checks:
+            try:
+                check(*args)
+            except UsageError as e:
+                problems.append(str(e))
         return problems
+
+    def rate_window(self):
+        """The RateWindow (limits.py) that --rate-limit/--token-limit ask for, else None."""
+        if not (self.rate_limit or self.token_limit):
+            return None
+        from kdpipe.loopback.limits import RateWindow, parse_limit
+
+        return RateWindow(self.rate_limit and parse_limit(self.rate_limit, "--rate-limit"),
+                          self.token_limit and parse_limit(self.token_limit, "--token-limit"), self.limit_headers)
 
     def faults(self) -> dict[str, float]:
 

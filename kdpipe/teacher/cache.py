@@ -191,6 +191,17 @@ class ResponseCache:
                 self._db.execute("INSERT OR REPLACE INTO aliases (key, target) VALUES (?, ?)",
                                  (self._alias_of[key], key))
 
+    def put_rows(self, rows: list[tuple[str, str, float, str]]) -> None:
+        """Store rows as another cache holds them (key, model, created, response JSON), in one
+        transaction: a merge of caches (cache_merge.py) keeps when each answer was received."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("INSERT OR REPLACE INTO responses (key, model, created, response) "
+                                 "VALUES (?, ?, ?, ?)", rows)
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise KdpipeError(f"{self.path}: cannot write the response cache: {e}") from None
+
     def claim(self, keys: list[str], seconds: float) -> set[str]:
         """Claim `keys` for this process for `seconds` (it is about to send them); return those
         another live process has claimed: it is asking for them now, so wait for its answer
@@ -338,7 +349,13 @@ def _alive(pid: int, host: str) -> bool:
 
 
 def held_by(path: Path) -> str:
-    """Which other processes have the cache open (Linux /proc), for the error that it is locked."""
+    """Which other processes have the cache open, for the error that it is locked."""
+    found = holders(path)
+    return "held by " + "; ".join(found[:3]) if found else "held by another process"
+
+
+def holders(path: Path) -> list[str]:
+    """The other processes that have the cache open (Linux /proc), as "pid N: command"."""
     names = {str(Path(path).resolve()) + suffix for suffix in ("", "-wal", "-shm")}
     holders = []
     for proc in Path("/proc").glob("[0-9]*"):
@@ -350,4 +367,4 @@ def held_by(path: Path) -> str:
                 holders.append(f"pid {proc.name}: {cmd[:80]}")
         except OSError:
             continue
-    return "held by " + "; ".join(holders[:3]) if holders else "held by another process"
+    return holders

@@ -49,13 +49,13 @@ class ReplicaPool:
             return min(self._replicas, key=lambda r: r.aside_until)
         return min(ready, key=lambda r: (r.in_flight, self.counts[r.host]["requests"]))
 
-    async def send(self, body: dict) -> dict:
+    async def send(self, body: dict, seen: dict | None = None) -> dict:
         replica = self._pick()
         count = self.counts[replica.host]
         count["requests"] += 1
         replica.in_flight += 1
         try:
-            response = await replica.transport.send(body)
+            response = await replica.transport.send(body, seen)
         except Retryable as e:
             self._failed(replica, not str(e).startswith("HTTP 429"))
             raise

@@ -4,6 +4,10 @@ Both turn every failure into one of three outcomes the client acts on:
 Retryable (429, 5xx, timeouts, connection errors, malformed bodies; with the
 server's Retry-After when it sent one), Rejected (this request is bad: 400,
 422), TeacherFatalError (the run is bad: 401/403 key, 404 model).
+
+`send(body, seen=None)`: given a dict `seen`, the transport puts the response's rate-limit
+headers in it (LIMIT_HEADERS, lower-case names; on success and on an error status alike), for
+the rate limiter (ratelimit.py); without it, no header is looked at.
 """
 
 from __future__ import annotations
@@ -17,6 +21,20 @@ from kdpipe.outputs import scrub
 
 class TeacherFatalError(KdpipeError):
     """The endpoint refused the run as a whole (bad key, no access, unknown model)."""
+
+
+# What providers announce about their limits (OpenAI's names; vLLM, DeepSeek, Groq and others use the same).
+LIMIT_HEADERS = tuple(f"x-ratelimit-{what}-{kind}" for what in ("limit", "remaining", "reset")
+                      for kind in ("requests", "tokens")) + ("retry-after",)
+
+
+def limit_headers(headers, seen: dict | None) -> None:
+    """Copy the LIMIT_HEADERS among `headers` (any case-insensitive mapping) into `seen`."""
+    if seen is not None and headers is not None:
+        for name in LIMIT_HEADERS:
+            value = headers.get(name)
+            if value is not None:
+                seen[name] = value
 
 
 class Retryable(Exception):
@@ -79,13 +97,14 @@ class _OpenAITransport:
                 limits=_connection_limits(openai, config.concurrency)),
         )
 
-    async def send(self, body: dict) -> dict:
+    async def send(self, body: dict, seen: dict | None = None) -> dict:
         openai = self._openai
         try:
             # The raw response: our own JSON parse is cheaper than building pydantic models,
             # and a malformed body comes out as one error we retry.
             raw = await self._client.chat.completions.with_raw_response.create(**body)
         except openai.APIStatusError as e:
+            limit_headers(e.response.headers, seen)
             _classify(e.status_code, short(e.message), e.response.headers.get("retry-after"),
                       self._model, self._url, self._key)
         except openai.APITimeoutError as e:
@@ -96,6 +115,7 @@ class _OpenAITransport:
             raise Retryable(f"no response within {self._timeout_s:g} s") from None
         except openai.APIConnectionError as e:
             raise Retryable(f"connection error: {short(str(e.__cause__ or e))}") from None
+        limit_headers(raw.headers, seen)
         return _json_object(raw.content)
 
     async def close(self) -> None:
@@ -137,11 +157,12 @@ class _AiohttpTransport:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=config.concurrency), timeout=self._timeout)
 
-    async def send(self, body: dict) -> dict:
+    async def send(self, body: dict, seen: dict | None = None) -> dict:
         aiohttp = self._aiohttp
         try:
             async with self._session.post(self._endpoint, data=json.dumps(body), headers=self._headers) as resp:
                 raw = await resp.read()
+                limit_headers(resp.headers, seen)
                 if resp.status >= 400:
                     _classify(resp.status, _error_message(raw),
                               resp.headers.get("Retry-After"), self._model, self._url, self._key)
