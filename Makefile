@@ -262,7 +262,7 @@ EVAL_CMD = $(KDPIPE) eval $< --model $(WORK)/student -o $@ $(EVAL_ARGS)
 $(WORK)/eval.json: $(WORK)/eval.jsonl $(WORK)/student/train_config.json $(call flags,eval,$(EVAL_SHAPE)) \
                    $(if $(filter 1,$(SCORE_TEACHER)),$(LABEL_PROMPT) $(TEACHER_DEP))
 ifeq ($(SCORE_TEACHER),1)
-	$(call with_teacher,$(EVAL_CMD) --teacher $(TEACHER_MODEL) --teacher-prompt $(LABEL_PROMPT) --api-key-env $(API_KEY_ENV) --cache $(CACHE))
+	$(call with_teacher,$(EVAL_CMD) --teacher $(TEACHER_MODEL) --teacher-prompt $(LABEL_PROMPT) --api-key-env $(API_KEY_ENV) --cache $(CACHE) --spend-ledger $(SPEND_LEDGER) $(if $(MAX_USD),--max-usd $(MAX_USD)))
 else
 	$(EVAL_CMD)
 endif

@@ -267,6 +267,64 @@ def test_teacher_scored_side_by_side_with_cost_and_cache(label_pipeline, cli, tm
     assert [p["id"] for p in wrong] == [f"q{len(st.FACTS) - 1}"] and wrong[0]["answer"] == "blue"
 
 
+def test_teacher_shares_the_spending_ledger_and_cap_with_generate(label_pipeline, cli, tmp_path):
+    """One --max-usd for generate and eval --teacher: eval may spend only what the ledger's runs
+    left, stops at the cap in one line (exit 3, like generate), appends what it paid, and the
+    next generate counts it."""
+    from kdpipe.generate import GenerateOptions, run_generate
+    from kdpipe.loopback import ScriptLine, running
+
+    d = label_pipeline
+    script = [ScriptLine(q, [f"It is the usual colour. So the answer is ({chr(97 + st.CHOICES.index(a))}) {a}."])
+              for q, a in st.FACTS]
+    ledger = tmp_path / "spend.jsonl"
+
+    def lines():
+        return [json.loads(x) for x in ledger.read_text().splitlines()]
+
+    with running(script) as server:
+        def generate(cap):
+            return run_generate(d / "eval.jsonl", tmp_path / "teacher.jsonl", GenerateOptions(
+                model="loopback-teacher", base_url=server.base_url, cache=tmp_path / "generate.sqlite",
+                price_in=1.0, price_out=2.0, max_usd=cap, spend_ledger=ledger))
+
+        first = generate(10.0)
+        assert first.exit_code == 0 and len(lines()) == 1
+        answered = server.stats["answered"]
+
+        def evaluate(cap):
+            # Its own cache: every eval answer is paid for. --teacher-max-tokens 2000 makes one
+            # request's worst case $0.0045 (each costs far less), so the cap below lets a few through.
+            return cli("eval", d / "eval.jsonl", "--model", d / "run", "--teacher", "loopback-teacher",
+                       "--base-url", server.base_url, "--cache", tmp_path / "eval.sqlite", "--concurrency", "1",
+                       "--teacher-max-tokens", "2000", "--price-in", "1.0", "--price-out", "2.0",
+                       "--spend-ledger", ledger, "--max-usd", str(cap), "-o", tmp_path / "eval.json", "-q")
+
+        cap = first.cost_usd + 0.005
+        code, _, err = evaluate(cap)
+        assert code == 3 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert f"stopped at --max-usd {cap:g}" in err and "spent earlier (--spend-ledger)" in err
+        assert not (tmp_path / "eval.json").exists()  # no teacher score is written from part of the answers
+        paid = lines()
+        sent = server.stats["answered"] - answered
+        assert len(paid) == 2 and paid[1]["out"] == str(tmp_path / "eval.json") and paid[1]["usd"] > 0
+        assert 0 < paid[1]["requests"] == sent < len(st.FACTS)
+        assert sum(e["usd"] for e in paid) <= cap + 1e-9
+        # A higher cap: only the questions not yet answered are asked, and their cost appended.
+        code, _, err = evaluate(10.0)
+        assert code == 0, err
+        assert server.stats["answered"] - answered == len(st.FACTS) and len(lines()) == 3
+        teacher = next(m for m in json.loads((tmp_path / "eval.json").read_text())["models"]
+                       if m["role"] == "teacher")
+        assert lines()[2]["usd"] == pytest.approx(teacher["cost_usd"] - paid[1]["usd"], abs=1e-8)
+        # The next generate counts eval's lines: with the cap at what the ledger holds, it sends nothing.
+        (tmp_path / "generate.sqlite").unlink()
+        total = sum(e["usd"] for e in lines())
+        stopped = generate(total)
+        assert stopped.exit_code == 3 and stopped.extra["budget"].earlier == pytest.approx(total)
+        assert len(lines()) == 3
+
+
 def test_teacher_options_checked_before_any_model_loads(cli, tmp_path, monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     ev = st.write_eval(tmp_path / "eval.jsonl")

@@ -63,7 +63,8 @@ eval_ = command(EvalOptions, _eval, [
                                               "<out>.predictions.jsonl and <out>.md beside it).")),
     *fields(EvalOptions, "baseline", "batch_size", "max_new_tokens", "limit", "predictions", "shard", "teacher.model",
             "teacher.base_url", "teacher.api_key_env", "teacher.cache", "teacher_prompt", "teacher.max_tokens",
-            "teacher.concurrency", "teacher.price_in", "teacher.price_out", "teacher.prices", "judge.model",
+            "teacher.concurrency", "teacher.price_in", "teacher.price_out", "teacher.prices", "teacher.max_usd",
+            "teacher.spend_ledger", "judge.model",
             "judge.base_url", "judge.api_key_env", "judge.cache", "judge.max_tokens", "judge.price_in",
             "judge.price_out"),
     QUIET_PARAM])

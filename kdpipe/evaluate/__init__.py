@@ -191,7 +191,7 @@ def run_eval(eval_path: str | os.PathLike, opts: EvalOptions, out: str | os.Path
         records, shard = take_shard(records, Path(eval_path), asdict(opts))
     teacher_client = None
     if opts.teacher.model:
-        teacher_client = prepare_teacher(opts.teacher, opts.teacher_prompt)
+        teacher_client = prepare_teacher(opts.teacher, opts.teacher_prompt, Path(out if out is not None else eval_path))
     student_src = resolve_source(opts.model)  # fails fast on a bad path, before any model loads
     if opts.baseline:
         resolve_source(opts.baseline)

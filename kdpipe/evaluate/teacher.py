@@ -7,6 +7,12 @@ a rerun costs nothing; its answers are parsed with `parse_completion` like
 generate's. The cost is what these answers cost at list price (cached answers
 included), next to what this run spent.
 
+With --max-usd the teacher is asked under the same cap as generate's, and with
+--spend-ledger (kdpipe/teacher/spend_ledger.py) the cap is what the ledger's runs left and
+what eval paid is appended to it, so one MAX_USD holds for every teacher step of a loop.
+A run stopped at the cap has no score for the teacher: one line and exit status 3, the
+answers it paid for cached.
+
 eval holds generate's teacher options (TeacherOptions) as a block and offers
 those below under its own flags: --teacher names the model, the rest keep
 generate's names.
@@ -23,10 +29,12 @@ from kdpipe.records import Record
 from kdpipe.teacher.options import TeacherOptions
 
 TEACHER_OFFERED = ("model", "base_url", "api_key_env", "cache", "max_tokens", "concurrency", "price_in",
-                   "price_out", "prices")
+                   "price_out", "prices", "max_usd", "spend_ledger")
 TEACHER_FLAGS = {"model": "--teacher", "max_tokens": "--teacher-max-tokens"}
 TEACHER_HELPS = {"model": "Also score this teacher model through the API (generate's label prompt, greedy, "
-                          "cached like generate)."}
+                          "cached like generate).",
+                 "max_usd": "Never spend past this many USD on the teacher's answers (generate's cap); a run "
+                            "stopped at it scores no teacher: rerun with a higher cap, paid answers are cached."}
 teacher_flag = flag_namer(TeacherOptions, TEACHER_FLAGS)
 
 
@@ -37,6 +45,8 @@ class TeacherSetup:
     cache_path: Path
     prompt: Path | None
     price: object = None  # kdpipe.teacher.pricing.Price, or None when unknown
+    budget: object = None  # kdpipe.teacher.budget.Budget of --max-usd (less the ledger's runs), or None
+    ledger_out: Path | None = None  # what the --spend-ledger line names: eval's -o, else the eval file
 
 
 def teacher_problems(teacher: TeacherOptions, prompt: Path | None) -> list[str]:
@@ -49,11 +59,15 @@ def teacher_problems(teacher: TeacherOptions, prompt: Path | None) -> list[str]:
     return p
 
 
-def prepare_teacher(teacher: TeacherOptions, prompt: Path | None = None) -> TeacherSetup:
-    """Validate the teacher options before any model loads or request is sent."""
+def prepare_teacher(teacher: TeacherOptions, prompt: Path | None = None, ledger_out: Path | None = None
+                    ) -> TeacherSetup:
+    """Validate the teacher options (and read the spending ledger) before any model loads or
+    request is sent."""
     raise_problems(teacher_problems(teacher, prompt))
     # the rule generate bills by: flags, else --prices / $KDPIPE_PRICES, else the built-in table
-    return TeacherSetup(teacher, teacher.teacher_config(), teacher.cache_path(), prompt, teacher.price())
+    price = teacher.price()
+    return TeacherSetup(teacher, teacher.teacher_config(), teacher.cache_path(), prompt, price,
+                        teacher.budget(price, teacher_flag), ledger_out)
 
 
 def ask_teacher(setup: TeacherSetup, records: list[Record]):
@@ -62,13 +76,23 @@ def ask_teacher(setup: TeacherSetup, records: list[Record]):
     from kdpipe.teacher.backend import make_backend
     from kdpipe.teacher.cache import ResponseCache
     from kdpipe.teacher.client import Stats
+    from kdpipe.teacher.spend_ledger import spending_recorded
 
     requests = label_requests(records, label_prompts(records, setup.prompt), 1)
     stats = Stats()
-    backend = make_backend(setup.options, setup.options.budget(setup.price))
+    budget = setup.budget
+    backend = make_backend(setup.options, budget)
     started = time.perf_counter()
-    with ResponseCache(setup.cache_path) as cache:
+    with ResponseCache(setup.cache_path) as cache, \
+            spending_recorded(setup.options.spend_ledger, setup.ledger_out, stats, budget, setup.price):
         results = backend.complete(setup.config, requests, cache, stats)
+    if budget is not None and budget.stopped:
+        from kdpipe.teacher.spend_ledger import StoppedAtCap, spent_line
+
+        raise StoppedAtCap(f"eval: stopped at {teacher_flag('max_usd')} {budget.max_usd:g}: "
+                           f"{spent_line(budget, teacher_flag('spend_ledger'))}, {budget.refused} of "
+                           f"{len(requests)} teacher questions not sent, so no teacher score; to continue, rerun "
+                           "with a higher cap: answers already paid for come from the cache")
     # A rate over answers the cache returned would measure the cache, not the teacher: none then
     # (the scorecard shows "-").
     seconds = 0.0 if stats.cached else time.perf_counter() - started

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from kdpipe.errors import UsageError
-from kdpipe.generate.cost import ledger_spent, open_cache, spending_recorded
+from kdpipe.generate.cost import open_cache
 from kdpipe.generate.counterfactual import counterfactual
 from kdpipe.generate.expand import expand, expand_prompt_name, parse_question_list  # noqa: F401  (the stage's API)
 from kdpipe.generate.plan import NothingCached, merge_estimates, stand_ins
@@ -51,6 +51,7 @@ from kdpipe.teacher.backend import make_backend
 from kdpipe.teacher.backend_dry_run import DryRunBackend
 from kdpipe.teacher.batch_files import export_batch, import_batch
 from kdpipe.teacher.client import Stats, TeacherConfig, complete
+from kdpipe.teacher.spend_ledger import spending_recorded
 from kdpipe.teacher.identity import endpoint_host
 from kdpipe.teacher.pricing import Price
 from kdpipe.teacher.estimate import estimate, token_counter
@@ -105,9 +106,6 @@ class GenerateOptions(TeacherOptions):
     expand_prompt: Path | None = option(None, "The expansion prompt --expect-new prices (default: "
                                               "prompts/expand.txt).")
     round: int | None = option(None, "Loop round recorded in each new question's provenance (expand mode).")
-    spend_ledger: Path | None = option(None, "Spending ledger (JSONL) shared by several runs: each run that sends "
-                                             "appends what it spent, and --max-usd caps them together (this run "
-                                             "may spend what the ledger's runs left of it).", metavar="FILE")
 
     def resolved_temperature(self) -> float:
         if self.temperature is not None:
@@ -191,9 +189,7 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
         on_price(price)
     config = opts.teacher_config()
     stats = Stats()
-    budget = opts.budget(price)
-    if budget is not None and opts.spend_ledger is not None:
-        budget.earlier = ledger_spent(opts.spend_ledger, price)
+    budget = opts.budget(price)  # less what the runs in --spend-ledger spent
     causes: Counter = Counter()
     with open_cache(opts.cache_path(), not sends) as cache, \
             spending_recorded(opts.spend_ledger if sends else None, out, stats, budget, price):

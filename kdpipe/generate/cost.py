@@ -1,12 +1,6 @@
-"""Cost control for `kdpipe generate`: the cache a dry run may not create, what to say
-when --max-usd stopped a run, and the spending ledger that makes one --max-usd cap several runs.
-
-The ledger (--spend-ledger FILE, JSONL) gets one line per run that sent requests: what it
-spent, appended when the run ends however it ends (finished, stopped at the cap, failed,
-interrupted). A run given the ledger and --max-usd may spend only what the ledger's earlier
-lines left, so a cap holds for a whole `make loop`. The ledger, not the outputs'
-.meta.json, is the record of what was paid: a stage that reruns rewrites its .meta.json,
-and an output stopped at the cap is deleted by make, while what they paid stays paid.
+"""Cost control for `kdpipe generate`: the cache a dry run may not create and what to say
+when --max-usd stopped a run. The spending ledger (--spend-ledger) that makes one --max-usd
+cap several runs is shared with `eval --teacher` and probe's judge: kdpipe/teacher/spend_ledger.py.
 
 The options (--dry-run, --max-usd, --batch, price files) and their checks are the
 teacher's (kdpipe/teacher/options.py), shared with `eval --teacher`; which backend answers
@@ -16,14 +10,11 @@ teacher's (kdpipe/teacher/options.py), shared with `eval --teacher`; which backe
 from __future__ import annotations
 
 import contextlib
-import json
-import time
 from pathlib import Path
 
-from kdpipe.errors import KdpipeError
 from kdpipe.teacher.budget import NOT_SENT, Budget
 from kdpipe.teacher.cache import ResponseCache
-from kdpipe.teacher.pricing import Price
+from kdpipe.teacher.spend_ledger import spent_line
 
 
 @contextlib.contextmanager
@@ -39,53 +30,6 @@ def open_cache(path: Path, dry_run: bool):
 
 def continue_hint(budget: Budget) -> str:
     """What to tell a user whose run stopped at its cap."""
-    spent = f"spent ${budget.spent:.4f}"
-    if budget.earlier:
-        spent = f"${budget.earlier:.4f} spent earlier (--spend-ledger) and {spent} now"
-    return (f"stopped at --max-usd {budget.max_usd:g}: {spent}, "
+    return (f"stopped at --max-usd {budget.max_usd:g}: {spent_line(budget)}, "
             f"{budget.refused} requests not sent (their samples carry error \"{NOT_SENT}\"); to continue, "
             f"rerun the same command with a higher --max-usd: answers already paid for come from the cache")
-
-
-def ledger_spent(path: Path, price: Price | None) -> float:
-    """USD spent by the runs in the ledger at `path` (0 when it does not exist yet); a line
-    that recorded no dollars (no price then) is priced from its tokens at `price`."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return 0.0
-    except OSError as e:
-        raise KdpipeError(f"--spend-ledger {path}: cannot read it: {e.strerror}") from None
-    total = 0.0
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            entry = json.loads(line)
-            usd = entry.get("usd")
-            if usd is None:
-                if price is None:
-                    raise KdpipeError(f"--spend-ledger {path}, line {number}: no dollars recorded and no price "
-                                      "to count its tokens at")
-                usd = price.cost(int(entry["prompt_tokens"]), int(entry["completion_tokens"]))
-            total += float(usd)
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise KdpipeError(f"--spend-ledger {path}, line {number}: not a ledger line") from None
-    return total
-
-
-@contextlib.contextmanager
-def spending_recorded(path: Path | None, out: Path, stats, budget: Budget | None, price: Price | None):
-    """Append this run's spending to the ledger at `path` when the block ends, however it ends."""
-    try:
-        yield
-    finally:
-        if path is not None and stats.requests:
-            usd = budget.spent if budget is not None else (
-                price.cost(stats.prompt_tokens, stats.completion_tokens) if price is not None else None)
-            entry = {"out": str(out), "usd": None if usd is None else round(usd, 8),
-                     "prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
-                     "requests": stats.requests, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as fp:  # one short append: lines of concurrent runs stay whole
-                fp.write(json.dumps(entry) + "\n")

@@ -54,6 +54,9 @@ class TeacherOptions(Options):
                                          "waits for those in flight); the run stops within one request's worst "
                                          "case of the cap; unsent samples get error not_sent; rerun with a "
                                          "higher cap to continue.")
+    spend_ledger: Path | None = option(None, "Spending ledger (JSONL) shared by several runs: each run that sends "
+                                             "appends what it spent, and --max-usd caps them together (this run "
+                                             "may spend what the ledger's runs left of it).", metavar="FILE")
     batch: bool = option(False, "Use the OpenAI Batch API (half price, results within 24 h); stop and rerun "
                                 "at any time: the batch is remembered in the cache.")
     prices: Path | None = option(None, "Price file, JSON (or TOML): {\"model-prefix\": {\"input\": USD/M, "
@@ -127,11 +130,18 @@ class TeacherOptions(Options):
 
         return Path(self.cache or default_cache_path())
 
-    def budget(self, price):
-        """The spending cap of --max-usd (None: no cap)."""
+    def budget(self, price, flag: FlagNamer | None = None):
+        """The spending cap of --max-usd (None: no cap), less what the runs in --spend-ledger
+        spent (`flag(name)`: the flag a user gave field `name` with, for a broken ledger)."""
         if self.max_usd is None:
             return None
         from kdpipe.teacher.budget import Budget
         from kdpipe.teacher.estimate import token_counter
 
-        return Budget(self.max_usd, price, self.max_tokens, token_counter(self.tokenizer))
+        budget = Budget(self.max_usd, price, self.max_tokens, token_counter(self.tokenizer))
+        if self.spend_ledger is not None:
+            from kdpipe.teacher.spend_ledger import ledger_spent
+
+            flag = flag or flag_namer(TeacherOptions)
+            budget.earlier = ledger_spent(self.spend_ledger, price, flag("spend_ledger"))
+        return budget
