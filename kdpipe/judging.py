@@ -137,6 +137,10 @@ class Judge:
     pair_prompt: Path | None = None
     reference_prompt: Path | None = None
     cost: JudgeCost = field(default_factory=JudgeCost)
+    # --spend-ledger (options.spend_ledger): the output its lines name, and the flags a problem is worded with.
+    ledger_out: Path | None = None
+    flag: Any = None  # kdpipe.options.FlagNamer of the stage's judge flags
+    stopped: Any = None  # the Budget of a call that stopped at --max-usd (its replies: error not_sent)
 
     def prompts(self) -> dict[str, tuple[str, str, str]]:
         """(file name, digest, text) of the pointwise and pairwise prompts, for provenance."""
@@ -180,13 +184,18 @@ class Judge:
         from kdpipe.teacher.backend import make_backend
         from kdpipe.teacher.cache import ResponseCache
         from kdpipe.teacher.client import ChatRequest, Stats
+        from kdpipe.teacher.spend_ledger import spending_recorded
 
         opts = self.options
         price = opts.price()
         requests = [ChatRequest([{"role": "user", "content": p}], 1, id=f"judge-{i}") for i, p in enumerate(prompts)]
         stats = Stats()
-        with ResponseCache(opts.cache_path()) as cache:
-            results = make_backend(opts, opts.budget(price)).complete(opts.teacher_config(), requests, cache, stats)
+        budget = opts.budget(price, self.flag)
+        with ResponseCache(opts.cache_path()) as cache, \
+                spending_recorded(opts.spend_ledger, self.ledger_out, stats, budget, price):
+            results = make_backend(opts, budget).complete(opts.teacher_config(), requests, cache, stats)
+        if budget is not None and budget.stopped:
+            self.stopped = budget
         out = []
         c = self.cost
         for completions in results:

@@ -40,10 +40,13 @@ from kdpipe.records import (
 
 # The judge's options probe offers, under --judge* names (as eval's).
 JUDGE_OFFERED = ("model", "base_url", "api_key_env", "cache", "concurrency", "max_tokens", "max_usd", "price_in",
-                 "price_out", "prices")
+                 "price_out", "prices", "spend_ledger")
 JUDGE_FLAGS = {name: "--judge" + ("" if name == "model" else "-" + name.replace("_", "-")) for name in JUDGE_OFFERED}
 JUDGE_HELPS = {"model": "Instruction records: this judge model (OpenAI-compatible, cached like the teacher) scores "
-                        "the student's response beside the reference; without it they are left out."}
+                        "the student's response beside the reference; without it they are left out.",
+               "spend_ledger": "Spending ledger (JSONL) shared with generate and eval --teacher (their "
+                               "--spend-ledger): the judge appends what it spent, and --judge-max-usd caps it "
+                               "with the ledger's runs (it may spend what they left)."}
 judge_flag = flag_namer(TeacherOptions, JUDGE_FLAGS)
 
 
@@ -145,7 +148,7 @@ def run_probe(seeds: str | Path, out: str | Path, opts: ProbeOptions) -> ProbeRe
     texts, fmt, _, _ = answer_locally(opts.model, pool, opts.batch_size, opts.max_new_tokens,
                                       fmt_override=src.prompt_format)
     task = inference_task(fmt)
-    judged = _judge(pool, texts, opts, result)
+    judged = _judge(pool, texts, opts, result, Path(out))
     hard, easy = [], []
     for i, (rec, text) in enumerate(zip(pool, texts)):
         ref = reference(rec)
@@ -181,15 +184,22 @@ def run_probe(seeds: str | Path, out: str | Path, opts: ProbeOptions) -> ProbeRe
     return result
 
 
-def _judge(pool: list[Record], texts: list[str], opts: ProbeOptions, result: ProbeResult) -> dict[int, Any]:
-    """The judge's Score of each instruction record's response, by its place in the pool."""
+def _judge(pool: list[Record], texts: list[str], opts: ProbeOptions, result: ProbeResult,
+           out: Path) -> dict[int, Any]:
+    """The judge's Score of each instruction record's response, by its place in the pool; a
+    judge stopped at --judge-max-usd stops the probe (a record it never scored is no easy one)."""
     places = [i for i, r in enumerate(pool) if r.task == "instruction"]
     if not places:
         return {}
     from kdpipe.judging import Judge
 
-    judge = Judge(opts.judge, reference_prompt=opts.judge_prompt)
+    judge = Judge(opts.judge, reference_prompt=opts.judge_prompt, ledger_out=out, flag=judge_flag)
     scores = judge.score_beside([(pool[i].question, reference(pool[i]), student_text(texts[i]).strip())
                                  for i in places])
+    if judge.stopped is not None:
+        from kdpipe.teacher.spend_ledger import stopped_at_cap
+
+        raise stopped_at_cap("probe", judge.stopped, judge_flag, f"{judge.stopped.refused} of {len(places)} "
+                             "instruction records not judged, so nothing is written")
     result.judge_cost = {"model": opts.judge.model, **judge.cost.to_dict()}
     return dict(zip(places, scores))

@@ -78,7 +78,8 @@ FLAGS = {
     "probe": ["seeds", "-o/--out", "--model", "--against", "--pool", "--max", "--easy-share", "--seed", "--round",
               "--batch-size", "--max-new-tokens", "--judge", "--judge-base-url", "--judge-api-key-env",
               "--judge-cache", "--judge-concurrency", "--judge-max-tokens", "--judge-max-usd", "--judge-price-in",
-              "--judge-price-out", "--judge-prices", "--min-score", "--judge-prompt", "--quiet/-q"],
+              "--judge-price-out", "--judge-prices", "--judge-spend-ledger", "--min-score", "--judge-prompt",
+              "--quiet/-q"],
     "loop-report": ["work", "--rounds", "--spend-ledger", "--max-usd", "--quiet/-q"],
 }
 

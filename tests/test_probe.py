@@ -142,3 +142,47 @@ def test_probe_judge_options_are_checked_before_the_student_loads(tmp_path, cli)
                        "--judge-base-url", "ftp://x", "--min-score", "11")
     assert code == 2 and "--judge-base-url must be an http(s) URL" in err and "--min-score must be between" in err
     assert "Traceback" not in err and not (tmp_path / "h.jsonl").exists()
+
+
+def test_the_judge_spends_under_the_loops_ledger_and_stops_at_its_cap(tmp_path, cli):
+    """probe --judge-spend-ledger: the judge may spend only what the ledger's runs left of
+    --judge-max-usd; stopped there, probe says so in one line, exits 3 and writes nothing; what
+    the judge paid is appended, and a rerun with a higher cap asks only the rest."""
+    from kdpipe.loopback import ScriptLine, running
+    from kdpipe.records import Sample
+
+    student = st.build_student(tmp_path / "student")
+    seeds = tmp_path / "train.jsonl"
+    refs = [f"Reference answer number {i}." for i in range(6)]
+    write_records(seeds, [Record(id=f"i{i}", question=f"Instruction number {i}.", task="instruction",
+                                 samples=[Sample(index=0, text=r, answer=r)]) for i, r in enumerate(refs)])
+    script = [ScriptLine(r, ["Score: 3\nReason: misses it."]) for r in refs]
+    ledger = tmp_path / "spend.jsonl"
+    earlier = {"out": str(tmp_path / "teacher.jsonl"), "usd": 0.01, "prompt_tokens": 1, "completion_tokens": 1,
+               "requests": 1}  # a generate run of the same loop
+    ledger.write_text(json.dumps(earlier) + "\n")
+    out = tmp_path / "hard.jsonl"
+
+    def lines():
+        return [json.loads(x) for x in ledger.read_text().splitlines()]
+
+    with running(script) as srv:
+        def probe(cap):
+            # --judge-max-tokens 2000: a request's worst case near $0.0045, each costs far less.
+            return cli("probe", seeds, "--model", student, "-o", out, "--judge", "judge-model", "--judge-base-url",
+                       srv.base_url, "--judge-cache", tmp_path / "judge.sqlite", "--judge-price-in", "1",
+                       "--judge-price-out", "2", "--judge-max-tokens", "2000", "--judge-concurrency", "1",
+                       "--judge-max-usd", str(cap), "--judge-spend-ledger", ledger, "--max-new-tokens", "8")
+
+        code, _, err = probe(0.015)
+        assert code == 3 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+        assert "stopped at --judge-max-usd 0.015: $0.0100 spent earlier (--judge-spend-ledger)" in err
+        assert "instruction records not judged, so nothing is written" in err and not out.exists()
+        sent = srv.stats["requests"]
+        assert 0 < sent < len(refs) and len(lines()) == 2
+        assert lines()[1]["out"] == str(out) and lines()[1]["requests"] == sent
+        assert sum(e["usd"] for e in lines()) <= 0.015 + 1e-9
+        code, _, err = probe(1.0)
+        assert code == 0, err
+        assert srv.stats["requests"] == len(refs) and len(lines()) == 3
+    assert {r.id for r in load_records(out) if r.provenance["probe"]["hard"]} == {f"i{i}" for i in range(6)}

@@ -87,12 +87,10 @@ def ask_teacher(setup: TeacherSetup, records: list[Record]):
             spending_recorded(setup.options.spend_ledger, setup.ledger_out, stats, budget, setup.price):
         results = backend.complete(setup.config, requests, cache, stats)
     if budget is not None and budget.stopped:
-        from kdpipe.teacher.spend_ledger import StoppedAtCap, spent_line
+        from kdpipe.teacher.spend_ledger import stopped_at_cap
 
-        raise StoppedAtCap(f"eval: stopped at {teacher_flag('max_usd')} {budget.max_usd:g}: "
-                           f"{spent_line(budget, teacher_flag('spend_ledger'))}, {budget.refused} of "
-                           f"{len(requests)} teacher questions not sent, so no teacher score; to continue, rerun "
-                           "with a higher cap: answers already paid for come from the cache")
+        raise stopped_at_cap("eval", budget, teacher_flag, f"{budget.refused} of {len(requests)} teacher "
+                             "questions not sent, so no teacher score")
     # A rate over answers the cache returned would measure the cache, not the teacher: none then
     # (the scorecard shows "-").
     seconds = 0.0 if stats.cached else time.perf_counter() - started

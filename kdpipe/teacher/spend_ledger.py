@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from kdpipe.errors import KdpipeError
+from kdpipe.options import FlagNamer
 from kdpipe.teacher.budget import Budget
 from kdpipe.teacher.pricing import Price
 
@@ -71,6 +72,14 @@ def spending_recorded(path: Path | None, out: Path, stats, budget: Budget | None
             Path(path).parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as fp:  # one short append: lines of concurrent runs stay whole
                 fp.write(json.dumps(entry) + "\n")
+
+
+def stopped_at_cap(stage: str, budget: Budget, flag: FlagNamer, unsent: str) -> StoppedAtCap:
+    """The one-line error of a stage whose teacher (or judge) stopped at its cap; `unsent` says
+    what was not asked and what that leaves undone."""
+    return StoppedAtCap(f"{stage}: stopped at {flag('max_usd')} {budget.max_usd:g}: "
+                        f"{spent_line(budget, flag('spend_ledger'))}, {unsent}; to continue, rerun with a higher "
+                        "cap: answers already paid for come from the cache")
 
 
 def spent_line(budget: Budget, flag: str = "--spend-ledger") -> str:
