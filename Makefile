@@ -328,7 +328,8 @@ $(WORK)/round-$(1)/pool.jsonl: $(call train_files,$(2))
 	mkdir -p $$(@D) && cat $$^ > $$@.tmp && mv $$@.tmp $$@ || { rm -f $$@.tmp; exit 1; }
 $(WORK)/round-$(1)/hard.jsonl: $(WORK)/round-$(1)/pool.jsonl $(call round_dir,$(2))/student/train_config.json $(WORK)/eval.jsonl \
                                $$(call flags,probe,$$(PROBE_ARGS))
-	$$(KDPIPE) probe $$< --model $(call round_dir,$(2))/student -o $$@ --against $(WORK)/eval.jsonl --round $(1) $$(PROBE_ARGS)
+	$$(KDPIPE) probe $$< --model $(call round_dir,$(2))/student -o $$@ --against $(WORK)/eval.jsonl --round $(1) $$(PROBE_ARGS) \
+	  $$(if $$(filter --judge --judge=%,$$(PROBE_FLAGS)),--judge-spend-ledger $$(SPEND_LEDGER) $$(if $$(MAX_USD),--judge-max-usd $$(MAX_USD)))
 $(WORK)/round-$(1)/expanded.jsonl: $(WORK)/round-$(1)/hard.jsonl prompts/expand_hard.txt $$(TEACHER_DEP) \
                                    $$(call flags,loop-expand,$$(TEACHER_SHAPE) $$(LOOP_EXPAND_ARGS))
 	$$(call with_teacher,$$(KDPIPE) generate $$< -o $$@ $$(LOOP_EXPAND_ARGS) --round $(1) $$(TEACHER_ARGS))
