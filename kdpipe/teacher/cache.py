@@ -105,6 +105,7 @@ class ResponseCache:
         self._spill = None  # this process's spill file, opened at the first answer a lock kept out
         self._spilled: dict[str, dict[str, Any]] = {}
         self._alias_of: dict[str, str] = {}  # key -> the plain key its answer also answers (alias_on_put)
+        self._claims = write  # a read-only open creates no claims table
         wait = _wait_seconds()
         try:
             if str(path) != ":memory:":
@@ -172,16 +173,26 @@ class ResponseCache:
         (`plain_aliases`: the same request without logprobs)."""
         self._alias_of.update(aliases)
 
-    def put(self, key: str, model: str, response: dict[str, Any]) -> None:
-        """Store one response and commit it (autocommit mode) before returning; while another
-        process keeps the cache locked, append it to this process's spill file instead."""
+    def put(self, key: str, model: str, response: dict[str, Any], release: bool = False) -> None:
+        """Store one response and commit it before returning; `release=True` also ends this
+        process's claim on `key` in the same transaction (one commit per answer, not two). While
+        another process keeps the cache locked, append it to this process's spill file instead."""
         # ASCII JSON: a lone surrogate in a response is stored as received, as an escape.
         raw = json.dumps(response, ensure_ascii=True)
+        db, release = self._db, release and self._claims
         try:
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses (key, model, created, response) VALUES (?, ?, ?, ?)",
-                (key, model, time.time(), raw),
-            )
+            if release:
+                db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("INSERT OR REPLACE INTO responses (key, model, created, response) VALUES (?, ?, ?, ?)",
+                           (key, model, time.time(), raw))
+                if release:
+                    db.execute("DELETE FROM claims WHERE key = ? AND pid = ?", (key, os.getpid()))
+                    db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
         except sqlite3.Error as e:
             self._spill_row(key, model, raw, e)
             return

@@ -219,8 +219,9 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
 
             def store(i: int, entry: dict) -> None:
                 # Committed before anything else looks at it: a crash, a kill or a fatal
-                # error from here on cannot lose an answer that was paid for.
-                cache.put(key_of[i], config.model, entry)
+                # error from here on cannot lose an answer that was paid for. Its claim ends
+                # in the same commit.
+                cache.put(key_of.pop(i), config.model, entry, release=True)
                 finish(r, from_stored(i, entry))
 
             def paid(usage) -> None:
@@ -236,7 +237,8 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
             try:
                 failed = await _fetch(config, transport, requests[r].messages, missing, stats, store, paid, fatal)
             finally:
-                cache.release(list(key_of.values()))
+                if key_of:  # the claims of samples that got no answer
+                    cache.release(list(key_of.values()))
                 if budget:
                     budget.settle(reservation, spent[0], spent[1], usage_known=spent[2])
             for c in failed:

@@ -160,7 +160,9 @@ class _AiohttpTransport:
     async def send(self, body: dict, seen: dict | None = None) -> dict:
         aiohttp = self._aiohttp
         try:
-            async with self._session.post(self._endpoint, data=json.dumps(body), headers=self._headers) as resp:
+            # Bytes, not str: aiohttp then sends them as they are, without a text payload's encoding step.
+            data = json.dumps(body).encode()
+            async with self._session.post(self._endpoint, data=data, headers=self._headers) as resp:
                 raw = await resp.read()
                 limit_headers(resp.headers, seen)
                 if resp.status >= 400:
