@@ -168,6 +168,14 @@ class ResponseCache:
                     found[k] = _without_logprobs(json.loads(v))
         return found
 
+    def version(self) -> int:
+        """A number that changes whenever another connection commits to the cache (SQLite's
+        data_version): while it stays the same, what this connection read still holds."""
+        try:
+            return self._db.execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as e:
+            raise KdpipeError(f"{self.path}: cannot read the response cache: {e}") from None
+
     def alias_on_put(self, aliases: dict[str, str]) -> None:
         """When an answer is stored later under a key of `aliases`, it also answers aliases[key]
         (`plain_aliases`: the same request without logprobs)."""

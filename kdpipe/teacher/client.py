@@ -157,6 +157,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
     repeats: list[tuple[int, int, str]] = []  # (request, position, key) answered by `first`
     all_keys = [[request_key(config.model, req.messages, params, i, namespace)
                  for i in range(req.first_sample, req.first_sample + req.n)] for req in requests]
+    looked = [cache.version()]  # read before the lookup: a later write by another run changes it
     stored = cache.get_many([k for keys in all_keys for k in keys])
     cache.alias_on_put(plain_aliases(config.model, requests, params, namespace))
     for r, req in enumerate(requests):
@@ -179,7 +180,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
         if missing:
             todo.append((r, missing, keys))
     if todo:
-        await _send_all(config, requests, todo, results, cache, stats, on_progress, budget)
+        await _send_all(config, requests, todo, results, cache, stats, on_progress, budget, looked)
     for r, pos, key in repeats:
         fr, fpos = first[key]
         c = results[fr][fpos]
@@ -190,7 +191,8 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
     return results  # type: ignore[return-value]
 
 
-async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None) -> None:
+async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None,
+                    looked: list | None = None) -> None:
     transport = make_sender(config, stats.replicas, stats.limits)
     queue = iter(todo)
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
@@ -205,7 +207,7 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
         for r, missing, keys in queue:
             if fatal:
                 return
-            await _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal)
+            await _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal, looked)
             if not missing:
                 continue
             reservation = await budget.wait_admit(requests[r].messages, len(missing)) if budget else None
@@ -259,14 +261,21 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
         await transport.close()
 
 
-async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal) -> None:
+async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal,
+                                looked: list | None = None) -> None:
     """Claim the keys this worker is about to send; for those another run on this cache is
     sending now, wait for its answers instead of paying twice. Drops from `missing`/`keys`
-    what another run answered (or had stored since this run looked)."""
+    what another run answered (or had stored since this run looked). `looked[0]`: the cache's
+    version when this run looked up all its keys, None once another process has written since."""
+    looked = looked if looked is not None else [None]
     held: set[str] = set()
     claim_for = config.timeout * (config.retries + 1) + 60.0
     while True:
-        fresh = cache.get_many(keys)
+        if looked[0] is not None and cache.version() == looked[0]:
+            fresh = {}  # nobody else has written since the run's own lookup: it still holds
+        else:
+            looked[0] = None
+            fresh = cache.get_many(keys)
         for i, key in zip(list(missing), list(keys)):
             if key in fresh:
                 finish(r, from_stored(i, fresh[key], cached=True))
