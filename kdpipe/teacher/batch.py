@@ -40,6 +40,7 @@ from kdpipe.teacher.cache import ResponseCache, plain_aliases, request_key
 from kdpipe.teacher.identity import cache_namespace
 from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig, request_body
 from kdpipe.teacher.response import completions_from, from_stored
+from kdpipe.teacher.batch_files import batch_output_entries
 from kdpipe.teacher.batch_store import BatchStore, Job
 from kdpipe.teacher.transport import TeacherFatalError, scrub_secret
 
@@ -326,17 +327,10 @@ class _BatchRun:
             path = self.work_dir / f"{job.job}.{kind}.jsonl"
             if not path.exists():
                 continue
-            for number, raw in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-                if not raw.strip():
-                    continue
-                # Kept apart from records.parse_json_line on purpose: see batch_files.import_batch.
-                try:
-                    entry = json.loads(raw)
-                    if not isinstance(entry, dict):
-                        raise ValueError("not a JSON object")
-                except ValueError as e:
-                    raise KdpipeError(f"{path}:{number}: the downloaded Batch API {kind} file is corrupt ({e}); "
-                                      "delete it and rerun the same command to download it again") from None
+            text = path.read_text(encoding="utf-8", errors="replace")
+            for entry in batch_output_entries(text.splitlines(), lambda number, e: KdpipeError(
+                    f"{path}:{number}: the downloaded Batch API {kind} file is corrupt ({e}); delete it and rerun "
+                    "the same command to download it again")):
                 keys = lines.get(entry.get("custom_id"))
                 if keys is None:
                     continue

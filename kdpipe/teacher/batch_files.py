@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 from kdpipe.errors import KdpipeError
 from kdpipe.outputs import atomic_file
@@ -61,6 +62,25 @@ def export_batch(config: TeacherConfig, requests: list[ChatRequest], cache: Resp
     return lines, samples
 
 
+def batch_output_entries(lines: Iterable[bytes | str],
+                         bad_line: Callable[[int, ValueError], Exception]) -> Iterator[dict]:
+    """The JSON objects of a batch output file's lines, blank lines skipped; the first line that is not
+    one raises `bad_line(line number, error)`.
+
+    Not records.parse_json_line: that reader refuses what no input file may hold (a lone surrogate),
+    while a teacher's answer is kept as received and marked malformed (response.py)."""
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as e:
+            raise bad_line(number, e) from None
+        yield entry
+
+
 def import_batch(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
                  path: str | Path) -> dict[str, int]:
     """Store the answers of a batch output file (OpenAI / vLLM run-batch format) for
@@ -77,18 +97,8 @@ def import_batch(config: TeacherConfig, requests: list[ChatRequest], cache: Resp
     counts = {"answers": 0, "failed": 0, "other": 0}
     stats = Stats()
     with open(path, "rb") as fp:
-        for number, raw in enumerate(fp, 1):
-            if not raw.strip():
-                continue
-            # Not records.parse_json_line: that reader refuses what no input file may hold (a lone
-            # surrogate), while a teacher's answer is kept as received and marked malformed (response.py).
-            try:
-                entry = json.loads(raw)
-                if not isinstance(entry, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as e:
-                raise KdpipeError(f"{path}:{number}: not a batch output line ({e}); nothing after it was "
-                                  "imported") from None
+        for entry in batch_output_entries(fp, lambda number, e: KdpipeError(
+                f"{path}:{number}: not a batch output line ({e}); nothing after it was imported")):
             start = where.get(entry.get("custom_id")) if isinstance(entry.get("custom_id"), str) else None
             if start is None:
                 counts["other"] += 1
