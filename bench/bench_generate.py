@@ -37,7 +37,7 @@ def worker(url: str, n: int, concurrency: int, transport: str) -> dict:
     """One measured run in this process; returns its numbers."""
     from kdpipe.teacher import ChatRequest, ResponseCache, Stats, TeacherConfig, complete
 
-    import aiohttp, openai  # noqa: F401,E401  (imported before timing: a one-off cost, not per request)
+    import aiohttp, httptools, openai  # noqa: F401,E401  (imported before timing: a one-off cost, not per request)
 
     config = TeacherConfig(model="loopback", base_url=url, concurrency=concurrency, timeout=30,
                            transport=transport)

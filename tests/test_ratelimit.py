@@ -64,7 +64,7 @@ def test_an_adaptive_run_reading_the_limit_headers_meets_almost_no_429s(shared_d
     assert limits["held"] > 0 and limits["throttled"] == read_429
 
 
-@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+@pytest.mark.parametrize("transport", ["openai", "aiohttp", "asyncio"])
 def test_both_transports_hand_the_limit_headers_over_on_answers_and_429s(transport):
     config = TeacherConfig(model="m", concurrency=4, transport=transport, timeout=10)
     body = {"model": "m", "messages": [{"role": "user", "content": "2 + 2?"}], "max_tokens": 8}

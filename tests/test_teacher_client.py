@@ -25,7 +25,7 @@ def config(url, **kw) -> TeacherConfig:
     return TeacherConfig(model="loopback", base_url=url, **kw)
 
 
-@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+@pytest.mark.parametrize("transport", ["openai", "aiohttp", "asyncio"])
 def test_answers_in_request_order_with_n_samples(tmp_path, transport):
     with running(SCRIPT, latency=0.01) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
         results = complete(config(srv.base_url, transport=transport, concurrency=8),
@@ -113,7 +113,7 @@ def test_a_hung_request_times_out_and_is_retried(tmp_path):
     assert srv.stats["requests"] == 2 and time.monotonic() - started < 3
 
 
-@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+@pytest.mark.parametrize("transport", ["openai", "aiohttp", "asyncio"])
 @pytest.mark.parametrize("behaviour, message", [
     ({"api_key": "right-key"}, "API key was refused (HTTP 401)"),
     ({"models": ["gpt-x"]}, "not found (HTTP 404)"),
@@ -197,7 +197,7 @@ def test_the_declared_openai_bound_is_the_tested_release_and_provides_what_trans
     assert hasattr(openai, "DefaultAioHttpClient") and hasattr(openai, "DEFAULT_CONNECTION_LIMITS")
 
 
-@pytest.mark.parametrize("transport", ["openai", "aiohttp"])
+@pytest.mark.parametrize("transport", ["openai", "aiohttp", "asyncio"])
 def test_a_refused_connection_is_reported_as_such_not_as_a_timeout(tmp_path, transport):
     import socket
 

@@ -47,7 +47,7 @@ class Rejected(Exception):
     """The server refused this one request (400, 422): retrying will not help."""
 
 
-def _classify(status: int, detail: str, retry_after: str | None, model: str, url: str, key: str = ""):
+def classify_status(status: int, detail: str, retry_after: str | None, model: str, url: str, key: str = ""):
     """Raise what an HTTP error status means for the run. The server's text is scrubbed of
     secrets, the API key itself included: some servers echo the request's headers."""
     detail = scrub_secret(detail, key)
@@ -76,7 +76,13 @@ def _seconds(value: str | None) -> float | None:
 def make_transport(config):
     """The transport a TeacherConfig names, for its one endpoint; `send(body) -> dict` raises
     Retryable, Rejected or TeacherFatalError."""
-    return _OpenAITransport(config) if config.transport == "openai" else _AiohttpTransport(config)
+    if config.transport == "openai":
+        return _OpenAITransport(config)
+    if config.transport == "aiohttp":
+        return _AiohttpTransport(config)
+    from kdpipe.teacher.transport_asyncio import AsyncioTransport
+
+    return AsyncioTransport(config)
 
 
 class _OpenAITransport:
@@ -105,7 +111,7 @@ class _OpenAITransport:
             raw = await self._client.chat.completions.with_raw_response.create(**body)
         except openai.APIStatusError as e:
             limit_headers(e.response.headers, seen)
-            _classify(e.status_code, short(e.message), e.response.headers.get("retry-after"),
+            classify_status(e.status_code, short(e.message), e.response.headers.get("retry-after"),
                       self._model, self._url, self._key)
         except openai.APITimeoutError as e:
             # The SDK's aiohttp adapter reports a refused connection as a connect timeout.
@@ -116,7 +122,7 @@ class _OpenAITransport:
         except openai.APIConnectionError as e:
             raise Retryable(f"connection error: {short(str(e.__cause__ or e))}") from None
         limit_headers(raw.headers, seen)
-        return _json_object(raw.content)
+        return json_object(raw.content)
 
     async def close(self) -> None:
         await self._client.close()
@@ -166,19 +172,19 @@ class _AiohttpTransport:
                 raw = await resp.read()
                 limit_headers(resp.headers, seen)
                 if resp.status >= 400:
-                    _classify(resp.status, _error_message(raw),
+                    classify_status(resp.status, error_message(raw),
                               resp.headers.get("Retry-After"), self._model, self._url, self._key)
         except asyncio.TimeoutError:
             raise Retryable(f"no response within {self._timeout_s:g} s") from None
         except aiohttp.ClientError as e:
             raise Retryable(f"connection error: {short(str(e))}") from None
-        return _json_object(raw)
+        return json_object(raw)
 
     async def close(self) -> None:
         await self._session.close()
 
 
-def _json_object(raw: bytes) -> dict:
+def json_object(raw: bytes) -> dict:
     try:
         obj = json.loads(raw)
     except ValueError as e:
@@ -188,7 +194,7 @@ def _json_object(raw: bytes) -> dict:
     return obj
 
 
-def _error_message(raw: bytes) -> str:
+def error_message(raw: bytes) -> str:
     """The message of an OpenAI-style error body, else the body itself, shortened."""
     try:
         obj = json.loads(raw)

@@ -1,0 +1,212 @@
+"""`--transport asyncio`: the chat API over asyncio's own connections, responses parsed by httptools.
+
+A POST to /chat/completions needs none of what a general HTTP client does per request
+(cookies, redirects, proxies, tracing, a writer task and header objects): this sends
+one prepared byte string on a kept-alive connection and hands the reply to llhttp
+(through httptools, the parser uvicorn uses), a small fraction of aiohttp's CPU per
+request. Failures come out as transport.py's three outcomes, like the other transports.
+
+Kept-alive connections are reused newest first; a reused one the server had already
+closed is replaced once at no cost of a retry (nothing of its response had arrived).
+Not offered: proxies (give --transport openai, which reads HTTPS_PROXY), redirects (a
+3xx stops the run with the address to give instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import zlib
+from urllib.parse import urlsplit
+
+import httptools
+
+from kdpipe import __version__
+from kdpipe.teacher.transport import (
+    Retryable, TeacherFatalError, classify_status, error_message, json_object, limit_headers, short,
+)
+
+
+class AsyncioTransport:
+    """One endpoint; `send(body, seen=None) -> dict` as in transport.py."""
+
+    def __init__(self, config):
+        self._url = config.resolved_base_url()
+        self._model = config.model
+        self._key = config.api_key()
+        parts = urlsplit(self._url)
+        self._tls = parts.scheme == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port or (443 if self._tls else 80)
+        default_port = (parts.port is None) or (parts.port == (443 if self._tls else 80))
+        host_header = parts.netloc.rpartition("@")[2] if not default_port else parts.hostname
+        path = (parts.path or "").rstrip("/") + "/chat/completions"
+        self._head = (f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n"
+                      f"Authorization: Bearer {self._key}\r\nContent-Type: application/json\r\n"
+                      f"Accept: application/json\r\nUser-Agent: kdpipe/{__version__}\r\n"
+                      "Content-Length: ").encode("latin-1")
+        self._idle: list[_Connection] = []
+        self._ssl = None
+
+    async def send(self, body: dict, seen: dict | None = None) -> dict:
+        data = json.dumps(body).encode()
+        message = b"%s%d\r\n\r\n%s" % (self._head, len(data), data)
+        status, headers, raw = await self._exchange(message)
+        limit_headers(headers, seen)
+        if status >= 400:
+            classify_status(status, error_message(raw), headers.get("retry-after"), self._model, self._url, self._key)
+        if 300 <= status < 400:
+            raise TeacherFatalError(f"{self._url}: the server redirects (HTTP {status}) to "
+                                    f"{headers.get('location', '(no location)')}: give that as --base-url")
+        if status < 200:
+            raise Retryable(f"HTTP {status}: not a final response")
+        return json_object(raw)
+
+    async def _exchange(self, message: bytes) -> tuple[int, dict, bytes]:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.closed:
+                continue
+            try:
+                return await self._on(conn, message)
+            except _StaleConnection:
+                continue  # closed by the server while idle: nothing was answered, try another
+        try:
+            conn = await self._connect()
+        except OSError as e:
+            raise Retryable(f"connection error: {short(str(e) or type(e).__name__)}") from None
+        try:
+            return await self._on(conn, message)
+        except _StaleConnection as e:
+            raise Retryable(f"connection error: {e}") from None
+
+    async def _on(self, conn: _Connection, message: bytes) -> tuple[int, dict, bytes]:
+        done = False
+        try:
+            status, headers, raw, keep_alive = await conn.exchange(message)
+            done = keep_alive
+            return status, headers, raw
+        finally:
+            # A cancelled or failed exchange may still have a response on its way: never reuse it.
+            if done:
+                self._idle.append(conn)
+            else:
+                conn.close()
+
+    async def _connect(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        if self._tls and self._ssl is None:
+            import ssl
+
+            self._ssl = ssl.create_default_context()
+        _, conn = await loop.create_connection(
+            _Connection, self._host, self._port, ssl=self._ssl if self._tls else None,
+            server_hostname=self._host if self._tls else None)
+        return conn
+
+    async def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
+class _StaleConnection(Exception):
+    """The connection closed before any byte of the response arrived."""
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: one request at a time, its response parsed as bytes arrive."""
+
+    def __init__(self):
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future | None = None
+        self._headers: dict[str, str] = {}
+        self._body: list[bytes] = []
+        self._got_bytes = False
+        self._headers_done = False
+        self.closed = False
+
+    async def exchange(self, message: bytes) -> tuple[int, dict, bytes, bool]:
+        self._waiter = asyncio.get_running_loop().create_future()
+        self._headers, self._body, self._got_bytes, self._headers_done = {}, [], False, False
+        self._transport.write(message)
+        try:
+            return await self._waiter
+        finally:
+            self._waiter = None
+
+    def close(self) -> None:
+        self.closed = True
+        if self._transport is not None:
+            self._transport.close()
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport) -> None:
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None or self._waiter.done():
+            self.close()  # bytes nobody asked for: the connection's state is unknown
+            return
+        self._got_bytes = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as e:
+            self._fail(Retryable(f"malformed HTTP response: {short(str(e) or type(e).__name__)}"))
+            self.close()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if self._headers_done and "content-length" not in self._headers and \
+                "chunked" not in self._headers.get("transfer-encoding", "").lower():
+            self._complete(keep_alive=False)  # a body that ends where the connection does
+        elif not self._got_bytes:
+            waiter.set_exception(_StaleConnection(short(str(exc)) if exc else "closed by the server"))
+        else:
+            waiter.set_exception(Retryable("connection error: closed in the middle of the response"))
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None or self._waiter.done():
+            raise RuntimeError("a second response to one request")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim response (100 Continue): the real one follows
+            self._headers, self._body, self._headers_done = {}, [], False
+            return
+        self._complete(keep_alive=self._parser.should_keep_alive())
+
+    def _complete(self, keep_alive: bool) -> None:
+        raw = b"".join(self._body)
+        encoding = self._headers.get("content-encoding", "identity").lower()
+        if encoding in ("gzip", "deflate"):  # not asked for, but some servers send it anyway
+            try:
+                raw = zlib.decompress(raw, 47)  # gzip or zlib header, detected
+            except zlib.error as e:
+                return self._fail(Retryable(f"malformed {encoding} response body: {e}"))
+        elif encoding != "identity":
+            return self._fail(Retryable(f"unsupported response encoding {short(encoding, 40)!r}"))
+        self._waiter.set_result((self._parser.get_status_code(), self._headers, raw, keep_alive))
+
+    def _fail(self, error: Exception) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_exception(error)
+
