@@ -339,6 +339,11 @@ def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
+def record_line(obj: Record | dict[str, Any]) -> str:
+    """The line (newline included) a record or plain object is written as."""
+    return dumps(obj.to_dict() if isinstance(obj, Record) else obj) + "\n"
+
+
 class JsonlWriter:
     """Writes one JSON object per line to an open text file."""
 
@@ -347,9 +352,7 @@ class JsonlWriter:
         self.count = 0
 
     def write(self, obj: Record | dict[str, Any]) -> None:
-        if isinstance(obj, Record):
-            obj = obj.to_dict()
-        self._fp.write(dumps(obj) + "\n")
+        self._fp.write(record_line(obj))
         self.count += 1
 
     def write_all(self, objs: Iterable[Record | dict[str, Any]]) -> None:
@@ -365,3 +368,10 @@ def write_records(
         writer = JsonlWriter(fp)
         writer.write_all(records)
     return writer.count
+
+
+def write_lines(out: str | os.PathLike, lines: list[str]) -> int:
+    """Write lines made by record_line to `out` atomically; return the count."""
+    with atomic_file(out) as fp:
+        fp.writelines(lines)
+    return len(lines)

@@ -172,7 +172,7 @@ def test_an_unexpected_transport_exception_is_a_failed_attempt_not_a_traceback(t
     async def broken_send(self, body):
         raise ValueError("something inside the client library")
 
-    monkeypatch.setattr(transport._AiohttpTransport, "send", broken_send)
+    monkeypatch.setattr(transport.AiohttpTransport, "send", broken_send)
     with running([ScriptLine("q", ["The answer is 1."])]) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
         stats = Stats()
         (got,) = complete(config(srv.base_url, transport="aiohttp", retries=1, backoff=0.001), [ask(0)], cache, stats)

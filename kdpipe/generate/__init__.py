@@ -43,8 +43,8 @@ from kdpipe.generate.result import GenerateResult, watching_failures
 from kdpipe.generate.sample import to_sample
 from kdpipe.label_prompts import PROMPTS_DIR, label_prompts, label_requests, read_prompt
 from kdpipe.records import (
-    SAMPLE_ERRORS, check_outputs_differ, load_records, meta_path, prepare_output, write_meta,
-    write_records,
+    SAMPLE_ERRORS, check_outputs_differ, load_records, meta_path, prepare_output, record_line, write_lines,
+    write_meta, write_records,
 )
 from kdpipe.options import option
 from kdpipe.teacher.backend import make_backend
@@ -202,7 +202,9 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
             if opts.import_batch:
                 imported = import_batch(config, label_requests(records, prompts, opts.samples), cache,
                                         opts.import_batch)
-            result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send)
+            lines = [None] * len(records) if sends else None
+            result_records, counts = label(records, prompts, config, opts.samples, cache, stats, on_progress, send,
+                                           lines)
         elif opts.mode in ANSWERED:
             template = read_prompt(opts.prompt or PROMPTS_DIR / ANSWERED[opts.mode])
             prompts = {template[0]: template}
@@ -224,7 +226,10 @@ def run_generate(seeds: Path, out: Path, opts: GenerateOptions,
                 total = merge_estimates(total, *_expected_new(records, opts, cache, counter, price))
             return GenerateResult(counts, stats, price, extra={"estimate": total, "expect_new": opts.expect_new},
                                   mode=opts.mode, dry_run=True, out=out, max_tokens=opts.max_tokens)
-    write_records(out, result_records)
+    if opts.mode == "label":
+        write_lines(out, lines)
+    else:
+        write_records(out, result_records)
     cost = price.cost(stats.prompt_tokens, stats.completion_tokens) if price else None
     usage = {"prompt_tokens": stats.prompt_tokens, "completion_tokens": stats.completion_tokens,
              "cost_usd": None if cost is None else round(cost, 6),
@@ -272,21 +277,30 @@ def _expected_new(records, opts: GenerateOptions, cache, counter, price):
 # ------------------------------------------------------------------ label
 
 
-def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress, send=complete):
+def label(records, prompts, config: TeacherConfig, samples: int, cache, stats, on_progress, send=complete,
+          lines: list | None = None):
     """Label records in place with `samples` teacher samples each; returns (records, counts).
-    `send` answers the requests: a teacher backend's complete (kdpipe/teacher/backend.py)."""
-    results = send(config, label_requests(records, prompts, samples), cache, stats, on_progress)
+    `send` answers the requests: a teacher backend's complete (kdpipe/teacher/backend.py).
+    `lines` (one None per record): each record's output line (record_line) is put there as soon
+    as it is labelled, so that the writing at the end only joins them."""
     counts: Counter = Counter()
-    for record, completions in zip(records, results):
-        name, digest, _ = prompts[record.task]
+    provenance = {name: {**config.provenance(), "samples": samples, "prompt": name, "prompt_digest": digest}
+                  for name, digest, _ in prompts.values()}
+
+    def answered(r: int, completions) -> None:
+        # Called as each record's samples are known: the parsing overlaps the wait for the others.
+        record = records[r]
         record.samples = [to_sample(c, record) for c in completions]
-        record.provenance = {**record.provenance, "teacher": {
-            **config.provenance(), "samples": samples, "prompt": name, "prompt_digest": digest}}
+        record.provenance = {**record.provenance, "teacher": {**provenance[prompts[record.task][0]]}}
         for s in record.samples:
             counts["samples"] += 1
             counts["ok" if s.ok else s.error] += 1
         counts["records"] += 1
         counts["records_labeled"] += any(s.ok for s in record.samples)
+        if lines is not None:
+            lines[r] = record_line(record)
+
+    send(config, label_requests(records, prompts, samples), cache, stats, on_progress, on_answered=answered)
     counts["cached"] = stats.cached
     return records, {k: counts[k] for k in ("records", "records_labeled", "samples", "ok", *SAMPLE_ERRORS,
                                             "cached")}

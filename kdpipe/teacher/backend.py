@@ -1,7 +1,9 @@
 """The teacher backend: what answers a stage's chat requests, and the one factory that picks it.
 
-A backend is anything with `complete(config, requests, cache, stats, on_progress)` returning,
-for each request, its samples in order (a Completion each: a text, or an error with a reason).
+A backend is anything with `complete(config, requests, cache, stats, on_progress, on_answered)`
+returning, for each request, its samples in order (a Completion each: a text, or an error with a
+reason); `on_answered(r, samples)`, when given, hears each request exactly once, as soon as the
+backend knows all its samples (the online one while others are still awaited).
 Today's three, one file each:
 
     backend_online.py   the OpenAI-compatible endpoint, many requests in flight (client.py)
@@ -27,7 +29,16 @@ from kdpipe.teacher.client import ChatRequest, Completion, Stats, TeacherConfig
 class TeacherBackend(Protocol):
     def complete(self, config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
                  stats: Stats | None = None,
-                 on_progress: Callable[[Stats], None] | None = None) -> list[list[Completion]]: ...
+                 on_progress: Callable[[Stats], None] | None = None,
+                 on_answered: Callable[[int, list[Completion]], None] | None = None) -> list[list[Completion]]: ...
+
+
+def answered_at_the_end(results: list[list[Completion]], on_answered) -> list[list[Completion]]:
+    """For a backend that knows every answer only at the end: tell on_answered of each, in order."""
+    if on_answered is not None:
+        for r, samples in enumerate(results):
+            on_answered(r, samples)
+    return results
 
 
 # (option that switches it on, module); the first switched on answers, else the online endpoint.

@@ -4,6 +4,7 @@ real run."""
 
 from __future__ import annotations
 
+from kdpipe.teacher.backend import answered_at_the_end
 from kdpipe.teacher.budget import NOT_SENT
 from kdpipe.teacher.client import ChatRequest, Completion
 
@@ -14,10 +15,12 @@ class DryRunBackend:
     def __init__(self):
         self.requests: list[ChatRequest] = []
 
-    def complete(self, config, requests, cache, stats=None, on_progress=None) -> list[list[Completion]]:
+    def complete(self, config, requests, cache, stats=None, on_progress=None,
+                 on_answered=None) -> list[list[Completion]]:
         self.requests += requests
-        return [[Completion(i, error=NOT_SENT, detail=DRY_RUN_DETAIL)
-                 for i in range(r.first_sample, r.first_sample + r.n)] for r in requests]
+        return answered_at_the_end([[Completion(i, error=NOT_SENT, detail=DRY_RUN_DETAIL)
+                                     for i in range(r.first_sample, r.first_sample + r.n)] for r in requests],
+                                   on_answered)
 
 
 def backend(opts, budget, on_batch_step) -> DryRunBackend:

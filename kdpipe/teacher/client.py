@@ -13,14 +13,16 @@ It knows nothing about stages: give it messages, get back texts with usage.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import random
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from kdpipe.teacher.cache import ResponseCache, plain_aliases, request_key
+from kdpipe.teacher.cache import ResponseCache
 from kdpipe.teacher.identity import cache_namespace, endpoint_host, is_local
+from kdpipe.teacher.lookup import RunLookup
 from kdpipe.teacher.response import Completion, entries_from, from_stored, lacks_logprobs
 from kdpipe.teacher.stats import Stats
 from kdpipe.teacher.transport import (
@@ -134,81 +136,64 @@ class ChatRequest:
 
 def complete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
              stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
-             budget=None) -> list[list[Completion]]:
+             budget=None, on_answered: Callable[[int, list[Completion]], None] | None = None,
+             ) -> list[list[Completion]]:
     """Synchronous wrapper of `acomplete` for callers without an event loop."""
-    return asyncio.run(acomplete(config, requests, cache, stats, on_progress, budget))
+    return asyncio.run(acomplete(config, requests, cache, stats, on_progress, budget, on_answered))
 
 
 async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
                     stats: Stats | None = None, on_progress: Callable[[Stats], None] | None = None,
-                    budget=None) -> list[list[Completion]]:
+                    budget=None, on_answered: Callable[[int, list[Completion]], None] | None = None,
+                    ) -> list[list[Completion]]:
     """For each request, its samples in order: from the cache, else from the teacher.
 
     Each sample is stored in the cache the moment its response arrives, before
     anything else happens. The same sample asked twice in one run is sent once.
     With a `budget` (teacher/budget.py), a request the budget refuses is not sent: its
     samples come back with error "not_sent". A fatal error (bad key, unknown model)
-    stops new requests, lets those in flight come back and be stored, then is raised."""
+    stops new requests, lets those in flight come back and be stored, then is raised.
+    `on_answered(r, samples)` hears each request once, as soon as all its samples are known
+    (the caller's work on it then overlaps the wait for others)."""
     stats = stats or Stats()
-    params = config.sampling_params()
     namespace = await asyncio.to_thread(cache_namespace, config.resolved_base_url())
-    results: list[list[Completion | None]] = []
-    todo: list[tuple[int, list[int], list[str]]] = []  # (request, missing sample indices, their keys)
-    first: dict[str, tuple[int, int]] = {}  # key -> (request, position) that sends it
-    repeats: list[tuple[int, int, str]] = []  # (request, position, key) answered by `first`
-    all_keys = [[request_key(config.model, req.messages, params, i, namespace)
-                 for i in range(req.first_sample, req.first_sample + req.n)] for req in requests]
-    looked = [cache.version()]  # read before the lookup: a later write by another run changes it
-    stored = cache.get_many([k for keys in all_keys for k in keys])
-    cache.alias_on_put(plain_aliases(config.model, requests, params, namespace))
-    for r, req in enumerate(requests):
-        out: list[Completion | None] = []
-        missing, keys = [], []
-        for pos, key in enumerate(all_keys[r]):
-            i = req.first_sample + pos
-            hit = stored.get(key)
-            out.append(None if hit is None else from_stored(i, hit, cached=True))
-            if hit is None and key in first:
-                repeats.append((r, pos, key))
-            elif hit is None:
-                first[key] = (r, pos)
-                missing.append(i)
-                keys.append(key)
-        stats.total += req.n
-        stats.cached += sum(c is not None for c in out)
-        stats.done += sum(c is not None for c in out)
-        results.append(out)
-        if missing:
-            todo.append((r, missing, keys))
-    if todo:
-        await _send_all(config, requests, todo, results, cache, stats, on_progress, budget, looked)
-    for r, pos, key in repeats:
+    lookup = RunLookup(config, requests, cache, stats, namespace, on_answered)
+    todo = lookup.todo()
+    first_todo = next(todo, None)  # a run the cache answers whole connects to nothing
+    if first_todo is not None:
+        await _send_all(config, requests, itertools.chain([first_todo], todo), lookup, cache, stats,
+                        on_progress, budget)
+    results, first = lookup.results, lookup.first
+    for r, pos, key in lookup.repeats:
         fr, fpos = first[key]
         c = results[fr][fpos]
-        results[r][pos] = Completion(requests[r].first_sample + pos, c.text, c.finish_reason, {}, True,
-                                     c.error, c.detail)
+        lookup.fill(r, pos, Completion(requests[r].first_sample + pos, c.text, c.finish_reason, {}, True,
+                                       c.error, c.detail))
         stats.duplicates += 1
         stats.done += 1
+    lookup.work()
+    if lookup.failed is not None:  # the caller's own error, raised after every answer in flight was stored
+        raise lookup.failed
     return results  # type: ignore[return-value]
 
 
-async def _send_all(config, requests, todo, results, cache, stats, on_progress, budget=None,
-                    looked: list | None = None) -> None:
+async def _send_all(config, requests, todo, lookup: RunLookup, cache, stats, on_progress, budget=None) -> None:
     transport = make_sender(config, stats.replicas, stats.limits)
-    queue = iter(todo)
+    queue = iter(todo)  # read by every worker: the lookup of the next chunk runs inside next()
     ticker = asyncio.create_task(_tick(stats, on_progress)) if on_progress else None
+    idle_work = asyncio.create_task(lookup.work_when_idle())
     fatal: list[BaseException] = []  # the first fatal error: no request starts after it
 
     def finish(r: int, c: Completion, counted_as_error: bool = True) -> None:
-        results[r][c.index - requests[r].first_sample] = c
         stats.done += 1
         stats.errors += counted_as_error and c.error is not None
+        lookup.fill(r, c.index - requests[r].first_sample, c)
 
     async def worker():
         for r, missing, keys in queue:
-            if fatal:
+            if fatal or lookup.failed:
                 return
-            await _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal, looked)
+            await _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal, lookup.looked)
             if not missing:
                 continue
             reservation = await budget.wait_admit(requests[r].messages, len(missing)) if budget else None
@@ -247,7 +232,7 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
             for c in failed:
                 finish(r, c)
 
-    workers = [asyncio.create_task(worker()) for _ in range(min(config.concurrency, len(todo)))]
+    workers = [asyncio.create_task(worker()) for _ in range(min(config.concurrency, len(requests)))]
     try:
         await asyncio.gather(*workers)
         if fatal:
@@ -256,6 +241,7 @@ async def _send_all(config, requests, todo, results, cache, stats, on_progress, 
         for t in workers:
             t.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
+        idle_work.cancel()
         if ticker:
             ticker.cancel()
             on_progress(stats)

@@ -1,9 +1,24 @@
-"""What the client sends through: one endpoint's transport (transport.py), or a pool of
+"""What the client sends through: one endpoint's transport (transport.py, transport_asyncio.py), or a pool of
 replicas (replicas.py), wrapped in the rate limiter (ratelimit.py) when asked."""
 
 from __future__ import annotations
 
-from kdpipe.teacher.transport import make_transport
+
+def make_transport(config):
+    """The transport a TeacherConfig names, for its one endpoint; `send(body) -> dict` raises
+    Retryable, Rejected or TeacherFatalError (transport.py). Each is imported only when chosen:
+    the client libraries take a tenth of a second or more to import."""
+    if config.transport == "openai":
+        from kdpipe.teacher.transport import OpenAITransport
+
+        return OpenAITransport(config)
+    if config.transport == "aiohttp":
+        from kdpipe.teacher.transport import AiohttpTransport
+
+        return AiohttpTransport(config)
+    from kdpipe.teacher.transport_asyncio import AsyncioTransport
+
+    return AsyncioTransport(config)
 
 
 def make_sender(config, replica_counts: dict | None = None, limit_counts: dict | None = None):

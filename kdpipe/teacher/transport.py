@@ -1,6 +1,7 @@
-"""How a chat request travels: the official openai client, or aiohttp speaking the same protocol.
+"""How a chat request travels: the official openai client, or aiohttp speaking the same protocol
+(and transport_asyncio.py: the protocol on asyncio's own connections); sender.py picks one.
 
-Both turn every failure into one of three outcomes the client acts on:
+Each turns every failure into one of three outcomes the client acts on:
 Retryable (429, 5xx, timeouts, connection errors, malformed bodies; with the
 server's Retry-After when it sent one), Rejected (this request is bad: 400,
 422), TeacherFatalError (the run is bad: 401/403 key, 404 model).
@@ -73,19 +74,7 @@ def _seconds(value: str | None) -> float | None:
         return None  # an HTTP date: fall back to our own backoff
 
 
-def make_transport(config):
-    """The transport a TeacherConfig names, for its one endpoint; `send(body) -> dict` raises
-    Retryable, Rejected or TeacherFatalError."""
-    if config.transport == "openai":
-        return _OpenAITransport(config)
-    if config.transport == "aiohttp":
-        return _AiohttpTransport(config)
-    from kdpipe.teacher.transport_asyncio import AsyncioTransport
-
-    return AsyncioTransport(config)
-
-
-class _OpenAITransport:
+class OpenAITransport:
     """The official client, with its own retries off: ours also cover malformed bodies."""
 
     def __init__(self, config):
@@ -146,7 +135,7 @@ def _connection_limits(openai, concurrency: int):
     return limits(max_connections=concurrency, max_keepalive_connections=concurrency)
 
 
-class _AiohttpTransport:
+class AiohttpTransport:
     """POST /chat/completions with aiohttp directly: the same protocol, a fraction of the CPU."""
 
     def __init__(self, config):
