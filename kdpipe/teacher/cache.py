@@ -1,8 +1,8 @@
 """The persistent response cache: every teacher response, stored before it is used.
 
-One SQLite file in WAL mode. Each completed response is committed the moment
-it arrives, so a Ctrl-C or `kill -9` loses at most the requests still in
-flight, and a rerun of the same command pays only for those.
+One SQLite file in WAL mode. Each response is committed before the event loop's turn
+that received it ends (with the others of that turn and the next claim: one commit),
+so a Ctrl-C or `kill -9` loses at most the requests still in flight; a rerun pays only for those.
 
 The key is a digest of everything that determines a response: the model,
 the messages, the sampling parameters and the sample index. It leaves out
@@ -24,10 +24,9 @@ sample is). `put` records the plain request's key as an alias of the stored one
 does not hold. Never the other way: an answer without logprobs cannot answer a request
 for them, nor one with K alternatives a request for another K (K is in the key).
 
-The one exception to leaving the endpoint out: a kdpipe loopback server
-(scripted answers, a stand-in for tests and the demo) names itself, and its
-answers are keyed under that name too, so they can never be served later as
-a real model's answers (teacher/identity.py).
+The one exception to leaving the endpoint out: a kdpipe loopback server (a stand-in for
+tests and the demo) names itself, and its answers are keyed under that name too, so they
+can never be served later as a real model's answers (teacher/identity.py).
 
 Several processes may use one cache. A writer waits for another's write at
 most $KDPIPE_CACHE_WAIT seconds (default 30). Opening for a run checks that it
@@ -55,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.errors import KdpipeError
+from kdpipe.teacher.cache_holders import held_by
 
 DEFAULT_CACHE_ENV = "KDPIPE_CACHE"
 WAIT_ENV = "KDPIPE_CACHE_WAIT"
@@ -105,6 +105,7 @@ class ResponseCache:
         self._spill = None  # this process's spill file, opened at the first answer a lock kept out
         self._spilled: dict[str, dict[str, Any]] = {}
         self._alias_of: dict[str, str] = {}  # key -> the plain key its answer also answers (alias_on_put)
+        self._uncommitted: list[tuple[str, str, str]] = []  # rows put(commit=False) has not seen committed
         self._claims = write  # a read-only open creates no claims table
         wait = _wait_seconds()
         try:
@@ -181,34 +182,60 @@ class ResponseCache:
         (`plain_aliases`: the same request without logprobs)."""
         self._alias_of.update(aliases)
 
-    def put(self, key: str, model: str, response: dict[str, Any], release: bool = False) -> None:
+    def put(self, key: str, model: str, response: dict[str, Any], release: bool = False,
+            commit: bool = True) -> None:
         """Store one response and commit it before returning; `release=True` also ends this
         process's claim on `key` in the same transaction (one commit per answer, not two). While
-        another process keeps the cache locked, append it to this process's spill file instead."""
+        another process keeps the cache locked, append it to this process's spill file instead.
+
+        `commit=False` leaves the transaction open for more: the caller commits it (commit(), or
+        the next claim() does) before it next waits, so several answers and the next claim share
+        one commit."""
         # ASCII JSON: a lone surrogate in a response is stored as received, as an escape.
         raw = json.dumps(response, ensure_ascii=True)
         db, release = self._db, release and self._claims
         try:
-            if release:
+            if (release or not commit) and not db.in_transaction:
                 db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("INSERT OR REPLACE INTO responses (key, model, created, response) VALUES (?, ?, ?, ?)",
-                           (key, model, time.time(), raw))
-                if release:
-                    db.execute("DELETE FROM claims WHERE key = ? AND pid = ?", (key, os.getpid()))
-                    db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            db.execute("INSERT OR REPLACE INTO responses (key, model, created, response) VALUES (?, ?, ?, ?)",
+                       (key, model, time.time(), raw))
+            if release:
+                db.execute("DELETE FROM claims WHERE key = ? AND pid = ?", (key, os.getpid()))
+            self._uncommitted.append((key, model, raw))
+            if commit:
+                self.commit()
         except sqlite3.Error as e:
-            self._spill_row(key, model, raw, e)
+            self._spill_uncommitted(e, (key, model, raw))
             return
+        except BaseException:
+            self._spill_uncommitted(None, (key, model, raw))
+            raise
         if key in self._alias_of and isinstance(response, dict) and response.get("logprobs") is not None:
             # after the answer: killed in between, the plain request is merely asked again
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("INSERT OR REPLACE INTO aliases (key, target) VALUES (?, ?)",
                                  (self._alias_of[key], key))
+
+    def commit(self) -> None:
+        """Commit what put(commit=False) left open; should the commit fail, its answers go to
+        the spill file (nothing paid for is lost)."""
+        if self._db.in_transaction:
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.Error as e:
+                self._spill_uncommitted(e)
+                return
+        self._uncommitted.clear()
+
+    def _spill_uncommitted(self, error: sqlite3.Error | None, *more: tuple[str, str, str]) -> None:
+        rows, self._uncommitted = self._uncommitted + [r for r in more if r not in self._uncommitted], []
+        if self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+        if error is None:  # interrupted (Ctrl-C) between statements: keep what was paid for all the same
+            error = sqlite3.OperationalError("interrupted")
+        for row in rows:
+            self._spill_row(*row, error)
 
     def put_rows(self, rows: list[tuple[str, str, float, str]]) -> None:
         """Store rows as another cache holds them (key, model, created, response JSON), in one
@@ -226,8 +253,10 @@ class ResponseCache:
         another live process has claimed: it is asking for them now, so wait for its answer
         rather than pay twice. A claim ends when its answer is stored, its process ends, or it expires."""
         now, me = time.time(), os.getpid()
+        # Answers left open by put(commit=False) are committed with the claims, not rolled back.
+        joined = self._db.in_transaction
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("SAVEPOINT claim" if joined else "BEGIN IMMEDIATE")
             try:
                 held = set()
                 for start in range(0, len(keys), 500):
@@ -238,11 +267,14 @@ class ResponseCache:
                              if pid != me and expires > now and _alive(pid, host)}
                 self._db.executemany("INSERT OR REPLACE INTO claims (key, pid, host, expires) VALUES (?, ?, ?, ?)",
                                      [(k, me, _HOST, now + seconds) for k in keys if k not in held])
-                self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._db.execute("ROLLBACK TO claim" if joined else "ROLLBACK")
                 raise
+            if joined:
+                self._db.execute("RELEASE claim")
+            self.commit()
         except sqlite3.Error:
+            self.commit()
             return set()  # locked past the wait or no claims table: send rather than stall
         return held
 
@@ -303,6 +335,7 @@ class ResponseCache:
         return found
 
     def close(self) -> None:
+        self.commit()
         if self._spill is not None:
             self._spill.close()
             with contextlib.suppress(sqlite3.Error):
@@ -365,25 +398,3 @@ def _alive(pid: int, host: str) -> bool:
     except OSError:
         return True
     return True
-
-
-def held_by(path: Path) -> str:
-    """Which other processes have the cache open, for the error that it is locked."""
-    found = holders(path)
-    return "held by " + "; ".join(found[:3]) if found else "held by another process"
-
-
-def holders(path: Path) -> list[str]:
-    """The other processes that have the cache open (Linux /proc), as "pid N: command"."""
-    names = {str(Path(path).resolve()) + suffix for suffix in ("", "-wal", "-shm")}
-    holders = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        if proc.name == str(os.getpid()):
-            continue
-        try:
-            if any(os.readlink(fd) in names for fd in (proc / "fd").iterdir()):
-                cmd = " ".join((proc / "cmdline").read_bytes().decode("utf-8", "replace").replace("\0", " ").split())
-                holders.append(f"pid {proc.name}: {cmd[:80]}")
-        except OSError:
-            continue
-    return holders

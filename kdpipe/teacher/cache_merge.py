@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kdpipe.errors import KdpipeError
-from kdpipe.teacher.cache import ResponseCache, held_by, holders
+from kdpipe.teacher.cache import ResponseCache
+from kdpipe.teacher.cache_holders import held_by, holders
 
 CHUNK = 1000
 

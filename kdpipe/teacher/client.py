@@ -184,6 +184,17 @@ async def _send_all(config, requests, todo, lookup: RunLookup, cache, stats, on_
     idle_work = asyncio.create_task(lookup.work_when_idle())
     fatal: list[BaseException] = []  # the first fatal error: no request starts after it
 
+    commit_due = [False]
+
+    def commit_soon() -> None:
+        if not commit_due[0]:
+            commit_due[0] = True
+            asyncio.get_running_loop().call_soon(commit_now)
+
+    def commit_now() -> None:
+        commit_due[0] = False
+        cache.commit()
+
     def finish(r: int, c: Completion, counted_as_error: bool = True) -> None:
         stats.done += 1
         stats.errors += counted_as_error and c.error is not None
@@ -206,10 +217,12 @@ async def _send_all(config, requests, todo, lookup: RunLookup, cache, stats, on_
             spent = [0, 0, True]  # prompt tokens, completion tokens, usage known for every response
 
             def store(i: int, entry: dict) -> None:
-                # Committed before anything else looks at it: a crash, a kill or a fatal
-                # error from here on cannot lose an answer that was paid for. Its claim ends
-                # in the same commit.
-                cache.put(key_of.pop(i), config.model, entry, release=True)
+                # Stored before anything else looks at it, and committed before this turn of the
+                # event loop ends (with the worker's next claim, or commit_soon): a crash, a kill
+                # or a fatal error cannot lose an answer that was paid for. Its claim ends in the
+                # same commit, and so do the answers that arrived in the same turn.
+                cache.put(key_of.pop(i), config.model, entry, release=True, commit=False)
+                commit_soon()
                 finish(r, from_stored(i, entry))
 
             def paid(usage) -> None:
@@ -242,6 +255,7 @@ async def _send_all(config, requests, todo, lookup: RunLookup, cache, stats, on_
             t.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         idle_work.cancel()
+        cache.commit()
         if ticker:
             ticker.cancel()
             on_progress(stats)
