@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 
 from kdpipe.loopback import ScriptLine, running
-from kdpipe.teacher.cache import ResponseCache, remove_cache
+from kdpipe.teacher.cache import ResponseCache
+from kdpipe.teacher.cache_files import remove_cache
 from kdpipe.teacher.client import ChatRequest, Stats, TeacherConfig, complete
 from kdpipe.teacher.progress import describe
 

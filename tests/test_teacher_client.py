@@ -210,19 +210,29 @@ def test_a_refused_connection_is_reported_as_such_not_as_a_timeout(tmp_path, tra
     assert "no response within" not in got[0].detail
 
 
-def test_answers_of_one_turn_share_the_next_claims_commit_and_none_is_left_uncommitted(tmp_path):
+def test_answers_and_claims_of_one_turn_share_one_commit_and_none_is_left_uncommitted(tmp_path):
+    import asyncio
+
     path = tmp_path / "c.sqlite"
     with ResponseCache(path) as cache:
         other = sqlite3.connect(path, timeout=0)  # another process's view
         count = lambda table: other.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: E731
         cache.claim(["a", "b"], 60)
-        cache.put("a", "m", {"text": "A"}, release=True, commit=False)
-        cache.put("b", "m", {"text": "B"}, release=True, commit=False)
-        assert count("responses") == 0  # still one open transaction ...
-        with pytest.raises(sqlite3.OperationalError, match="locked"):
-            other.execute("BEGIN IMMEDIATE")  # ... that holds the write lock: no other run claims meanwhile
-        assert cache.claim(["c"], 60) == set()
-        assert count("responses") == 2 and count("claims") == 1  # answers, released claims and the new one
+        assert count("claims") == 2  # committed at once by default
+
+        async def one_turn():
+            cache.put("a", "m", {"text": "A"}, release=True, commit=False)
+            cache.commit_soon()
+            assert cache.claim(["c"], 60, commit=False) == set()
+            cache.put("b", "m", {"text": "B"}, release=True, commit=False)
+            cache.commit_soon()
+            assert count("responses") == 0  # still one open transaction ...
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")  # ... that holds the write lock: no other run claims meanwhile
+            await asyncio.sleep(0)  # the turn ends
+            assert count("responses") == 2 and count("claims") == 1  # answers, released claims, the new claim
+
+        asyncio.run(one_turn())
         cache.put("c", "m", {"text": "C"}, release=True, commit=False)
     assert count("responses") == 3 and count("claims") == 0  # closing commits what was left open
     assert ResponseCache(path).get_many(["a", "b", "c"])["c"]["text"] == "C"

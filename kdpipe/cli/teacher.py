@@ -131,7 +131,7 @@ def teacher_clear_cache(
     path: Path = typer.Argument(..., help="The response cache (SQLite) to delete.", show_default=False),
 ) -> None:
     """Delete a teacher response cache, saying what it held: every answer in it is paid for again."""
-    from kdpipe.teacher.cache import remove_cache
+    from kdpipe.teacher.cache_files import remove_cache
 
     held = remove_cache(path)
     if held is None:

@@ -41,6 +41,7 @@ live process waits for those answers instead of paying for them again.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import hashlib
@@ -54,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from kdpipe.errors import KdpipeError
-from kdpipe.teacher.cache_holders import held_by
+from kdpipe.teacher.cache_files import held_by
 
 DEFAULT_CACHE_ENV = "KDPIPE_CACHE"
 WAIT_ENV = "KDPIPE_CACHE_WAIT"
@@ -106,6 +107,7 @@ class ResponseCache:
         self._spilled: dict[str, dict[str, Any]] = {}
         self._alias_of: dict[str, str] = {}  # key -> the plain key its answer also answers (alias_on_put)
         self._uncommitted: list[tuple[str, str, str]] = []  # rows put(commit=False) has not seen committed
+        self._commit_due = False
         self._claims = write  # a read-only open creates no claims table
         wait = _wait_seconds()
         try:
@@ -216,6 +218,17 @@ class ResponseCache:
                 self._db.execute("INSERT OR REPLACE INTO aliases (key, target) VALUES (?, ?)",
                                  (self._alias_of[key], key))
 
+    def commit_soon(self) -> None:
+        """Commit at the end of this turn of the running event loop (what put and claim with
+        commit=False left open, and whatever joins it before then)."""
+        if not self._commit_due:
+            self._commit_due = True
+            asyncio.get_running_loop().call_soon(self._commit_due_now)
+
+    def _commit_due_now(self) -> None:
+        self._commit_due = False
+        self.commit()
+
     def commit(self) -> None:
         """Commit what put(commit=False) left open; should the commit fail, its answers go to
         the spill file (nothing paid for is lost)."""
@@ -248,15 +261,19 @@ class ResponseCache:
         except sqlite3.Error as e:
             raise KdpipeError(f"{self.path}: cannot write the response cache: {e}") from None
 
-    def claim(self, keys: list[str], seconds: float) -> set[str]:
+    def claim(self, keys: list[str], seconds: float, commit: bool = True) -> set[str]:
         """Claim `keys` for this process for `seconds` (it is about to send them); return those
         another live process has claimed: it is asking for them now, so wait for its answer
-        rather than pay twice. A claim ends when its answer is stored, its process ends, or it expires."""
+        rather than pay twice. A claim ends when its answer is stored, its process ends, or it expires.
+
+        `commit=False` leaves the transaction open, as put(commit=False) does: until the caller
+        commits, this process holds the write lock, so no other run can claim the keys meanwhile."""
         now, me = time.time(), os.getpid()
-        # Answers left open by put(commit=False) are committed with the claims, not rolled back.
-        joined = self._db.in_transaction
         try:
-            self._db.execute("SAVEPOINT claim" if joined else "BEGIN IMMEDIATE")
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN IMMEDIATE")
+            # A savepoint: a failed claim keeps the answers put(commit=False) left open.
+            self._db.execute("SAVEPOINT claim")
             try:
                 held = set()
                 for start in range(0, len(keys), 500):
@@ -268,14 +285,15 @@ class ResponseCache:
                 self._db.executemany("INSERT OR REPLACE INTO claims (key, pid, host, expires) VALUES (?, ?, ?, ?)",
                                      [(k, me, _HOST, now + seconds) for k in keys if k not in held])
             except BaseException:
-                self._db.execute("ROLLBACK TO claim" if joined else "ROLLBACK")
+                self._db.execute("ROLLBACK TO claim")
                 raise
-            if joined:
+            finally:
                 self._db.execute("RELEASE claim")
-            self.commit()
         except sqlite3.Error:
+            held = set()  # locked past the wait or no claims table: send rather than stall
+            commit = True
+        if commit:
             self.commit()
-            return set()  # locked past the wait or no claims table: send rather than stall
         return held
 
     def release(self, keys: list[str]) -> None:
@@ -347,27 +365,6 @@ class ResponseCache:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def remove_cache(path: str | os.PathLike) -> tuple[int, int] | None:
-    """Delete a response cache and its WAL files; returns (responses it held, bytes it took),
-    None when there is none. A file that is not a response cache is left alone (KdpipeError)."""
-    path = Path(path)
-    if not path.exists():
-        return None
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        try:
-            entries = db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
-        finally:
-            db.close()
-    except sqlite3.Error as e:
-        raise KdpipeError(f"{path}: not a kdpipe response cache ({e}); not removed") from None
-    files = [Path(f"{path}{suffix}") for suffix in ("", "-wal", "-shm")]
-    size = sum(f.stat().st_size for f in files if f.exists())
-    for f in files:
-        f.unlink(missing_ok=True)
-    return entries, size
 
 
 def _without_logprobs(entry: Any) -> Any:

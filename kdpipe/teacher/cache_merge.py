@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kdpipe.errors import KdpipeError
 from kdpipe.teacher.cache import ResponseCache
-from kdpipe.teacher.cache_holders import held_by, holders
+from kdpipe.teacher.cache_files import held_by, holders
 
 CHUNK = 1000
 

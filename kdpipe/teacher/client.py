@@ -184,17 +184,6 @@ async def _send_all(config, requests, todo, lookup: RunLookup, cache, stats, on_
     idle_work = asyncio.create_task(lookup.work_when_idle())
     fatal: list[BaseException] = []  # the first fatal error: no request starts after it
 
-    commit_due = [False]
-
-    def commit_soon() -> None:
-        if not commit_due[0]:
-            commit_due[0] = True
-            asyncio.get_running_loop().call_soon(commit_now)
-
-    def commit_now() -> None:
-        commit_due[0] = False
-        cache.commit()
-
     def finish(r: int, c: Completion, counted_as_error: bool = True) -> None:
         stats.done += 1
         stats.errors += counted_as_error and c.error is not None
@@ -217,12 +206,12 @@ async def _send_all(config, requests, todo, lookup: RunLookup, cache, stats, on_
             spent = [0, 0, True]  # prompt tokens, completion tokens, usage known for every response
 
             def store(i: int, entry: dict) -> None:
-                # Stored before anything else looks at it, and committed before this turn of the
-                # event loop ends (with the worker's next claim, or commit_soon): a crash, a kill
-                # or a fatal error cannot lose an answer that was paid for. Its claim ends in the
-                # same commit, and so do the answers that arrived in the same turn.
+                # Stored before anything else looks at it, and committed when this turn of the
+                # event loop ends, in one commit with the other answers and claims of the turn:
+                # a crash or a fatal error cannot lose an answer that was paid for, a kill at
+                # most the answers of that turn (milliseconds).
                 cache.put(key_of.pop(i), config.model, entry, release=True, commit=False)
-                commit_soon()
+                cache.commit_soon()
                 finish(r, from_stored(i, entry))
 
             def paid(usage) -> None:
@@ -283,7 +272,9 @@ async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, 
                 stats.cached += 1
                 missing.remove(i)
                 keys.remove(key)
-        held = cache.claim(keys, claim_for) if keys and not fatal else set()
+        # Committed at the end of this turn with the answers that came in it (cache.py: put, claim).
+        held = cache.claim(keys, claim_for, commit=False) if keys and not fatal else set()
+        cache.commit_soon()
         if not held:
             return
         # Hold nothing while waiting: two runs each holding what the other waits for would wait forever.
