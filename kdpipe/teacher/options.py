@@ -37,9 +37,8 @@ class TeacherOptions(Options):
     timeout: float = option(60.0, "Seconds before a request is retried.")
     retries: int = option(6, "Retries per request (429, 5xx, timeouts).")
     transport: str = option("asyncio", "asyncio: the chat API on asyncio's own connections, the least CPU per "
-                                       "request; aiohttp: through aiohttp (about twice the CPU; proxies with "
-                                       "$HTTPS_PROXY are not read by either); openai: through the official "
-                                       "openai client (reads $HTTPS_PROXY; about five times the CPU).")
+                                       "request (no proxy); aiohttp: through aiohttp (about twice the CPU); "
+                                       "openai: through the official openai client (about five times).")
     adaptive: bool = option(False, "Adapt to the endpoint's rate limit: halve the requests in flight at a 429, "
                                    "add them back one at a time as answers come (AIMD), up to --concurrency.")
     rpm: float | None = option(None, "Start at most this many requests a minute (a published limit the "
