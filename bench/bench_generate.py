@@ -7,7 +7,7 @@ through kdpipe.teacher.complete against a loopback server in its own process,
 and prints the achieved fraction of that ideal, the client's CPU time per
 request and its peak memory (median of --runs runs, each in a fresh process).
 
-    python bench/bench_generate.py                 # N=10000, L=0.2, C=64 and 256, both transports
+    python bench/bench_generate.py                 # N=10000, L=0.2, C=64 and 256, every transport
     python bench/bench_generate.py --n 2000 --runs 1
     python bench/bench_generate.py --whole 64:2000 256:10000   # `kdpipe generate` as a user runs it
 
@@ -82,7 +82,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=10_000, help="requests per run")
     ap.add_argument("--latency", type=float, default=0.2, help="loopback server latency, seconds")
     ap.add_argument("--concurrency", type=int, nargs="+", default=[64, 256])
-    ap.add_argument("--transport", nargs="+", default=["openai", "aiohttp"])
+    ap.add_argument("--transport", nargs="+", default=["asyncio", "aiohttp", "openai"])
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--whole", nargs="+", metavar="C:N", help="time `kdpipe generate` as a whole, at "
                                                               "concurrency C on N seed records")
