@@ -95,7 +95,9 @@ def main() -> None:
 
     from kdpipe.loopback import subprocess_server
 
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # What a user gets: bytecode written on the first start and reused (not recompiled every start).
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+           "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if args.whole:
         pairs = [tuple(map(int, pair.split(":"))) for pair in args.whole]
         print(f"whole `kdpipe generate` runs, latency L={args.latency:g} s, median of {args.runs} runs, "
