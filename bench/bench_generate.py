@@ -99,6 +99,7 @@ def main() -> None:
     env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
            "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if args.whole:
+        subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "kdpipe")], env=env, check=True)
         pairs = [tuple(map(int, pair.split(":"))) for pair in args.whole]
         print(f"whole `kdpipe generate` runs, latency L={args.latency:g} s, median of {args.runs} runs, "
               f"server in its own process; {os.cpu_count()} CPUs")
