@@ -61,3 +61,66 @@ def test_file_system_errors_about_a_path_are_one_line(monkeypatch, capsys):
     monkeypatch.setenv(DEBUG_ENV, "1")
     with pytest.raises(FileNotFoundError):
         raising(FileNotFoundError(errno.ENOENT, "No such file or directory", "data/x.jsonl"))()
+
+
+# The stage packages a command's options come from; running one command must import no other's.
+STAGE_PACKAGES = ("kdpipe.seed", "kdpipe.generate", "kdpipe.filter", "kdpipe.format", "kdpipe.train",
+                  "kdpipe.evaluate", "kdpipe.loopback")
+_LOADED = ("import json, sys\n"
+           "from kdpipe.cli import run\n"
+           "sys.argv = ['kdpipe', *sys.argv[1:]]\n"
+           "try:\n    run()\n"
+           "finally:\n    print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n")
+
+
+def _modules_loaded_by(*args) -> tuple[int, set[str]]:
+    """Run the real CLI in a fresh interpreter; its exit status and the modules it had imported."""
+    run = subprocess.run([sys.executable, "-c", _LOADED, *map(str, args)], capture_output=True, text=True)
+    import json
+
+    return run.returncode, set(json.loads(run.stderr.strip().splitlines()[-1]))
+
+
+def _stages(modules: set[str]) -> set[str]:
+    return {p for p in STAGE_PACKAGES if p in modules}
+
+
+def test_a_command_imports_only_its_own_stage(tmp_path):
+    src = tmp_path / "questions.jsonl"
+    src.write_text('{"question": "What is 2+2?", "answer": "4"}\n')
+    code, loaded = _modules_loaded_by("seed", src, "-o", tmp_path / "seeds.jsonl", "-q")
+    assert code == 0 and (tmp_path / "seeds.jsonl").read_text().count("\n") == 1
+    assert _stages(loaded) == {"kdpipe.seed"}
+    assert "kdpipe.cli.data" not in loaded and "kdpipe.cli.student" not in loaded
+    code, loaded = _modules_loaded_by("generate", "--help")
+    assert code == 0 and _stages(loaded) <= {"kdpipe.generate", "kdpipe.loopback"}  # the teacher module's two
+    code, loaded = _modules_loaded_by("train", "--help")
+    assert code == 0 and "torch" not in loaded and _stages(loaded) <= {"kdpipe.train", "kdpipe.evaluate"}
+    # Listing the commands imports none of them.
+    code, loaded = _modules_loaded_by("--help")
+    assert code == 0 and not _stages(loaded) and not {m for m in loaded if m.startswith("kdpipe.cli.")} - {
+        "kdpipe.cli.common"}
+
+
+def test_every_command_builds_and_kdpipe_help_lists_its_own_short_help(cli):
+    """Builds every command (so build.command's check that no option is left off runs for each), and
+    checks that what `kdpipe --help` lists for it, without importing it, is its help's first paragraph."""
+    import typer.main
+
+    from kdpipe.cli import COMMANDS, app, load_command
+
+    listed = typer.main.get_command(app).commands
+    for name, (_, _, short) in COMMANDS.items():
+        assert listed.listed(name).help == short  # before the command is built: the stored line
+        cmd = load_command(name)
+        assert short == " ".join(cmd.help.split("\n\n")[0].split()), name
+        for limit in (20, 45, 80, 200):
+            assert listed.listed(name).get_short_help_str(limit) == cmd.get_short_help_str(limit), name
+        code, out, _ = cli(name, "--help")
+        assert code == 0 and out.startswith(f"Usage: kdpipe {name} "), name
+    teacher = load_command("teacher")
+    for sub in teacher.list_commands(None):
+        code, out, _ = cli("teacher", sub, "--help")
+        assert code == 0 and out.startswith(f"Usage: kdpipe teacher {sub} "), sub
+    code, out, _ = cli("--help")
+    assert code == 0 and all(f"  {name} " in out for name in COMMANDS)
