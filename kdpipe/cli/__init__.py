@@ -12,7 +12,8 @@ generate, merge and the `teacher` tools; student: train, eval, tiny-student,
 probe, loop-report) never import each other or this module. COMMANDS names,
 for each command, the module that defines it and the short help `kdpipe --help`
 lists, so listing the commands imports none of them (tests/test_cli.py checks
-that each short help is the first paragraph of its command's help).
+that each short help is the first paragraph of its command's help). The commands
+convert their plain parameter values without Typer's pydantic (plain_values.py).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import typer.main
 
 from kdpipe import __version__
 from kdpipe.cli.common import DEBUG_ENV
+from kdpipe.cli.plain_values import PlainCommand, PlainGroup
 
 # name: (module in kdpipe.cli, attribute: a command function or a Typer group, short help), in help order.
 COMMANDS = {
@@ -71,15 +73,17 @@ SETTINGS = dict(
 
 
 def load_command(name: str):
-    """The Click command `name`, built the way Typer builds a command registered on the app:
-    importing its module is the cost of running it."""
+    """The Click command `name`, built the way Typer builds a command registered on the app (but
+    of the Plain classes): importing its module is the cost of running it."""
     module, attr, _ = COMMANDS[name]
     target = getattr(importlib.import_module(f"kdpipe.cli.{module}"), attr)
     holder = typer.Typer(**SETTINGS)
     if isinstance(target, typer.Typer):
-        holder.add_typer(target, name=name)
+        for info in target.registered_commands:  # its subcommands are built with the group
+            info.cls = info.cls or PlainCommand
+        holder.add_typer(target, name=name, cls=PlainGroup)
     else:
-        holder.command(name)(target)
+        holder.command(name, cls=PlainCommand)(target)
     return typer.main.get_group(holder).commands[name]
 
 
@@ -114,7 +118,7 @@ class LazyCommands(MutableMapping):
         return self.built.get(name) or typer.core.TyperCommand(name, help=COMMANDS[name][2])
 
 
-class LazyGroup(typer.core.TyperGroup):
+class LazyGroup(PlainGroup):
     """Click's lazily loaded subcommands: `kdpipe <command>` imports only that command's module."""
 
     def __init__(self, **attrs) -> None:
