@@ -14,7 +14,8 @@ from kdpipe.loopback import running
 from kdpipe.loopback.limits import RateWindow
 from kdpipe.teacher.client import TeacherConfig
 from kdpipe.teacher.ratelimit import duration_s
-from kdpipe.teacher.transport import Retryable, make_transport
+from kdpipe.teacher.sender import make_transport
+from kdpipe.teacher.transport import Retryable
 
 
 def test_adaptive_concurrency_meets_far_fewer_429s(shared_data, tmp_path):

@@ -3,7 +3,16 @@ replicas (replicas.py), wrapped in the rate limiter (ratelimit.py) when asked.""
 
 from __future__ import annotations
 
-from kdpipe.teacher.transport import make_transport
+import kdpipe.teacher.transport as transport
+
+
+def make_transport(config):
+    """The transport config.transport names, for its one endpoint (transport.py, transport_asyncio.py)."""
+    if config.transport == "asyncio":
+        from kdpipe.teacher.transport_asyncio import AsyncioTransport
+
+        return AsyncioTransport(config)
+    return transport.make_transport(config)
 
 
 def make_sender(config, replica_counts: dict | None = None, limit_counts: dict | None = None):

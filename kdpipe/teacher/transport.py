@@ -74,15 +74,14 @@ def _seconds(value: str | None) -> float | None:
 
 
 def make_transport(config):
-    """The transport a TeacherConfig names, for its one endpoint; `send(body) -> dict` raises
-    Retryable, Rejected or TeacherFatalError."""
+    """The transport of this module a TeacherConfig names (openai, aiohttp), for its one endpoint;
+    `send(body) -> dict` raises Retryable, Rejected or TeacherFatalError. sender.make_transport
+    chooses among all three (asyncio's lives in transport_asyncio.py, which imports this module)."""
     if config.transport == "openai":
         return _OpenAITransport(config)
     if config.transport == "aiohttp":
         return _AiohttpTransport(config)
-    from kdpipe.teacher.transport_asyncio import AsyncioTransport
-
-    return AsyncioTransport(config)
+    raise ValueError(f"not a transport of transport.py: {config.transport!r}")
 
 
 class _OpenAITransport:
