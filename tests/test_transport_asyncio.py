@@ -360,7 +360,8 @@ def test_a_broken_response_is_a_retried_one_line_transport_error(tmp_path, case)
     assert stats.requests == 2 and stats.retries == 1 and srv.accepted == 2
 
 
-@pytest.mark.parametrize("extra", ["copy_same_write", "copy_next_write", "garbage_same_write", "crlf_next_write"])
+@pytest.mark.parametrize("extra", ["copy_same_write", "copy_next_write", "garbage_same_write", "crlf_next_write",
+                                   "408_next_write"])
 def test_bytes_after_a_complete_response_never_answer_the_next_request(tmp_path, extra):
     """A server that sends more than one response per request: the connection is not reused, so
     the stray copy is never taken as the answer to the next question. Requests go 50 ms apart
@@ -373,6 +374,10 @@ def test_bytes_after_a_complete_response_never_answer_the_next_request(tmp_path,
                 peer.send(wire + wire)
             elif extra == "garbage_same_write":
                 peer.send(wire + b"garbage")
+            elif extra == "408_next_write":  # what some servers send on an idle connection they close
+                peer.send(wire)
+                peer.send(b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+                return
             else:
                 peer.send(wire)
                 peer.send(wire if extra == "copy_next_write" else b"\r\n")
@@ -383,6 +388,32 @@ def test_bytes_after_a_complete_response_never_answer_the_next_request(tmp_path,
     assert stats.retries == 0
     if extra != "crlf_next_write":  # an empty line before the next response is allowed (RFC 9112 2.2)
         assert srv.accepted == 10
+
+
+def test_long_headers_are_read_and_endless_ones_cut_short(tmp_path):
+    from kdpipe.teacher.transport_asyncio import MAX_HEAD_BYTES
+
+    many = [f"X-Pad-{i}: {'a' * 1000}" for i in range(MAX_HEAD_BYTES // 1024 - 4)]
+
+    def handle(peer):
+        body = peer.request()
+        if body is None:
+            return
+        if peer.number == 1:
+            peer.send(ok(body, headers=many))
+        else:  # one header that never ends
+            peer.send(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+            for _ in range(MAX_HEAD_BYTES // 4096 + 2):
+                peer.send(b"a" * 4096)
+            peer.client_closed()
+
+    with RawServer(handle) as srv:
+        start = time.monotonic()
+        (long_ok,), _ = ask(tmp_path, srv.url, name="a", timeout=5)
+        (endless,), _ = ask(tmp_path, srv.url, name="b", timeout=5)
+    assert right(long_ok, 0)
+    assert one_line_error(endless) and "headers over 64 KiB" in endless.detail, endless.detail
+    assert time.monotonic() - start < 3  # cut short, not left to the timeout
 
 
 @pytest.mark.parametrize("same_write", [True, False])

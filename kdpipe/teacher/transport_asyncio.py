@@ -121,6 +121,11 @@ class AsyncioTransport:
             self._idle.pop().close()
 
 
+# Headers longer than this end the response: a server sending them without end would otherwise
+# fill memory until the timeout (aiohttp stops at 8 KiB a line; real responses have under 2 KiB).
+MAX_HEAD_BYTES = 64 * 1024
+
+
 class _StaleConnection(Exception):
     """The connection closed before any byte of the response arrived."""
 
@@ -134,14 +139,14 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future | None = None
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
-        self._got_bytes = False
+        self._received = 0  # bytes of this request's response so far
         self._headers_done = False
         self.closed = False
 
     async def exchange(self, message: bytes, deadline: float, late: str) -> tuple[int, dict, bytes, bool]:
         loop = asyncio.get_running_loop()
         self._waiter = loop.create_future()
-        self._headers, self._body, self._got_bytes, self._headers_done = {}, [], False, False
+        self._headers, self._body, self._received, self._headers_done = {}, [], 0, False
         timer = loop.call_at(deadline, self._time_out, late)
         self._transport.write(message)
         try:
@@ -172,7 +177,7 @@ class _Connection(asyncio.Protocol):
         if self._waiter is None or self._waiter.done():
             self.close()  # bytes nobody asked for: the connection's state is unknown
             return
-        self._got_bytes = True
+        self._received += len(data)
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -181,6 +186,10 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:  # not an HttpParserError: uncaught, asyncio logs a traceback
             self._fail(Retryable("malformed HTTP response: a switch to another protocol"))
             self.close()
+        else:
+            if not self._headers_done and self._received > MAX_HEAD_BYTES:
+                self._fail(Retryable(f"malformed HTTP response: headers over {MAX_HEAD_BYTES // 1024} KiB"))
+                self.close()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -193,7 +202,7 @@ class _Connection(asyncio.Protocol):
         if self._headers_done and "content-length" not in self._headers and \
                 "chunked" not in self._headers.get("transfer-encoding", "").lower():
             self._complete(keep_alive=False)  # a body that ends where the connection does
-        elif not self._got_bytes:
+        elif not self._received:
             waiter.set_exception(_StaleConnection(short(str(exc)) if exc else "closed by the server"))
         else:
             waiter.set_exception(Retryable("connection error: closed in the middle of the response"))
