@@ -510,7 +510,7 @@ def test_400_rejects_that_request_only(tmp_path):
 
 # --- servers that go quiet ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("stall", ["before_headers", "mid_body"])
+@pytest.mark.parametrize("stall", ["before_headers", "mid_body", "drip"])
 def test_a_server_that_never_answers_times_out_and_its_connection_is_dropped(tmp_path, stall):
     closed = []
 
@@ -521,6 +521,13 @@ def test_a_server_that_never_answers_times_out_and_its_connection_is_dropped(tmp
         if peer.number == 1:  # the first connection stalls; the client must close it, not reuse it
             if stall == "mid_body":
                 peer.send(ok(body)[:-10])
+            elif stall == "drip":  # a byte every 20 ms: never quiet for long, never done in time
+                try:
+                    for byte in ok(body):
+                        peer.sock.sendall(bytes([byte]))
+                        time.sleep(0.02)
+                except OSError:
+                    pass  # the client closed the connection
             closed.append(peer.client_closed(within=4))
             return
         peer.send(ok(body))
@@ -648,7 +655,9 @@ def test_mutated_responses_never_yield_a_wrong_answer_nor_hang(framing, squeeze,
             wire, spans = frame(data, headers=["Content-Encoding: gzip"] if squeeze else [], framing=framing,
                                 chunk=chunk)
             wire = mutate(wire, spans, edits, cut, extra)
-            peer.send(wire + wire if copy else wire, cuts)
+            # A copy goes in the same write as the end of the first: one arriving after the next
+            # request went out would be taken as its answer by any HTTP/1.1 client.
+            peer.send(wire + wire, [c / 2 for c in cuts]) if copy else peer.send(wire, cuts)
             if close or framing == "close":
                 return
 
