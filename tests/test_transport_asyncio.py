@@ -264,6 +264,23 @@ def test_keep_alive_reuses_few_connections_and_sends_a_plain_post(tmp_path, monk
     assert headers["content-type"] == "application/json"
 
 
+@pytest.mark.parametrize("key", ["sk-from-a-windows-file-0123456789\r", "sk-abc0123456789\r\nX-Injected: 1",
+                                 "sk-\u201cpasted-with-quotes\u201d-0123456789"])
+def test_a_key_no_header_can_carry_stops_the_run_before_sending(tmp_path, monkeypatch, key):
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    with RawServer(answering()) as srv:
+        with pytest.raises(TeacherFatalError) as e:
+            ask(tmp_path, srv.url, count=2)
+    assert "$OPENAI_API_KEY" in str(e.value) and "\n" not in str(e.value)
+    assert "0123456789" not in str(e.value) and srv.heads == []
+
+
+def test_a_base_url_path_beyond_ascii_is_percent_encoded(tmp_path):
+    with RawServer(answering()) as srv:
+        got, _ = ask(tmp_path, srv.url + "/modèles", count=1)
+    assert right(got[0], 0) and srv.heads[0][0] == "POST /v1/mod%C3%A8les/chat/completions HTTP/1.1"
+
+
 @pytest.mark.skipif(not socket.has_ipv6, reason="no IPv6")
 def test_an_ipv6_literal_base_url(tmp_path):
     try:

@@ -21,7 +21,7 @@ import asyncio
 import json
 import select
 import zlib
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httptools
 
@@ -38,6 +38,11 @@ class AsyncioTransport:
         self._url = config.resolved_base_url()
         self._model = config.model
         self._key = config.api_key()
+        if not all(" " <= c <= "~" for c in self._key):
+            # A key file with Windows line ends leaves a "\r"; a line break would end the header
+            # early and let the rest be read as headers of its own. Never echo the key.
+            raise TeacherFatalError(f"${config.api_key_env} holds a line break, a control or a non-ASCII "
+                                    "character, which an HTTP header cannot carry: set the key again")
         self._timeout_s = config.timeout
         self._late = f"no response within {config.timeout:g} s"
         parts = urlsplit(self._url)
@@ -47,11 +52,14 @@ class AsyncioTransport:
         host_header = parts.netloc.rpartition("@")[2]  # an IPv6 literal keeps its brackets here
         if parts.port == (443 if self._tls else 80):
             host_header = host_header[:host_header.rindex(":")]  # the port clients leave out
-        path = (parts.path or "").rstrip("/") + "/chat/completions"
+        if not host_header.isascii():
+            raise TeacherFatalError(f"{self._url}: give the host name in its ASCII (xn--) form")
+        # Percent-encoded as any HTTP client does: a space would split the request line.
+        path = quote((parts.path or "").rstrip("/") + "/chat/completions", safe="/%!$&'()*+,;=:@~")
         self._head = (f"POST {path} HTTP/1.1\r\nHost: {host_header}\r\n"
                       f"Authorization: Bearer {self._key}\r\nContent-Type: application/json\r\n"
                       f"Accept: application/json\r\nUser-Agent: kdpipe/{__version__}\r\n"
-                      "Content-Length: ").encode("latin-1")
+                      "Content-Length: ").encode("ascii")
         self._idle: list[_Connection] = []
         self._ssl = None
 
