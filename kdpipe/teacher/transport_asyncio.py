@@ -27,7 +27,7 @@ import httptools
 
 from kdpipe import __version__
 from kdpipe.teacher.transport import (
-    Retryable, TeacherFatalError, classify_status, error_message, json_object, limit_headers, short,
+    Retryable, TeacherFatalError, classify_status, error_message, json_object, limit_headers, scrub_secret, short,
 )
 
 
@@ -72,8 +72,9 @@ class AsyncioTransport:
         if status >= 400:
             classify_status(status, error_message(raw), headers.get("retry-after"), self._model, self._url, self._key)
         if 300 <= status < 400:
-            raise TeacherFatalError(f"{self._url}: the server redirects (HTTP {status}) to "
-                                    f"{headers.get('location', '(no location)')}: give that as --base-url")
+            where = short(scrub_secret(headers.get("location", "(no location)"), self._key))
+            raise TeacherFatalError(f"{self._url}: the server redirects (HTTP {status}) to {where}: "
+                                    "give that as --base-url")
         if status < 200:
             raise Retryable(f"HTTP {status}: not a final response")
         return json_object(raw)
@@ -129,9 +130,12 @@ class AsyncioTransport:
             self._idle.pop().close()
 
 
-# Headers longer than this end the response: a server sending them without end would otherwise
-# fill memory until the timeout (aiohttp stops at 8 KiB a line; real responses have under 2 KiB).
+# Past these a response is refused: a server sending headers or a body without end (or a small
+# gzip body that decodes to gigabytes) would otherwise fill memory until the timeout. aiohttp
+# stops a header line at 8 KiB; a chat completion has headers under 2 KiB and a body of a few
+# MiB at most (logprobs, many samples).
 MAX_HEAD_BYTES = 64 * 1024
+MAX_RESPONSE_BYTES = 256 << 20
 
 
 class _StaleConnection(Exception):
@@ -196,8 +200,13 @@ class _Connection(asyncio.Protocol):
             self.close()
         else:
             if not self._headers_done and self._received > MAX_HEAD_BYTES:
-                self._fail(Retryable(f"malformed HTTP response: headers over {MAX_HEAD_BYTES // 1024} KiB"))
-                self.close()
+                self._refuse(f"headers over {MAX_HEAD_BYTES >> 10} KiB")
+            elif self._received > MAX_RESPONSE_BYTES:
+                self._refuse(f"over {MAX_RESPONSE_BYTES >> 20} MiB")
+
+    def _refuse(self, what: str) -> None:
+        self._fail(Retryable(f"malformed HTTP response: {what}"))
+        self.close()
 
     def eof_received(self) -> bool:
         return False  # close our side too
@@ -241,10 +250,16 @@ class _Connection(asyncio.Protocol):
         raw = b"".join(self._body)
         encoding = self._headers.get("content-encoding", "identity").lower()
         if encoding in ("gzip", "deflate"):  # not asked for, but some servers send it anyway
+            decoder = zlib.decompressobj(47)  # gzip or zlib header, detected
             try:
-                raw = zlib.decompress(raw, 47)  # gzip or zlib header, detected
+                raw = decoder.decompress(raw, MAX_RESPONSE_BYTES)
             except zlib.error as e:
                 return self._fail(Retryable(f"malformed {encoding} response body: {e}"))
+            if decoder.unconsumed_tail:
+                return self._fail(Retryable(f"malformed {encoding} response body: over "
+                                            f"{MAX_RESPONSE_BYTES >> 20} MiB decoded"))
+            if not decoder.eof:
+                return self._fail(Retryable(f"malformed {encoding} response body: cut short"))
         elif encoding != "identity":
             return self._fail(Retryable(f"unsupported response encoding {short(encoding, 40)!r}"))
         self._waiter.set_result((self._parser.get_status_code(), self._headers, raw, keep_alive))
