@@ -11,8 +11,7 @@ them since their last response: a byte there is a stray response (which must nev
 read as the next request's answer) or the server's close. A reused one the server closes
 as the request goes out is replaced by one new connection at no cost of a retry (nothing
 of its response had arrived). A request gets `timeout` seconds in all, like aiohttp's.
-Not offered: proxies (give --transport openai, which reads HTTPS_PROXY), redirects (a
-3xx stops the run with the address to give instead).
+Not offered: proxies, redirects (a 3xx stops the run with the address to give instead).
 """
 
 from __future__ import annotations
