@@ -236,3 +236,11 @@ def test_answers_and_claims_of_one_turn_share_one_commit_and_none_is_left_uncomm
         cache.put("c", "m", {"text": "C"}, release=True, commit=False)
     assert count("responses") == 3 and count("claims") == 0  # closing commits what was left open
     assert ResponseCache(path).get_many(["a", "b", "c"])["c"]["text"] == "C"
+
+
+def test_a_local_base_url_with_a_space_is_a_failed_request_not_a_traceback(cli, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text('{"id": "a", "question": "1+1?", "task": "numeric"}\n')
+    code, _, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url",
+                       "http://127.0.0.1:9/v 1", "--cache", tmp_path / "c.sqlite", "--retries", "0", "-q")
+    assert code == 3 and "Traceback" not in err and "1 samples failed (transport): connection error" in err, err

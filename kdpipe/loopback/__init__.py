@@ -154,8 +154,9 @@ class LoopbackTeacher:
         user = next((m.get("content") or "" for m in reversed(messages) if m.get("role") == "user"), "")
         if not isinstance(user, str):
             user = " ".join(part.get("text", "") for part in user if isinstance(part, dict))
-        kind = asked_for(user)
-        if kind is None and _EXPAND.search(user):
+        lowered = user.lower()
+        kind = asked_for(user, lowered)
+        if kind is None and "new " in lowered and _EXPAND.search(user):
             return [self._expansion(user, i) for i in range(n)], True
         line = self._lookup(user)
         if kind is not None:
@@ -163,7 +164,7 @@ class LoopbackTeacher:
         if line is None:
             return [UNKNOWN_ANSWER] * n, False
         texts = [line.completions[i % len(line.completions)] for i in range(n)]
-        if SOCRATIC_REQUEST.search(user):
+        if "sub" in lowered and SOCRATIC_REQUEST.search(user):
             texts = [socratic_reply(t) for t in texts]
         return texts, False
 

@@ -30,16 +30,24 @@ def usage(messages: list, texts: list[str]) -> dict[str, int]:
 
 def bill(teacher, body: dict, choices: int) -> None:
     """Record on the LoopbackTeacher that `choices` answers to this model and these messages were paid for."""
-    digest = hashlib.sha256(json.dumps([body.get("model"), body.get("messages")], sort_keys=True)
-                            .encode()).hexdigest()[:16]
+    messages = body.get("messages")
+    try:  # canonical as JSON with sorted keys would be, at a fraction of its cost
+        canonical = repr((body.get("model"), [sorted(m.items()) for m in messages]))
+    except (AttributeError, TypeError):  # not a list of objects
+        canonical = repr((body.get("model"), messages))
+    digest = hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
     teacher.paid[digest] += choices
 
 
-def asked_for(user: str) -> str | None:
-    """"rationalize" or "counterfactual" for those requests, None for a label or expansion request."""
-    if _HINT.search(user):
+def asked_for(user: str, lowered: str | None = None) -> str | None:
+    """"rationalize" or "counterfactual" for those requests, None for a label or expansion request.
+    `lowered`: user.lower(), when the caller has it."""
+    # A substring test first: a regex search of a few-shot prompt costs tens of microseconds, and
+    # the server shares the benchmark's two cores with the client.
+    if "Hint: the correct answer is" in user and _HINT.search(user):
         return "rationalize"
-    return "counterfactual" if _COUNTERFACTUAL.search(user) else None
+    lowered = user.lower() if lowered is None else lowered
+    return "counterfactual" if "so that its answer changes" in lowered and _COUNTERFACTUAL.search(user) else None
 
 
 def derived_reply(kind: str, line, user: str, sample: int) -> str | None:

@@ -16,7 +16,6 @@ answers without the field (vLLM, Ollama, ...), is a real endpoint.
 from __future__ import annotations
 
 import json
-import urllib.request
 from urllib.parse import urlsplit
 
 LOOPBACK_FIELD = "kdpipe_loopback"
@@ -32,12 +31,15 @@ def cache_namespace(base_url: str) -> str | None:
     """The loopback identity of the server at `base_url`; None for a real endpoint."""
     if not is_local(base_url):
         return None
+    import http.client  # with urllib.request, 20 ms of start-up: only for a server on this machine
+    import urllib.request
+
     # No proxy: a proxy from the environment must not answer for a server on this machine.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(base_url.rstrip("/") + "/models", timeout=PROBE_TIMEOUT) as response:
             listing = json.loads(response.read(1 << 20))
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):  # InvalidURL: a space in the URL
         return None
     value = listing.get(LOOPBACK_FIELD) if isinstance(listing, dict) else None
     return value if isinstance(value, str) and value else None
