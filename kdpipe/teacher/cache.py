@@ -108,6 +108,7 @@ class ResponseCache:
         self._alias_of: dict[str, str] = {}  # key -> the plain key its answer also answers (alias_on_put)
         self._uncommitted: list[tuple[str, str, str]] = []  # rows put(commit=False) has not seen committed
         self._commit_due = False
+        self._released: list[str] = []  # keys whose claims put(commit=False) ended, for the commit
         self._claims = write  # a read-only open creates no claims table
         wait = _wait_seconds()
         try:
@@ -186,13 +187,9 @@ class ResponseCache:
 
     def put(self, key: str, model: str, response: dict[str, Any], release: bool = False,
             commit: bool = True) -> None:
-        """Store one response and commit it before returning; `release=True` also ends this
-        process's claim on `key` in the same transaction (one commit per answer, not two). While
-        another process keeps the cache locked, append it to this process's spill file instead.
-
-        `commit=False` leaves the transaction open for more: the caller commits it (commit(), or
-        the next claim() does) before it next waits, so several answers and the next claim share
-        one commit."""
+        """Store one response and commit it; `release=True` also ends this process's claim on
+        `key` in the same transaction; `commit=False` leaves it open for more (commit_soon()). While
+        another process keeps the cache locked, append it to this process's spill file instead."""
         # ASCII JSON: a lone surrogate in a response is stored as received, as an escape.
         raw = json.dumps(response, ensure_ascii=True)
         db, release = self._db, release and self._claims
@@ -201,8 +198,10 @@ class ResponseCache:
                 db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT OR REPLACE INTO responses (key, model, created, response) VALUES (?, ?, ?, ?)",
                        (key, model, time.time(), raw))
-            if release:
+            if release and commit:
                 db.execute("DELETE FROM claims WHERE key = ? AND pid = ?", (key, os.getpid()))
+            elif release:
+                self._released.append(key)  # deleted by the commit, all at once
             self._uncommitted.append((key, model, raw))
             if commit:
                 self.commit()
@@ -218,9 +217,15 @@ class ResponseCache:
                 self._db.execute("INSERT OR REPLACE INTO aliases (key, target) VALUES (?, ?)",
                                  (self._alias_of[key], key))
 
+    def begin(self) -> None:
+        """Take the write lock now, until the next commit: what this process then reads and claims,
+        no other can change in between (an answer committed after a lookup, before the claim)."""
+        if not self._db.in_transaction:
+            with contextlib.suppress(sqlite3.Error):  # locked past the wait: claim() says so
+                self._db.execute("BEGIN IMMEDIATE")
+
     def commit_soon(self) -> None:
-        """Commit at the end of this turn of the running event loop (what put and claim with
-        commit=False left open, and whatever joins it before then)."""
+        """Commit at the end of this turn of the running event loop (what begin, put and claim left open)."""
         if not self._commit_due:
             self._commit_due = True
             asyncio.get_running_loop().call_soon(self._commit_due_now)
@@ -234,21 +239,23 @@ class ResponseCache:
         the spill file (nothing paid for is lost)."""
         if self._db.in_transaction:
             try:
+                self._db.executemany("DELETE FROM claims WHERE key = ? AND pid = ?",
+                                     [(k, os.getpid()) for k in self._released])
                 self._db.execute("COMMIT")
             except sqlite3.Error as e:
                 self._spill_uncommitted(e)
                 return
         self._uncommitted.clear()
+        self._released.clear()
 
     def _spill_uncommitted(self, error: sqlite3.Error | None, *more: tuple[str, str, str]) -> None:
         rows, self._uncommitted = self._uncommitted + [r for r in more if r not in self._uncommitted], []
+        self._released.clear()  # those claims stay until this process ends or they expire
         if self._db.in_transaction:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
-        if error is None:  # interrupted (Ctrl-C) between statements: keep what was paid for all the same
-            error = sqlite3.OperationalError("interrupted")
-        for row in rows:
-            self._spill_row(*row, error)
+        for row in rows:  # error None: interrupted (Ctrl-C) between statements; kept all the same
+            self._spill_row(*row, error or sqlite3.OperationalError("interrupted"))
 
     def put_rows(self, rows: list[tuple[str, str, float, str]]) -> None:
         """Store rows as another cache holds them (key, model, created, response JSON), in one
@@ -266,32 +273,27 @@ class ResponseCache:
         another live process has claimed: it is asking for them now, so wait for its answer
         rather than pay twice. A claim ends when its answer is stored, its process ends, or it expires.
 
-        `commit=False` leaves the transaction open, as put(commit=False) does: until the caller
-        commits, this process holds the write lock, so no other run can claim the keys meanwhile."""
+        `commit=False` leaves the transaction open as put's does: until the caller commits, this
+        process holds the write lock, so no other run can claim the keys meanwhile."""
         now, me = time.time(), os.getpid()
         try:
             if not self._db.in_transaction:
                 self._db.execute("BEGIN IMMEDIATE")
-            # A savepoint: a failed claim keeps the answers put(commit=False) left open.
-            self._db.execute("SAVEPOINT claim")
-            try:
-                held = set()
-                for start in range(0, len(keys), 500):
-                    chunk = keys[start:start + 500]
-                    rows = self._db.execute(f"SELECT key, pid, host, expires FROM claims WHERE key IN "
-                                            f"({','.join('?' * len(chunk))})", chunk).fetchall()
-                    held |= {k for k, pid, host, expires in rows
-                             if pid != me and expires > now and _alive(pid, host)}
-                self._db.executemany("INSERT OR REPLACE INTO claims (key, pid, host, expires) VALUES (?, ?, ?, ?)",
-                                     [(k, me, _HOST, now + seconds) for k in keys if k not in held])
-            except BaseException:
-                self._db.execute("ROLLBACK TO claim")
-                raise
-            finally:
-                self._db.execute("RELEASE claim")
-        except sqlite3.Error:
-            held = set()  # locked past the wait or no claims table: send rather than stall
-            commit = True
+            held = set()
+            for start in range(0, len(keys), 500):
+                chunk = keys[start:start + 500]
+                rows = self._db.execute(f"SELECT key, pid, host, expires FROM claims WHERE key IN "
+                                        f"({','.join('?' * len(chunk))})", chunk).fetchall()
+                held |= {k for k, pid, host, expires in rows if pid != me and expires > now and _alive(pid, host)}
+            self._db.executemany("INSERT OR REPLACE INTO claims (key, pid, host, expires) VALUES (?, ?, ?, ?)",
+                                 [(k, me, _HOST, now + seconds) for k in keys if k not in held])
+        except sqlite3.Error as e:
+            # Rolled back with the answers put(commit=False) left open, which go to the spill file.
+            self._spill_uncommitted(e)
+            return set()  # locked past the wait or no claims table: send rather than stall
+        except BaseException:
+            self._spill_uncommitted(None)
+            raise
         if commit:
             self.commit()
         return held

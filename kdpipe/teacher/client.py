@@ -261,6 +261,9 @@ async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, 
     held: set[str] = set()
     claim_for = config.timeout * (config.retries + 1) + 60.0
     while True:
+        # Lookup and claim under one write lock: no answer of another run lands between them.
+        cache.begin()
+        cache.commit_soon()
         if looked[0] is not None and cache.version() == looked[0]:
             fresh = {}  # nobody else has written since the run's own lookup: it still holds
         else:
@@ -274,7 +277,6 @@ async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, 
                 keys.remove(key)
         # Committed at the end of this turn with the answers that came in it (cache.py: put, claim).
         held = cache.claim(keys, claim_for, commit=False) if keys and not fatal else set()
-        cache.commit_soon()
         if not held:
             return
         # Hold nothing while waiting: two runs each holding what the other waits for would wait forever.
