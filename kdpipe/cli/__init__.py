@@ -173,7 +173,14 @@ def run() -> None:
     if "--debug" in options[1:]:
         args.remove("--debug")
         os.environ[DEBUG_ENV] = "1"
-    app(args=args, prog_name="kdpipe")
+    try:
+        app(args=args, prog_name="kdpipe")
+    finally:
+        # The interpreter's last collection at exit would walk every object a large run made
+        # (tens of ms for 10,000 records); frozen, they are left to the process's end.
+        import gc
+
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ It knows nothing about stages: give it messages, get back texts with usage.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import os
 import random
@@ -139,7 +140,18 @@ def complete(config: TeacherConfig, requests: list[ChatRequest], cache: Response
              budget=None, on_answered: Callable[[int, list[Completion]], None] | None = None,
              ) -> list[list[Completion]]:
     """Synchronous wrapper of `acomplete` for callers without an event loop."""
-    return asyncio.run(acomplete(config, requests, cache, stats, on_progress, budget, on_answered))
+    # What is alive when the requests go out (the caller's records, the requests) lives until
+    # they are answered. Frozen, it is skipped by the collector's full passes, each of which would
+    # otherwise stall every request in flight for tens of ms on a run of 10,000 records. (Left
+    # alone when the program froze objects itself: unfreezing would undo that.)
+    freeze = not gc.get_freeze_count()
+    if freeze:
+        gc.freeze()
+    try:
+        return asyncio.run(acomplete(config, requests, cache, stats, on_progress, budget, on_answered))
+    finally:
+        if freeze:
+            gc.unfreeze()
 
 
 async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: ResponseCache,
