@@ -2,24 +2,27 @@
 
 Keys, the cache lookup and the bookkeeping cost tens of microseconds a request: done for
 all requests before the first is sent, they delay the run by a second at 10,000 questions.
-`RunLookup.todo()` does them for CHUNK requests when the senders need more work, so the
-first requests leave at once and the rest of the lookup runs while answers are awaited.
-
-The caller's work on an answered request (on_answered: parsing it, a record's output line)
-waits in a queue that `work_when_idle` runs a few at a time between network events: run at
-once, it would delay the next request of every worker behind it.
+`RunLookup.todo()` hands out requests as their chunk of CHUNK is looked up, so the first
+leave at once. The rest of the lookup, and the caller's work on each answered request
+(on_answered: parsing it, a record's output line), run in `work_when_idle`: in the quiet
+between bursts of answers. Run as each answer arrives, that work would delay the next request
+of every worker behind it in the burst.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Callable, Iterator
 
 from kdpipe.teacher.cache import plain_aliases, request_key
 from kdpipe.teacher.response import Completion, from_stored
 
-CHUNK = 64  # about 2 ms of work: a worker that does it delays little
+CHUNK = 64  # about 2 ms of work: a worker that finds none ready does it itself
+QUIET_S = 0.002  # no answer for this long: the idle work may run
+AHEAD = 2 * CHUNK  # requests looked up ahead of the workers in the quiet
+BACKLOG = 512  # answered requests waiting for on_answered past which it runs in a burst too
 
 
 class RunLookup:
@@ -40,7 +43,9 @@ class RunLookup:
         self._unknown = [req.n for req in requests]  # samples of each request not yet known
         self.failed: BaseException | None = None  # what on_answered raised: the client sends no more
         self._answered: deque[int] = deque()  # requests whose samples are all known, for on_answered
-        self._waiting = asyncio.Event()
+        self._last_answer = 0.0  # time.monotonic() of the last sample known
+        self._ready: deque[tuple[int, list[int], list[str]]] = deque()  # looked up, for todo()
+        self._looked_up = 0  # requests looked up so far
         self.first: dict[str, tuple[int, int]] = {}  # key -> (request, position) that sends it
         self.repeats: list[tuple[int, int, str]] = []
         self.looked = [cache.version()]  # read before any lookup: a later write by another run changes it
@@ -50,18 +55,25 @@ class RunLookup:
         """Sample `pos` of request r is known; when it was the request's last, tell on_answered."""
         self.results[r][pos] = completion
         self._unknown[r] -= 1
+        self._last_answer = time.monotonic()
         if not self._unknown[r] and self._on_answered is not None:
             self._answered.append(r)
-            self._waiting.set()
 
-    async def work_when_idle(self, per_turn: int = 8) -> None:
-        """Run on_answered for queued requests, `per_turn` per turn of the event loop, until cancelled."""
+    async def work_when_idle(self, per_turn: int = 32) -> None:
+        """Until cancelled: when no answer has come for QUIET_S (or BACKLOG requests wait), run
+        on_answered for up to `per_turn` queued requests, else look up the next chunk ahead."""
         while True:
-            await self._waiting.wait()
-            self.work(per_turn)
-            if not self._answered:
-                self._waiting.clear()
-            await asyncio.sleep(0)
+            quiet = time.monotonic() - self._last_answer
+            if quiet < QUIET_S and len(self._answered) < BACKLOG:
+                await asyncio.sleep(QUIET_S - quiet)
+            elif self._answered:
+                self.work(per_turn)
+                await asyncio.sleep(0)
+            elif len(self._ready) < AHEAD and self._looked_up < len(self._requests):
+                self._look_up_next_chunk()
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(QUIET_S)
 
     def work(self, most: int | None = None) -> None:
         """Run on_answered for (at most `most` of) the queued requests; an exception it raises is
@@ -78,15 +90,21 @@ class RunLookup:
 
     def todo(self) -> Iterator[tuple[int, list[int], list[str]]]:
         """(request, its missing sample indices, their keys) for each request with samples to send."""
-        for start in range(0, len(self._requests), CHUNK):
-            yield from self._chunk(start, min(start + CHUNK, len(self._requests)))
+        while self._ready or self._looked_up < len(self._requests):
+            if not self._ready:
+                self._look_up_next_chunk()
+                continue
+            yield self._ready.popleft()
 
-    def _chunk(self, start: int, end: int) -> Iterator[tuple[int, list[int], list[str]]]:
+    def _look_up_next_chunk(self) -> None:
         config, requests, stats = self._config, self._requests, self._stats
+        start = self._looked_up
+        chunk = requests[start:start + CHUNK]
+        self._looked_up += len(chunk)
         all_keys = [[request_key(config.model, req.messages, self._params, i, self._namespace)
-                     for i in range(req.first_sample, req.first_sample + req.n)] for req in requests[start:end]]
+                     for i in range(req.first_sample, req.first_sample + req.n)] for req in chunk]
         stored = self._cache.get_many([k for keys in all_keys for k in keys])
-        self._cache.alias_on_put(plain_aliases(config.model, requests[start:end], self._params, self._namespace))
+        self._cache.alias_on_put(plain_aliases(config.model, chunk, self._params, self._namespace))
         for r, keys_of_r in enumerate(all_keys, start):
             req = requests[r]
             missing, keys = [], []
@@ -104,4 +122,4 @@ class RunLookup:
                     missing.append(i)
                     keys.append(key)
             if missing:
-                yield r, missing, keys
+                self._ready.append((r, missing, keys))
