@@ -113,7 +113,7 @@ def main() -> None:
                     wall = statistics.median(r["wall_s"] for r in runs)
                     cpu = statistics.median(r["cpu_ms_per_request"] for r in runs)
                     each = " ".join(f"{r['wall_s']:.1f}" for r in runs)
-                    print(f"{transport:<9} {c:>5} {n:>6} {ideal:>8.2f} {wall:>8.2f} {ideal / wall:>8.2f} "
+                    print(f"{transport:<9} {c:>5} {n:>6} {ideal:>8.2f} {wall:>8.2f} {ideal / wall:>8.3f} "
                           f"{cpu:>10.2f} {each:>20}", flush=True)
         return
     print(f"N={args.n} requests, latency L={args.latency:g} s, median of {args.runs} runs, "
@@ -132,7 +132,7 @@ def main() -> None:
                 wall = statistics.median(r["wall_s"] for r in runs)
                 cpu = statistics.median(r["cpu_ms_per_request"] for r in runs)
                 mem = max(r["peak_rss_mib"] for r in runs)
-                print(f"{transport:<9} {c:>5} {ideal:>8.2f} {wall:>8.2f} {ideal / wall:>8.2f} {cpu:>10.2f} "
+                print(f"{transport:<9} {c:>5} {ideal:>8.2f} {wall:>8.2f} {ideal / wall:>8.3f} {cpu:>10.2f} "
                       f"{mem:>8.0f}", flush=True)
 
 

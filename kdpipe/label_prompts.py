@@ -44,8 +44,26 @@ def label_requests(records: list[Record], prompts: dict[str, tuple[str, str, str
                    samples: int) -> list[ChatRequest]:
     """The label-mode teacher request of each record (`samples` samples): what generate sends
     and `eval --teacher` asks again, so both share the response cache."""
-    return [ChatRequest([{"role": "user", "content": render_label_prompt(prompts[r.task][2], r)}], samples,
-                        id=r.id) for r in records]
+    return [LabelRequest(prompts[r.task][2], r, samples) for r in records]
+
+
+class LabelRequest(ChatRequest):
+    """A label-mode request whose prompt is rendered when its messages are first read: the client
+    reads them as it sends, so rendering 10,000 prompts does not hold back the first request."""
+
+    def __init__(self, template: str, record: Record, samples: int):
+        super().__init__(None, samples, id=record.id)
+        self._template, self._record = template, record
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        if self._messages is None:
+            self._messages = [{"role": "user", "content": render_label_prompt(self._template, self._record)}]
+        return self._messages
+
+    @messages.setter
+    def messages(self, value) -> None:  # the dataclass __init__ sets it
+        self._messages = value
 
 
 def render_label_prompt(template: str, record: Record) -> str:
