@@ -348,6 +348,8 @@ async def _fetch(config, transport, messages, missing: list[int], stats: Stats, 
 
 
 async def _send_within(transport, body: dict, seconds: float) -> dict:
+    if getattr(transport, "keeps_time", False):
+        return await transport.send(body)
     # asyncio.timeout (3.11+) costs far less than wait_for, which wraps every call in a task.
     if hasattr(asyncio, "timeout"):
         async with asyncio.timeout(seconds):

@@ -33,6 +33,8 @@ from kdpipe.teacher.transport import (
 class AsyncioTransport:
     """One endpoint; `send(body, seen=None) -> dict` as in transport.py."""
 
+    keeps_time = True  # connect, send and read end within --timeout: the client adds no timer of its own
+
     def __init__(self, config):
         self._url = config.resolved_base_url()
         self._model = config.model
@@ -92,7 +94,10 @@ class AsyncioTransport:
                 # connection must not keep this request going round.
                 break
         try:
-            conn = await self._connect()
+            timeout = max(0.0, deadline - asyncio.get_running_loop().time())
+            conn = await asyncio.wait_for(self._connect(), timeout)
+        except asyncio.TimeoutError:
+            raise Retryable(self._late) from None
         except OSError as e:
             raise Retryable(f"connection error: {short(str(e) or type(e).__name__)}") from None
         try:
