@@ -77,6 +77,23 @@ def test_eval_adds_its_scorecard_to_the_card(run, tmp_path, cli):
     assert "Not evaluated yet" not in card.text
 
 
+def test_an_instruction_eval_puts_its_rouge_l_on_the_card(run, tmp_path, cli):
+    from huggingface_hub import ModelCard
+
+    run_dir, _ = run
+    ev = tmp_path / "instructions.jsonl"
+    ev.write_text("".join(json.dumps({"id": f"i{k}", "question": f"Write a greeting for guest {k}.",
+                                      "task": "instruction", "gold": f"Hello, guest {k}, welcome."}) + "\n"
+                          for k in range(3)))
+    code, out, err = cli("eval", ev, "--model", run_dir, "--max-new-tokens", "8")
+    assert code == 0, err
+    card = ModelCard.load(run_dir / "README.md")
+    (result,) = card.data.eval_results
+    scored = json.loads((run_dir / "eval_results.json").read_text())
+    assert result.metric_type == "rouge_l" and result.dataset_name == "instructions.jsonl"
+    assert result.metric_value == pytest.approx(scored["models"][0]["rouge_l"], abs=1e-4)
+
+
 def test_report_to_checked_before_training(cli, tmp_path):
     sft = st.write_sft(tmp_path / "sft.jsonl", "label")
     code, _, err = cli("train", sft, "-o", tmp_path / "r", "--student", "x", "--report-to", "tensorboard,comet")

@@ -78,8 +78,8 @@ def model_card(run_dir: str | Path) -> str:
     full = bool(opts.get("full"))
     scores = _read_eval(run_dir)
     evals = [EvalResult(task_type="text-generation", dataset_type=s["eval_file"], dataset_name=s["eval_file"],
-                        metric_type="accuracy", metric_value=round(s["accuracy"], 4),
-                        metric_name=f"accuracy ({s['asked']})")
+                        metric_type=s["metric"], metric_value=round(s["value"], 4),
+                        metric_name=f"{s['metric']} ({s['asked']})")
              for s in scores.get("student", [])]
     meta = ModelCardData(
         base_model=None if _is_local(student) else student, library_name="transformers" if full else "peft",
@@ -131,9 +131,12 @@ def _read_eval(run_dir: Path) -> dict[str, Any]:
         return {}
     report = json.loads(path.read_text(encoding="utf-8"))
     name = Path(report["eval"]).name
+    # Gold-answer records are scored by accuracy; instruction records by ROUGE-L against the
+    # references (None without any) and the judge's pairwise rates, which the Markdown table holds.
+    metric = "accuracy" if report.get("task") != "instruction" else "rouge_l"
     return {"markdown": report.get("markdown"),
-            "student": [{"eval_file": name, "accuracy": m["accuracy"], "asked": m.get("asked_task")}
-                        for m in report["models"] if m["role"] == "student"]}
+            "student": [{"eval_file": name, "metric": metric, "value": m[metric], "asked": m.get("asked_task")}
+                        for m in report["models"] if m["role"] == "student" and m.get(metric) is not None]}
 
 
 def write_model_card(run_dir: str | Path) -> Path:
