@@ -228,15 +228,12 @@ class ResponseCache:
         """Commit at the end of this turn of the running event loop (what begin, put and claim left open)."""
         if not self._commit_due:
             self._commit_due = True
-            asyncio.get_running_loop().call_soon(self._commit_due_now)
-
-    def _commit_due_now(self) -> None:
-        self._commit_due = False
-        self.commit()
+            asyncio.get_running_loop().call_soon(self.commit)
 
     def commit(self) -> None:
         """Commit what put(commit=False) left open; should the commit fail, its answers go to
         the spill file (nothing paid for is lost)."""
+        self._commit_due = False  # a commit_soon after this one schedules anew (in whichever loop runs then)
         if self._db.in_transaction:
             try:
                 self._db.executemany("DELETE FROM claims WHERE key = ? AND pid = ?",
