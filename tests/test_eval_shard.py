@@ -90,6 +90,25 @@ def test_merge_refuses_a_missing_or_changed_eval_shard(trained, cli, tmp_path):
     assert code == 1 and "part2.json was changed after eval wrote it" in err and len(err.strip().splitlines()) == 1
 
 
+def test_shards_merge_on_another_machine_with_the_eval_file_given_by_seeds(trained, cli, tmp_path):
+    d = trained
+    questions = tmp_path / "eval.jsonl"
+    questions.write_bytes((d / "eval.jsonl").read_bytes())
+    for i in (1, 2):
+        code, _, err = cli("eval", questions, "--model", d / "student", "--max-new-tokens", "4", "-q",
+                           "--shard", f"{i}/2", "-o", tmp_path / f"part{i}.json")
+        assert code == 0, err
+    moved = tmp_path / "elsewhere" / "eval.jsonl"
+    moved.parent.mkdir()
+    questions.rename(moved)  # the path the shards recorded is not there on the merging machine
+    code, _, err = cli("merge", tmp_path / "part1.json", tmp_path / "part2.json", "-o", tmp_path / "m.json",
+                       "--seeds", moved)
+    assert code == 0, err
+    merged = json.loads((tmp_path / "m.json").read_text())
+    assert merged["eval"] == str(moved) and merged["n"] == len(st.FACTS)
+    assert json.loads((tmp_path / "m.json.meta.json").read_text())["inputs"]
+
+
 def test_eval_shard_refusals_are_one_line(trained, cli, tmp_path):
     from kdpipe.records import Record, write_records
 

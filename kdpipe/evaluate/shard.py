@@ -118,7 +118,7 @@ def merge_parts(shards: list[Path], outputs: list[Path], seeds: Path | None = No
                 raise KdpipeError(f"merge: no shard holds the {role}'s answer to question {rid!r}")
             predictions.append(by_key.pop((role, rid)))
     params = {**metas[0]["params"], "shard": None, "predictions": None}
-    return Merged(cards[0]["eval"], sum(c["n"] for c in cards), cards[0]["skipped_no_gold"],
+    return Merged(str(source), sum(c["n"] for c in cards), cards[0]["skipped_no_gold"],
                   [_merge_scores([c["models"][k] for c in cards]) for k in range(len(roles))], predictions, params)
 
 
