@@ -346,8 +346,8 @@ $(WORK)/round-$(1)/sft.jsonl: $$(call loop_data,$(1)) $$(call flags,format,$$(FO
 	$$(KDPIPE) format $$< -o $$@ $$(FORMAT_ARGS)
 $(WORK)/round-$(1)/student/train_config.json: $(WORK)/round-$(1)/sft.jsonl $$(STUDENT_DEP) \
         $$(if $$(filter last,$$(LOOP_FROM)),$(call round_dir,$(2))/student/train_config.json) \
-        $$(call flags,loop-train,$$(STUDENT) $$(TRAIN_ARGS) from $$(LOOP_FROM))
-	$$(KDPIPE) train $$< -o $(WORK)/round-$(1)/student --student $$(STUDENT) --overwrite $$(TRAIN_ARGS) $$(call loop_start,$(2))
+        $$(call flags,loop-train,$$(STUDENT) $$(TRAIN_ARGS) from $$(LOOP_FROM) $$(if $$(LAUNCH),launched by $$(LAUNCH)))
+	$$(TRAIN_CMD) $$< -o $(WORK)/round-$(1)/student --student $$(STUDENT) --overwrite $$(TRAIN_ARGS) $$(call loop_start,$(2))
 $(WORK)/round-$(1)/eval.json: $(WORK)/eval.jsonl $(WORK)/round-$(1)/student/train_config.json $$(call flags,loop-eval,$$(EVAL_FLAGS))
 	$$(KDPIPE) eval $$< --model $(WORK)/round-$(1)/student -o $$@ -q $$(EVAL_FLAGS)
 endef

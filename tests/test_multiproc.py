@@ -205,3 +205,16 @@ def test_make_train_launch_prefixes_the_train_command(tmp_path):
     assert " accelerate launch --config_file configs/fsdp.yaml -m kdpipe train " in launched
     assert launched.startswith(f'PATH="{REPO}/.venv/bin:')
     assert train_line().startswith(f"{sys.executable} -m kdpipe train ")
+
+
+def test_make_loop_launches_every_rounds_training_too(tmp_path):
+    import shutil
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    run = subprocess.run(["make", "-n", "-C", str(REPO), f"WORK={tmp_path}", "-o", ".venv/.installed",
+                          f"KDPIPE={sys.executable} -m kdpipe", "loop", "ROUNDS=2", "LAUNCH=torchrun --nproc_per_node 2"],
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert run.returncode == 0, run.stderr
+    trains = [c for c in run.stdout.splitlines() if "kdpipe train " in c]
+    assert len(trains) == 3 and all(" torchrun --nproc_per_node 2 -m kdpipe train " in c for c in trains), trains
