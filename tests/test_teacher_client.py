@@ -244,3 +244,40 @@ def test_a_local_base_url_with_a_space_is_a_failed_request_not_a_traceback(cli, 
     code, _, err = cli("generate", seeds, "-o", tmp_path / "o.jsonl", "--model", "m", "--base-url",
                        "http://127.0.0.1:9/v 1", "--cache", tmp_path / "c.sqlite", "--retries", "0", "-q")
     assert code == 3 and "Traceback" not in err and "1 samples failed (transport): connection error" in err, err
+
+
+def test_an_answer_that_can_be_neither_committed_nor_spilled_stops_the_run(tmp_path, monkeypatch):
+    from kdpipe.errors import KdpipeError
+
+    def no_spill(self, *args):
+        raise KdpipeError("cannot store a response: disk full; nor in a spill file: disk full")
+
+    with running(SCRIPT) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        real = cache._db
+
+        class CommitFails:  # the connection as a full disk leaves it: everything works but the commit
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def execute(self, sql, *args):
+                if sql == "COMMIT":
+                    raise sqlite3.OperationalError("database or disk is full")
+                return real.execute(sql, *args)
+
+        cache._db = CommitFails()
+        monkeypatch.setattr(ResponseCache, "_spill_row", no_spill)
+        with pytest.raises(KdpipeError, match="disk full"):
+            complete(config(srv.base_url, concurrency=1), [ask(i) for i in range(10)], cache)
+        cache._db = real
+        assert srv.stats["requests"] <= 2  # stopped at the first answer it could not keep, not after all ten
+
+
+def test_the_callers_error_comes_out_even_when_a_repeated_request_was_never_sent(tmp_path):
+    def broken(r, samples):
+        raise RuntimeError("a bug in the caller's parser")
+
+    requests = [ask(i) for i in range(6)] + [ask(5)]  # the last asks again what the sixth asks
+    with running(SCRIPT, latency=0.02) as srv, ResponseCache(tmp_path / "c.sqlite") as cache:
+        with pytest.raises(RuntimeError, match="caller's parser"):
+            complete(config(srv.base_url, concurrency=1), requests, cache, on_answered=broken)
+        assert srv.stats["requests"] < 6  # it stopped sending at the error

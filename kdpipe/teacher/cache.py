@@ -14,29 +14,26 @@ the key, though, and generate's default changes with the sample count (0 for
 one sample, 0.7 for several): going from 1 sample to several without
 --temperature asks for every sample anew.
 
-An answer asked for with logprobs (`generate --logprobs K`) also answers the same
-request without them (`eval --teacher`, `generate` without --logprobs): asking for
-logprobs makes the server report each token's probabilities, not sample other
-tokens, so its text, finish reason and usage are an answer to the plain request (at
-temperature 0 the same text; above it a draw from the same distribution, as any cached
-sample is). `put` records the plain request's key as an alias of the stored one
-(`alias_on_put`, `plain_aliases`), and `get_many` falls back to the aliases for keys it
-does not hold. Never the other way: an answer without logprobs cannot answer a request
-for them, nor one with K alternatives a request for another K (K is in the key).
+An answer asked for with logprobs (`generate --logprobs K`) also answers the same request
+without them (`eval --teacher`, `generate` without --logprobs): logprobs make the server
+report each token's probabilities, not sample other tokens (at temperature 0 the same text;
+above it a draw from the same distribution, as any cached sample is). `put` records the
+plain request's key as an alias of the stored one (`alias_on_put`, `plain_aliases`), and
+`get_many` falls back to the aliases. Never the other way: an answer without logprobs
+cannot answer a request for them, nor one with K alternatives a request for another K.
 
 The one exception to leaving the endpoint out: a kdpipe loopback server (a stand-in for
 tests and the demo) names itself, and its answers are keyed under that name too, so they
 can never be served later as a real model's answers (teacher/identity.py).
 
-Several processes may use one cache. A writer waits for another's write at
-most $KDPIPE_CACHE_WAIT seconds (default 30). Opening for a run checks that it
-can write before anything is sent, and says which processes hold the cache if
-it cannot. An answer that arrives while another process keeps the cache locked
-past that wait is appended to a spill file beside it (`<cache>.pending-*`,
-fsynced) and moved into the cache by the next process that opens it: an
-answer once received is never lost to a lock. Before sending, a run claims its
-requests in a `claims` table (`claim`); another run that finds them claimed by a
-live process waits for those answers instead of paying for them again.
+Several processes may use one cache. A writer waits for another's write at most
+$KDPIPE_CACHE_WAIT seconds (default 30). Opening for a run checks that it can write
+before anything is sent, and says which processes hold the cache if it cannot. An answer
+that arrives while another process keeps the cache locked past that wait is appended to a
+spill file beside it (`<cache>.pending-*`, fsynced) and moved into the cache by the next
+process that opens it: an answer once received is never lost to a lock. Before sending, a
+run claims its requests in a `claims` table (`claim`); another run that finds them claimed
+by a live process waits for those answers instead of paying for them again.
 """
 
 from __future__ import annotations
@@ -108,6 +105,7 @@ class ResponseCache:
         self._alias_of: dict[str, str] = {}  # key -> the plain key its answer also answers (alias_on_put)
         self._uncommitted: list[tuple[str, str, str]] = []  # rows put(commit=False) has not seen committed
         self._commit_due = False
+        self._lost: KdpipeError | None = None  # what _commit_later could not store, nor spill
         self._released: list[str] = []  # keys whose claims put(commit=False) ended, for the commit
         self._claims = write  # a read-only open creates no claims table
         wait = _wait_seconds()
@@ -218,8 +216,9 @@ class ResponseCache:
                                  (self._alias_of[key], key))
 
     def begin(self) -> None:
-        """Take the write lock now, until the next commit: what this process then reads and claims,
-        no other can change in between (an answer committed after a lookup, before the claim)."""
+        """Take the write lock until the next commit: no other run's answer lands between a lookup and a claim."""
+        if self._lost is not None:  # a commit_soon whose answers could not be kept: stop the run here
+            raise self._lost
         if not self._db.in_transaction:
             with contextlib.suppress(sqlite3.Error):  # locked past the wait: claim() says so
                 self._db.execute("BEGIN IMMEDIATE")
@@ -228,11 +227,16 @@ class ResponseCache:
         """Commit at the end of this turn of the running event loop (what begin, put and claim left open)."""
         if not self._commit_due:
             self._commit_due = True
-            asyncio.get_running_loop().call_soon(self.commit)
+            asyncio.get_running_loop().call_soon(self._commit_later)
+
+    def _commit_later(self) -> None:
+        try:
+            self.commit()
+        except KdpipeError as e:  # raised in a callback it would only be logged: begin() raises it
+            self._lost = e
 
     def commit(self) -> None:
-        """Commit what put(commit=False) left open; should the commit fail, its answers go to
-        the spill file (nothing paid for is lost)."""
+        """Commit what was left open; should that fail, its answers go to the spill file."""
         self._commit_due = False  # a commit_soon after this one schedules anew (in whichever loop runs then)
         if self._db.in_transaction:
             try:

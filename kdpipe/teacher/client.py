@@ -140,10 +140,9 @@ def complete(config: TeacherConfig, requests: list[ChatRequest], cache: Response
              budget=None, on_answered: Callable[[int, list[Completion]], None] | None = None,
              ) -> list[list[Completion]]:
     """Synchronous wrapper of `acomplete` for callers without an event loop."""
-    # What is alive when the requests go out (the caller's records, the requests) lives until
-    # they are answered. Frozen, it is skipped by the collector's full passes, each of which would
-    # otherwise stall every request in flight for tens of ms on a run of 10,000 records. (Left
-    # alone when the program froze objects itself: unfreezing would undo that.)
+    # What is alive when the requests go out (the records, the requests) lives until they are answered:
+    # frozen, the collector's full passes skip it (each stalls every request in flight for tens of ms
+    # at 10,000 records). Left alone when the program froze objects itself: unfreezing would undo that.
     freeze = not gc.get_freeze_count()
     if freeze:
         gc.freeze()
@@ -175,6 +174,8 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
     if first_todo is not None:
         await _send_all(config, requests, itertools.chain([first_todo], todo), lookup, cache, stats,
                         on_progress, budget)
+    if lookup.failed is not None:  # raised once every answer in flight was stored; repeats may lack theirs
+        raise lookup.failed
     results, first = lookup.results, lookup.first
     for r, pos, key in lookup.repeats:
         fr, fpos = first[key]
@@ -184,7 +185,7 @@ async def acomplete(config: TeacherConfig, requests: list[ChatRequest], cache: R
         stats.duplicates += 1
         stats.done += 1
     lookup.work()
-    if lookup.failed is not None:  # the caller's own error, raised after every answer in flight was stored
+    if lookup.failed is not None:  # on_answered's own error
         raise lookup.failed
     return results  # type: ignore[return-value]
 
@@ -263,13 +264,11 @@ async def _send_all(config, requests, todo, lookup: RunLookup, cache, stats, on_
         await transport.close()
 
 
-async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal,
-                                looked: list | None = None) -> None:
+async def _take_from_other_runs(cache, config, r, missing, keys, finish, stats, fatal, looked: list) -> None:
     """Claim the keys this worker is about to send; for those another run on this cache is
     sending now, wait for its answers instead of paying twice. Drops from `missing`/`keys`
     what another run answered (or had stored since this run looked). `looked[0]`: the cache's
     version when this run looked up all its keys, None once another process has written since."""
-    looked = looked if looked is not None else [None]
     held: set[str] = set()
     claim_for = config.timeout * (config.retries + 1) + 60.0
     while True:

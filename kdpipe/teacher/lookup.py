@@ -70,8 +70,14 @@ class RunLookup:
                 self.work(per_turn)
                 await asyncio.sleep(0)
             elif len(self._ready) < AHEAD and self._looked_up < len(self._requests):
-                self._look_up_next_chunk()
+                try:
+                    self._look_up_next_chunk()
+                except Exception as e:  # noqa: BLE001  a task's exception is never seen: the workers stop on it
+                    self.failed = e
+                    return
                 await asyncio.sleep(0)
+            elif self._on_answered is None and self._looked_up == len(self._requests):
+                return  # nothing left to do in the quiet
             else:
                 await asyncio.sleep(QUIET_S)
 
@@ -100,11 +106,11 @@ class RunLookup:
         config, requests, stats = self._config, self._requests, self._stats
         start = self._looked_up
         chunk = requests[start:start + CHUNK]
-        self._looked_up += len(chunk)
         all_keys = [[request_key(config.model, req.messages, self._params, i, self._namespace)
                      for i in range(req.first_sample, req.first_sample + req.n)] for req in chunk]
         stored = self._cache.get_many([k for keys in all_keys for k in keys])
         self._cache.alias_on_put(plain_aliases(config.model, chunk, self._params, self._namespace))
+        self._looked_up += len(chunk)  # only now: a failed lookup is tried again, not skipped
         for r, keys_of_r in enumerate(all_keys, start):
             req = requests[r]
             missing, keys = [], []

@@ -220,7 +220,7 @@ class _Connection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is None or waiter.done():
             return
-        if self._headers_done and "content-length" not in self._headers and \
+        if exc is None and self._headers_done and "content-length" not in self._headers and \
                 "chunked" not in self._headers.get("transfer-encoding", "").lower():
             self._complete(keep_alive=False)  # a body that ends where the connection does
         elif not self._received:
