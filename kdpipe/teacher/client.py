@@ -379,7 +379,7 @@ async def _with_retries(config, transport, body, stats: Stats, stop: list = ()) 
             raise Retryable(f"{error} (not retried: the run stopped at a fatal error)")
         stats.requests += 1
         try:
-            # The transport has its own timeout; this one also covers a stuck connect or read.
+            # A transport that does not keep to --timeout all through (keeps_time) gets a timer here too.
             return await _send_within(transport, body, config.timeout + 1.0)
         except asyncio.TimeoutError:
             error = Retryable(f"no response within {config.timeout:g} s")

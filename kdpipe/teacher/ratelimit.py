@@ -96,6 +96,8 @@ class _Quota:
 class RateLimited:
     def __init__(self, inner, config, counts: dict | None = None):
         self.inner, self.adaptive = inner, config.adaptive
+        # The inner transport's own --timeout: a wait here for a slot is not the server being late.
+        self.keeps_time = getattr(inner, "keeps_time", False)
         self.cap = config.concurrency
         self.window = float(self.cap)
         self.rpm, self.tpm, self.max_tokens = config.rpm, config.tpm, config.max_tokens or 0

@@ -41,6 +41,8 @@ class ReplicaPool:
             host = endpoint_host(url)
             self.counts.setdefault(host, {"requests": 0, "ok": 0, "failed": 0, "set_aside": 0})
             self._replicas.append(_Replica(host, make_one(dataclasses.replace(config, base_url=url, replicas=()))))
+        # One kind of transport for all: if it keeps to --timeout itself, so does the pool (client.py).
+        self.keeps_time = getattr(self._replicas[0].transport, "keeps_time", False)
 
     def _pick(self) -> _Replica:
         now = time.monotonic()
